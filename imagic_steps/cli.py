@@ -1,0 +1,95 @@
+"""Command line: `python -m imagic_steps edit ...` runs stages A, B and C on one image in one process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from .figures import save_grid
+from .images import ImageError, load_image, open_rgb
+from .io import write_json
+from .models import ModelNotAvailableError
+from .stages import ModelSpec, run_embed, run_finetune, run_sample
+from .variants import PRESETS, VariantError, resolve_variant
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    """`section.field=value` (value parsed as YAML) -> (["section", "field"], value)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set expects section.field=value, got {text!r}")
+    return key.split("."), yaml.safe_load(value)
+
+
+def variant_spec(preset: str, overrides: list[tuple[list[str], object]]) -> dict:
+    spec: dict = {"preset": preset}
+    for keys, value in overrides:
+        node = spec
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return spec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagic-steps", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    edit = commands.add_parser("edit", help="edit one image with one prompt (stages A, B, C)")
+    edit.add_argument("--image", required=True, type=Path)
+    edit.add_argument("--prompt", required=True, help="the target text")
+    edit.add_argument("--variant", default="original", choices=sorted(PRESETS))
+    edit.add_argument("--set", dest="overrides", action="append", type=parse_override, default=[],
+                      metavar="SECTION.FIELD=VALUE", help="override a variant field, e.g. embed.steps=20 (repeatable)")
+    edit.add_argument("--alphas", type=float, nargs="+", help="default: the variant's alphas")
+    edit.add_argument("--seeds", type=int, nargs="+", default=[0])
+    edit.add_argument("--model", default="tiny", help="'tiny', a local diffusers folder or a hub id")
+    edit.add_argument("--revision")
+    edit.add_argument("--device", default="cpu")
+    edit.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    edit.add_argument("--out", required=True, type=Path)
+    return parser
+
+
+def edit(args: argparse.Namespace) -> None:
+    variant = resolve_variant(args.variant, variant_spec(args.variant, args.overrides))
+    alphas = tuple(args.alphas) if args.alphas else variant.alphas
+    out: Path = args.out
+    open_rgb(args.image)  # fail on a bad image before spending time on the model
+    components = ModelSpec(args.model, args.revision, args.device, args.dtype).load()
+    resolution = variant.resolution or components.resolution
+    input_image = load_image(args.image, resolution)
+    write_json(out / "variant.json", {**variant.to_dict(), "alphas": list(alphas), "seeds": args.seeds})
+    run_embed(components, args.image, args.prompt, variant.embed, resolution=resolution,
+              artefact=out / "embed.safetensors", losses_csv=out / "embed_losses.csv",
+              loss_plot=out / "embed_losses.png", record=out / "embed.json")
+    finetuned = run_finetune(
+        components, out / "embed.safetensors", variant.finetune, preview_sample=variant.sample,
+        resolution=resolution, artefact=out / "finetune.safetensors", losses_csv=out / "finetune_losses.csv",
+        loss_plot=out / "finetune_losses.png", previews_dir=out / "previews", record=out / "finetune.json",
+        checkpoint_dir=out / "resume",
+    )
+    outputs = {(s, a): str(out / "samples" / f"seed{s}_alpha{a:g}.png") for s in args.seeds for a in alphas}
+    run_sample(components, out / "embed.safetensors", out / "finetune.safetensors", variant.sample, alphas=alphas,
+               seeds=args.seeds, resolution=resolution, outputs=outputs, record=out / "sample.json",
+               unet=finetuned.unet)
+    from PIL import Image
+
+    rows = [[input_image] + [Image.open(outputs[(s, a)]) for a in alphas] for s in args.seeds]
+    save_grid(out / "montage.png", rows, column_labels=["input"] + [f"a={a:g}" for a in alphas],
+              row_labels=[f"seed {s}" for s in args.seeds], row_label_width=48)
+    print(f"wrote {len(outputs)} samples, montage and loss curves to {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        edit(args)
+    except (ImageError, VariantError, ModelNotAvailableError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,145 @@
+"""Stage C: sample along e(a) = a * e_tgt + (1 - a) * e_opt with classifier-free guidance.
+
+a = 0 reconstructs the input image, a = 1 is the full edit, a > 1 extrapolates. Alphas are denoised
+together in batches; every alpha of one seed starts from the same noise and, for stochastic schedulers,
+sees the same per-step noise, so the columns of a montage differ only by the embedding.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Sequence
+
+import diffusers
+import torch
+from tqdm.auto import tqdm
+
+from .diffusion import decode_latents, encode_prompts
+from .models import SDComponents
+from .variants import SCHEDULERS, SampleParams
+
+
+def interpolate_embeddings(target: torch.Tensor, optimized: torch.Tensor, alphas: Sequence[float]) -> torch.Tensor:
+    """e(a) = a * e_tgt + (1 - a) * e_opt for each alpha: (A, 77, D) from two (1, 77, D).
+
+    Exact at the ends in floating point: e(0) == e_opt and e(1) == e_tgt bit for bit.
+    """
+    a = torch.tensor(list(alphas), dtype=target.dtype, device=target.device).view(-1, 1, 1)
+    return a * target + (1 - a) * optimized
+
+
+def make_scheduler(name: str, base_config):
+    """A fresh inference scheduler of class `name` built from the model's own scheduler config."""
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler '{name}'; choose one of {list(SCHEDULERS)}")
+    return getattr(diffusers, name).from_config(base_config)
+
+
+def initial_noise(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """The starting noise of one seed, drawn on the CPU so a seed means the same image on any device."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.inference_mode()
+def denoise(
+    unet,
+    scheduler,
+    conditional: torch.Tensor,
+    unconditional: torch.Tensor,
+    noise: torch.Tensor,
+    params: SampleParams,
+    step_seed: int,
+    init_latents: torch.Tensor | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Denoise a batch of B latents that share `noise` (1, C, h, w) under embeddings `conditional` (B, 77, D).
+
+    `unconditional` (1, 77, D) is the empty-prompt embedding, encoded once by the caller. With
+    `params.init_timestep_rate` r > 0 the first r of the schedule is skipped and denoising starts from
+    `init_latents` (1, C, h, w) noised to that level (the modified pipeline's option). Returns (B, C, h, w).
+    """
+    batch = conditional.shape[0]
+    device = conditional.device
+    scheduler.set_timesteps(params.steps, device=device)
+    timesteps = scheduler.timesteps
+    noise = noise.to(device).expand(batch, -1, -1, -1)
+    skipped = int(round(params.init_timestep_rate * params.steps)) * scheduler.order
+    if skipped > 0:
+        if init_latents is None:
+            raise ValueError("init_timestep_rate > 0 needs the input image latents")
+        timesteps = timesteps[skipped:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(skipped)
+        latents = scheduler.add_noise(init_latents.to(device).expand(batch, -1, -1, -1), noise, timesteps[:1])
+    else:
+        latents = noise * scheduler.init_noise_sigma
+
+    # One generator per batch element, all seeded alike: the per-step noise of an alpha does not depend on
+    # which other alphas share its batch.
+    generators = [torch.Generator().manual_seed(step_seed) for _ in range(batch)]
+    step_kwargs = {}
+    step_signature = inspect.signature(scheduler.step).parameters
+    if "eta" in step_signature:
+        step_kwargs["eta"] = params.eta
+    if "generator" in step_signature:
+        step_kwargs["generator"] = generators
+
+    guided = params.guidance_scale != 1.0
+    embeddings = torch.cat([unconditional.expand(batch, -1, -1), conditional]) if guided else conditional
+    embeddings = embeddings.to(unet.dtype)
+    for t in tqdm(timesteps, desc="sample", disable=not progress, leave=False):
+        model_input = torch.cat([latents, latents]) if guided else latents
+        model_input = scheduler.scale_model_input(model_input, t)
+        prediction = unet(model_input.to(unet.dtype), t, embeddings).sample.float()
+        if guided:
+            uncond_pred, cond_pred = prediction.chunk(2)
+            prediction = uncond_pred + params.guidance_scale * (cond_pred - uncond_pred)
+        latents = scheduler.step(prediction, t, latents, **step_kwargs).prev_sample
+    return latents
+
+
+@torch.inference_mode()
+def sample_alphas(
+    components: SDComponents,
+    unet,
+    target_embedding: torch.Tensor,
+    optimized_embedding: torch.Tensor,
+    alphas: Sequence[float],
+    seeds: Sequence[int],
+    params: SampleParams,
+    *,
+    height: int | None = None,
+    width: int | None = None,
+    init_latents: torch.Tensor | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Images (S, A, 3, H, W) in [-1, 1] for every seed x alpha, sampled with `unet`.
+
+    `height`/`width` default to the model's native resolution and must be multiples of the VAE factor.
+    Alphas are denoised `params.batch_size` at a time; the empty-prompt embedding is encoded once.
+    """
+    factor = components.vae_scale_factor
+    height = height or components.resolution
+    width = width or components.resolution
+    if height % factor or width % factor:
+        raise ValueError(f"height and width must be multiples of {factor}, got {height}x{width}")
+    latent_shape = (1, unet.config.in_channels, height // factor, width // factor)
+    if init_latents is not None and tuple(init_latents.shape) != latent_shape:
+        raise ValueError(f"init latents {tuple(init_latents.shape)} do not match the sample size {latent_shape}")
+    unconditional = encode_prompts(components, [""])
+    embeddings = interpolate_embeddings(target_embedding.to(components.device), optimized_embedding.to(components.device), alphas)
+    rows = []
+    chunks = [range(i, min(i + params.batch_size, len(alphas))) for i in range(0, len(alphas), params.batch_size)]
+    bar = tqdm(total=len(seeds) * len(chunks), desc="sample batches", disable=not progress)
+    for seed in seeds:
+        noise = initial_noise(seed, latent_shape)
+        images = []
+        for chunk in chunks:
+            scheduler = make_scheduler(params.scheduler, components.scheduler.config)
+            latents = denoise(unet, scheduler, embeddings[chunk.start : chunk.stop], unconditional, noise, params,
+                              step_seed=seed, init_latents=init_latents)
+            images.append(decode_latents(components, latents).cpu())
+            bar.update()
+        rows.append(torch.cat(images))
+    bar.close()
+    return torch.stack(rows)

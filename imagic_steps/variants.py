@@ -1,0 +1,230 @@
+"""Named hyper-parameter presets for the three Imagic stages, and user overrides of them.
+
+A variant is a base preset plus a nested dict of overrides, e.g.::
+
+    {"preset": "original", "embed": {"steps": 20}, "sample": {"scheduler": "EulerDiscreteScheduler"}}
+
+Unknown sections or fields are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+LATENT_MODES = ("sample", "mean")
+FINETUNE_MODES = ("full", "lora")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+SAVE_DTYPES = ("fp32", "fp16")
+SCHEDULERS = (
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "PNDMScheduler",
+    "LMSDiscreteScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "DPMSolverMultistepScheduler",
+    "HeunDiscreteScheduler",
+    "UniPCMultistepScheduler",
+)
+
+
+class VariantError(ValueError):
+    """A variant definition that cannot be used; the message names the variant, the field and the fix."""
+
+
+@dataclass(frozen=True)
+class EmbedParams:
+    """Stage A: optimise e_tgt into e_opt. `steps=0` gives e_opt = e_tgt (the fine-tune-only ablation)."""
+
+    steps: int = 500
+    lr: float = 1e-3
+    seed: int = 0
+    latents: str = "sample"  # VAE posterior "sample" (community pipeline) or its "mean"
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    """Stage B: fine-tune the UNet with e_opt fixed. `steps=0` keeps the base UNet (the embed-only ablation)."""
+
+    steps: int = 1000
+    lr: float = 2e-6
+    mode: str = "full"  # "full": every UNet weight; "lora": peft LoRA on the attention projections
+    lora_rank: int = 4
+    lora_alpha: float = 4.0
+    seed: int = 0
+    latents: str = "sample"
+    mixed_precision: str = "no"  # "fp16" / "bf16" autocast with fp32 master weights; CUDA only for fp16
+    gradient_checkpointing: bool = False
+    save_dtype: str = "fp32"  # dtype of the saved full-UNet artefact
+    preview_every: int = 0  # write a preview grid every N steps (0 = off)
+    preview_steps: int = 10  # denoising steps of a preview sample
+    checkpoint_every: int = 0  # resume checkpoint every N steps (0 = off)
+
+
+@dataclass(frozen=True)
+class SampleParams:
+    """Stage C: sample along e(a) = a * e_tgt + (1 - a) * e_opt with classifier-free guidance."""
+
+    scheduler: str = "DDIMScheduler"
+    steps: int = 50
+    guidance_scale: float = 7.5
+    eta: float = 0.0
+    init_timestep_rate: float = 0.0  # 0: start from pure noise; r > 0: skip the first r of the schedule from noised input latents
+    batch_size: int = 8  # alphas denoised together
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    embed: EmbedParams = field(default_factory=EmbedParams)
+    finetune: FinetuneParams = field(default_factory=FinetuneParams)
+    sample: SampleParams = field(default_factory=SampleParams)
+    alphas: tuple[float, ...] = (1.0,)
+    resolution: int | None = None  # image side in pixels; None = the model's native resolution
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {"embed": EmbedParams, "finetune": FinetuneParams, "sample": SampleParams}
+TOP_LEVEL = {"alphas", "resolution"}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # diffusers community pipeline examples/community/imagic_stable_diffusion.py: train() defaults
+    # (embedding_learning_rate=1e-3, text_embedding_optimization_steps=500,
+    # diffusion_model_learning_rate=2e-6, model_fine_tuning_optimization_steps=1000, full UNet, Adam,
+    # posterior sample of the VAE) and __call__() defaults (alpha=1.2, 50 steps, guidance 7.5, eta 0)
+    # with the DDIM scheduler of its README example.
+    "original": {
+        "embed": {"steps": 500, "lr": 1e-3},
+        "finetune": {"steps": 1000, "lr": 2e-6, "mode": "full"},
+        "sample": {"scheduler": "DDIMScheduler", "steps": 50, "guidance_scale": 7.5, "eta": 0.0},
+        "alphas": [1.2],
+    },
+    # The "modified" community variant: longer, gentler embedding optimisation (1000 steps at 5e-4),
+    # a much lower fine-tune rate (1000 steps at 1e-7) against overfitting, Euler sampling in 20 steps at
+    # alpha 1, starting from the noised input latents. Its init timestep rate default is not recorded in
+    # our sources; 0.3 is our choice, overridable.
+    "modified": {
+        "embed": {"steps": 1000, "lr": 5e-4},
+        "finetune": {"steps": 1000, "lr": 1e-7, "mode": "full"},
+        "sample": {"scheduler": "EulerDiscreteScheduler", "steps": 20, "guidance_scale": 7.5,
+                   "init_timestep_rate": 0.3},
+        "alphas": [1.0],
+    },
+    # Kawar et al., "Imagic", CVPR 2023, appendix (Stable Diffusion implementation): embedding 1000 steps
+    # at 2e-3, UNet fine-tune 1500 steps at 5e-7, Adam, DDIM sampling; alphas around 0.6-0.8.
+    "paper": {
+        "embed": {"steps": 1000, "lr": 2e-3},
+        "finetune": {"steps": 1500, "lr": 5e-7, "mode": "full"},
+        "sample": {"scheduler": "DDIMScheduler", "steps": 50, "guidance_scale": 7.5, "eta": 0.0},
+        "alphas": [0.6, 0.7, 0.8],
+    },
+    # Justin Pinkney's first public Stable Diffusion Imagic notebook: embedding 500 steps at 1e-3, UNet
+    # 1000 steps at 1e-6, DDIM 45 steps with eta 0, guidance 3, alphas 0.8-1.1.
+    "pinkney": {
+        "embed": {"steps": 500, "lr": 1e-3},
+        "finetune": {"steps": 1000, "lr": 1e-6, "mode": "full"},
+        "sample": {"scheduler": "DDIMScheduler", "steps": 45, "guidance_scale": 3.0, "eta": 0.0},
+        "alphas": [0.8, 0.9, 1.0, 1.1],
+    },
+}
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Return `base` with `override` merged in, recursively for nested dicts."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def resolve_variant(name: str, spec: dict[str, Any] | None = None) -> Variant:
+    """Build the variant `name` from `spec` = {"preset": base, <section>: {field: value}, ...}.
+
+    With no spec, `name` itself must be a preset. Raises VariantError on unknown presets, sections or
+    fields and on values out of range.
+    """
+    spec = dict(spec or {})
+    preset = spec.pop("preset", name)
+    if preset not in PRESETS:
+        raise VariantError(f"variant '{name}': unknown preset '{preset}'; choose one of {sorted(PRESETS)}")
+    unknown = set(spec) - set(SECTIONS) - TOP_LEVEL
+    if unknown:
+        raise VariantError(
+            f"variant '{name}': unknown field(s) {sorted(unknown)}; allowed: preset, {', '.join(sorted(set(SECTIONS) | TOP_LEVEL))}"
+        )
+    resolved = deep_merge(PRESETS[preset], spec)
+    sections = {}
+    for section, cls in SECTIONS.items():
+        values = resolved.get(section, {})
+        if not isinstance(values, dict):
+            raise VariantError(f"variant '{name}': '{section}' must be a mapping of fields, got {values!r}")
+        known = {f.name: f.type for f in dataclasses.fields(cls)}
+        bad = set(values) - set(known)
+        if bad:
+            raise VariantError(f"variant '{name}': unknown {section} field(s) {sorted(bad)}; allowed: {sorted(known)}")
+        sections[section] = cls(**{key: _coerce(name, section, key, value, cls) for key, value in values.items()})
+    alphas = tuple(float(a) for a in resolved.get("alphas", (1.0,)))
+    variant = Variant(name=name, alphas=alphas, resolution=resolved.get("resolution"), **sections)
+    validate_variant(variant)
+    return variant
+
+
+def _coerce(name: str, section: str, key: str, value: Any, cls: type) -> Any:
+    """YAML gives `1e-3` as a string under some loaders and ints where floats are meant; normalise."""
+    default = getattr(cls(), key)
+    try:
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, int):
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise TypeError
+            return int(float(value))
+        return str(value)
+    except (TypeError, ValueError):
+        raise VariantError(
+            f"variant '{name}': {section}.{key} = {value!r} is not a {type(default).__name__}"
+        ) from None
+
+
+def validate_variant(variant: Variant) -> None:
+    """Range checks that a schema cannot express; raises VariantError naming the field."""
+    e, f, s = variant.embed, variant.finetune, variant.sample
+
+    def check(ok: bool, where: str, value: Any, rule: str) -> None:
+        if not ok:
+            raise VariantError(f"variant '{variant.name}': {where} = {value!r} is invalid; {rule}")
+
+    check(e.steps >= 0, "embed.steps", e.steps, "use 0 (skip) or a positive number")
+    check(e.lr > 0, "embed.lr", e.lr, "use a positive learning rate")
+    check(e.latents in LATENT_MODES, "embed.latents", e.latents, f"choose one of {LATENT_MODES}")
+    check(f.steps >= 0, "finetune.steps", f.steps, "use 0 (skip) or a positive number")
+    check(f.lr > 0, "finetune.lr", f.lr, "use a positive learning rate")
+    check(f.mode in FINETUNE_MODES, "finetune.mode", f.mode, f"choose one of {FINETUNE_MODES}")
+    check(f.lora_rank > 0, "finetune.lora_rank", f.lora_rank, "use a positive rank")
+    check(f.latents in LATENT_MODES, "finetune.latents", f.latents, f"choose one of {LATENT_MODES}")
+    check(f.mixed_precision in MIXED_PRECISION, "finetune.mixed_precision", f.mixed_precision, f"choose one of {MIXED_PRECISION}")
+    check(f.save_dtype in SAVE_DTYPES, "finetune.save_dtype", f.save_dtype, f"choose one of {SAVE_DTYPES}")
+    check(f.preview_every >= 0, "finetune.preview_every", f.preview_every, "use 0 (off) or a positive number")
+    check(f.preview_steps > 0, "finetune.preview_steps", f.preview_steps, "use a positive number")
+    check(f.checkpoint_every >= 0, "finetune.checkpoint_every", f.checkpoint_every, "use 0 (off) or a positive number")
+    check(s.scheduler in SCHEDULERS, "sample.scheduler", s.scheduler, f"choose one of {list(SCHEDULERS)}")
+    check(s.steps > 0, "sample.steps", s.steps, "use a positive number")
+    check(s.guidance_scale >= 0, "sample.guidance_scale", s.guidance_scale, "use a value >= 0 (1 = no guidance)")
+    check(s.eta >= 0, "sample.eta", s.eta, "use a value >= 0")
+    check(0.0 <= s.init_timestep_rate < 1.0, "sample.init_timestep_rate", s.init_timestep_rate, "use a value in [0, 1)")
+    check(s.batch_size > 0, "sample.batch_size", s.batch_size, "use a positive number")
+    check(len(variant.alphas) > 0, "alphas", list(variant.alphas), "give at least one alpha")
+    check(variant.resolution is None or (variant.resolution > 0 and variant.resolution % 8 == 0),
+          "resolution", variant.resolution, "use a positive multiple of 8")

@@ -1,0 +1,59 @@
+"""Test set-up: offline hub, a per-session preset cache, single-threaded torch for speed and determinism."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def preset_cache(tmp_path_factory):
+    """Build presets once per session in a temporary cache, shared with subprocesses through the env."""
+    cache = os.environ.get("IMAGIC_STEPS_TEST_CACHE") or str(tmp_path_factory.mktemp("imagic_cache"))
+    os.environ["IMAGIC_STEPS_CACHE"] = cache
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tiny(preset_cache):
+    from imagic_steps.models import load_components
+
+    return load_components("tiny")
+
+
+@pytest.fixture(scope="session")
+def cat_image_path(tmp_path_factory):
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("images") / "chelsea.png"
+    Image.fromarray(data.chelsea()).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def astronaut_image_path(tmp_path_factory):
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("images") / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def cat_tensor(cat_image_path):
+    from imagic_steps.images import load_image, pil_to_tensor
+
+    return pil_to_tensor(load_image(cat_image_path, 64))
+
+
+def random_image(seed: int, size: int = 64) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))

@@ -1,0 +1,184 @@
+"""Tests of imagic_steps.score with the offline tiny (random-weight) scorers."""
+
+import socket
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imagic_steps.score import (
+    ScorerSpec,
+    clip_image_similarity,
+    clip_text_score,
+    directional_clip_similarity,
+    load_scorers,
+    lpips_distance,
+    score_samples,
+)
+
+TINY = ScorerSpec(tiny=True, seed=0)
+# Below the 256 px default wherever the resolution is not under test: 4x less LPIPS compute on CPU.
+RES = 128
+PROMPTS = ["a photo of a cat", "a dog sitting", "a red car", "a bird flying", "an apple on a table"]
+
+
+@pytest.fixture(scope="module")
+def scorers():
+    return load_scorers(TINY)
+
+
+def smooth_image(rng: np.random.Generator, size=(72, 64)) -> Image.Image:
+    """A low-frequency RGB image (a random 5x4 grid upsampled), so added noise is a real change."""
+    coarse = rng.integers(0, 256, size=(4, 5, 3), dtype=np.uint8)
+    return Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC)
+
+
+def add_noise(image: Image.Image, sigma: float, rng: np.random.Generator) -> Image.Image:
+    pixels = np.asarray(image, dtype=np.float32)
+    noisy = pixels + rng.normal(0.0, sigma, size=pixels.shape)
+    return Image.fromarray(np.clip(noisy, 0, 255).round().astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(1234)
+    return [smooth_image(rng) for _ in range(5)]
+
+
+@pytest.fixture(scope="module")
+def other_images():
+    rng = np.random.default_rng(99)
+    return [smooth_image(rng, size=(64, 80)) for _ in range(5)]
+
+
+def test_lpips_of_identical_images_is_zero(scorers, images):
+    np.testing.assert_allclose(lpips_distance(scorers, images, images), 0.0, atol=1e-6)
+
+
+def test_lpips_is_symmetric(scorers, images, other_images):
+    forward = lpips_distance(scorers, images, other_images, resolution=RES)
+    backward = lpips_distance(scorers, other_images, images, resolution=RES)
+    assert np.all(forward > 0)
+    np.testing.assert_allclose(forward, backward, rtol=1e-5, atol=1e-6)
+
+
+def test_lpips_grows_with_noise(scorers, images):
+    rng = np.random.default_rng(7)
+    small = lpips_distance(scorers, images, [add_noise(image, 4.0, rng) for image in images], resolution=RES)
+    large = lpips_distance(scorers, images, [add_noise(image, 40.0, rng) for image in images], resolution=RES)
+    assert np.all(small > 0)
+    assert np.all(small < large)
+
+
+def test_lpips_sees_square_inputs_in_minus_one_one(scorers, images, other_images, monkeypatch):
+    seen = []
+    lpips_model = scorers.lpips_model
+
+    def spy(a, b):
+        seen.append((a.shape, b.shape, min(a.min(), b.min()).item(), max(a.max(), b.max()).item()))
+        return lpips_model(a, b)
+
+    monkeypatch.setattr(scorers, "lpips_model", spy)
+    lpips_distance(scorers, images, other_images, resolution=96, batch_size=16)
+    ((shape_a, shape_b, low, high),) = seen
+    assert shape_a == shape_b == (5, 3, 96, 96)
+    # The random images span nearly the full 0..255 range, so [-1, 1] scaling reaches both ends.
+    assert -1.0 <= low < -0.5 and 0.5 < high <= 1.0
+
+
+def test_clip_image_similarity_with_itself_is_one(scorers, images, other_images):
+    np.testing.assert_allclose(clip_image_similarity(scorers, images, images), 1.0, atol=1e-5)
+    assert np.all(clip_image_similarity(scorers, images, other_images) < 1.0 - 1e-5)
+
+
+def test_clip_text_score_is_clipped_scaled_cosine(scorers, images):
+    scores = clip_text_score(scorers, images, PROMPTS)
+    assert scores.shape == (5,)
+    assert np.all((scores >= 0) & (scores <= 100))
+    # Recompute one pair straight from the model to pin down the 100 * max(cos, 0) definition.
+    with torch.inference_mode():
+        image_emb = scorers.clip_model.encode_image(scorers.preprocess(images[2].convert("RGB"))[None])
+        text_emb = scorers.clip_model.encode_text(scorers.tokenizer([PROMPTS[2]]))
+    cosine = torch.nn.functional.cosine_similarity(image_emb, text_emb).item()
+    np.testing.assert_allclose(scores[2], 100 * max(cosine, 0.0), atol=1e-4)
+
+
+def test_scores_are_deterministic_across_loads(images, other_images):
+    first, second = load_scorers(TINY), load_scorers(TINY)
+    for scorer_pair_fn in (
+        lambda s: clip_text_score(s, images, PROMPTS),
+        lambda s: clip_image_similarity(s, images, other_images),
+        lambda s: lpips_distance(s, images, other_images, resolution=RES),
+    ):
+        np.testing.assert_array_equal(scorer_pair_fn(first), scorer_pair_fn(second))
+
+
+def test_seed_changes_random_weights(scorers, images, other_images):
+    reseeded = load_scorers(ScorerSpec(tiny=True, seed=1))
+    assert not np.allclose(
+        clip_image_similarity(scorers, images, other_images), clip_image_similarity(reseeded, images, other_images)
+    )
+
+
+def test_scores_do_not_depend_on_batch_size(scorers, images, other_images):
+    source_prompts = ["a cat", None, "a car", "", "an apple"]
+    by_batch = {
+        batch_size: [
+            clip_text_score(scorers, images, PROMPTS, batch_size=batch_size),
+            clip_image_similarity(scorers, images, other_images, batch_size=batch_size),
+            lpips_distance(scorers, images, other_images, resolution=RES, batch_size=batch_size),
+            directional_clip_similarity(
+                scorers, images, other_images, source_prompts, PROMPTS, batch_size=batch_size
+            ),
+        ]
+        for batch_size in (1, 3)
+    }
+    for one, three in zip(by_batch[1], by_batch[3]):
+        np.testing.assert_allclose(one, three, atol=1e-5, equal_nan=True)
+
+
+def test_directional_is_nan_without_source_prompt(scorers, images, other_images):
+    source_prompts = ["a cat", None, "a car", "", "   "]
+    scores = directional_clip_similarity(scorers, images, other_images, source_prompts, PROMPTS)
+    assert np.all(np.isfinite(scores[[0, 2]]))
+    assert np.all(np.abs(scores[[0, 2]]) <= 1 + 1e-6)
+    assert np.all(np.isnan(scores[[1, 3, 4]]))
+    # Recompute pair 0 straight from the model to pin down the direction (edit - source) in both spaces.
+    with torch.inference_mode():
+        pixels = torch.stack([scorers.preprocess(image.convert("RGB")) for image in (images[0], other_images[0])])
+        source_img, edit_img = scorers.clip_model.encode_image(pixels, normalize=True)
+        source_txt, target_txt = scorers.clip_model.encode_text(scorers.tokenizer(["a cat", PROMPTS[0]]), normalize=True)
+    expected = torch.nn.functional.cosine_similarity(edit_img - source_img, target_txt - source_txt, dim=0).item()
+    np.testing.assert_allclose(scores[0], expected, atol=1e-5)
+
+
+def test_score_samples_columns_and_scorer_name(scorers, images, other_images):
+    table = score_samples(scorers, other_images, images, PROMPTS, source_prompts=["a cat"] + [None] * 4)
+    assert list(table.columns) == ["clip_score", "clip_image_sim", "lpips", "directional_clip", "scorer"]
+    assert len(table) == 5
+    assert (table["scorer"] == TINY.name).all() and "tiny" in TINY.name
+    # The table must agree with the single-metric functions it is built from.
+    np.testing.assert_allclose(table["clip_score"], clip_text_score(scorers, other_images, PROMPTS), atol=1e-5)
+    np.testing.assert_allclose(table["lpips"], lpips_distance(scorers, other_images, images), atol=1e-6)
+    assert np.isfinite(table["directional_clip"][0]) and table["directional_clip"][1:].isna().all()
+
+
+def test_real_scorer_name_is_not_tiny():
+    assert "tiny" not in ScorerSpec().name
+    assert ScorerSpec().name == "clip:ViT-B-32/laion2b_s34b_b79k+lpips:alex"
+    with pytest.raises(ValueError):
+        ScorerSpec(lpips_net="squeeze")
+
+
+def test_tiny_scorers_load_offline(monkeypatch, images):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tiny scorers tried to open a network connection")
+
+    # Any download (HF hub, torchvision weights) goes through a socket connection.
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    offline = load_scorers(ScorerSpec(tiny=True, lpips_net="vgg"))
+    assert np.isfinite(lpips_distance(offline, images[:1], images[1:2], resolution=64)).all()
