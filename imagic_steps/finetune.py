@@ -147,15 +147,18 @@ def finetune_unet(
     return FinetuneResult(unet, params.mode, params, losses)
 
 
-def write_preview(components, unet, embed: EmbedResult, preview: PreviewSpec, seed: int, step: int) -> Path:
-    """Sample PREVIEW_ALPHAS with the current weights and write `step_NNNNNN.png`; training RNG untouched."""
+def write_preview(components, unet, embed: EmbedResult, preview: PreviewSpec, seed: int, step: int,
+                  path: str | Path | None = None) -> Path:
+    """Sample PREVIEW_ALPHAS with the current weights and write a grid (default `step_NNNNNN.png` in the
+    preview folder); the training generator is untouched."""
     was_training = unet.training
     unet.eval()
     sample_params = SampleParams(**{**asdict(preview.sample), "steps": preview_steps(preview)})
     images = sample_alphas(components, unet, embed.target_embedding, embed.optimized_embedding, PREVIEW_ALPHAS,
-                           [seed], sample_params, height=preview.height, width=preview.width, progress=False)
+                           [seed], sample_params, height=preview.height, width=preview.width,
+                           init_latents=embed.image_latents, progress=False)
     unet.train(was_training)
-    path = Path(preview.folder) / f"step_{step:06d}.png"
+    path = Path(path) if path else Path(preview.folder) / f"step_{step:06d}.png"
     save_grid(path, [tensor_to_pil(images[0])], column_labels=[f"a={a:g}" for a in PREVIEW_ALPHAS])
     return path
 

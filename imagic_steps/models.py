@@ -66,7 +66,8 @@ class SDComponents:
 
     def provenance(self) -> dict:
         """What a result folder records about the model it came from."""
-        return {"model": self.model_id, "revision": self.revision, "dtype": str(self.dtype).replace("torch.", "")}
+        return {"model": self.model_id, "revision": self.revision, "dtype": str(self.dtype).replace("torch.", ""),
+                "device": str(self.device)}
 
 
 def cache_dir() -> Path:

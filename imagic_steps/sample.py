@@ -116,6 +116,7 @@ def sample_alphas(
     """Images (S, A, 3, H, W) in [-1, 1] for every seed x alpha, sampled with `unet`.
 
     `height`/`width` default to the model's native resolution and must be multiples of the VAE factor.
+    `init_latents` (1, C, h, w), the input image's latents, are used only when `params.init_timestep_rate` > 0.
     Alphas are denoised `params.batch_size` at a time; the empty-prompt embedding is encoded once.
     """
     factor = components.vae_scale_factor

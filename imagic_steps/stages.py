@@ -18,7 +18,14 @@ import torch
 from .diffusion import truncated_prompt
 from .embed import EmbedResult, optimize_embedding
 from .figures import plot_losses
-from .finetune import PreviewSpec, ResumeCheckpoints, finetune_unet, load_finetuned_unet, save_finetuned
+from .finetune import (
+    PreviewSpec,
+    ResumeCheckpoints,
+    finetune_unet,
+    load_finetuned_unet,
+    save_finetuned,
+    write_preview,
+)
 from .images import load_image, pil_to_tensor, tensor_to_pil
 from .io import atomic_path, save_image, write_json
 from .models import SDComponents, load_components
@@ -37,6 +44,11 @@ class ModelSpec:
     revision: str | None = None
     device: str = "cpu"
     dtype: str = "fp32"
+
+    @classmethod
+    def from_config(cls, model: dict, device: str) -> "ModelSpec":
+        """From the workflow's `model:` block, on the device this job was given."""
+        return cls(model["id"], model.get("revision"), device, model.get("dtype", "fp32"))
 
     def load(self) -> SDComponents:
         return load_components(self.model, revision=self.revision, device=self.device, dtype=self.dtype)
@@ -88,11 +100,14 @@ def run_finetune(
     loss_plot,
     previews_dir,
     record,
+    final_preview=None,
     checkpoint_dir=None,
     pair_id: str = "",
     progress: bool = True,
 ):
     """Stage B from an embed artefact: writes the fine-tune artefact, losses, preview grids and provenance.
+
+    `final_preview` (optional path) gets a preview grid of the finished model.
 
     Resume checkpoints live in `checkpoint_dir` while training and are removed once the artefact exists.
     """
@@ -101,6 +116,8 @@ def run_finetune(
     preview = PreviewSpec(Path(previews_dir), preview_sample, resolution, resolution)
     result = finetune_unet(components, embed, params, preview=preview, checkpoint_dir=checkpoint_dir, progress=progress)
     save_finetuned(artefact, result, params.save_dtype)
+    if final_preview:
+        write_preview(components, result.unet, embed, preview, params.seed, params.steps, final_preview)
     write_losses(result.losses, losses_csv, loss_plot, f"stage B (fine-tune, {result.mode}) {pair_id}")
     write_json(record, provenance("finetune", asdict(params), components.provenance(), pair_id=pair_id,
                                   embed=str(embed_artefact), preview_sample=asdict(preview_sample)))
@@ -131,9 +148,8 @@ def run_sample(
     embed = EmbedResult.load(embed_artefact, components.device)
     unet = unet if unet is not None else load_finetuned_unet(components.unet, finetune_artefact)
     resolution = resolution or components.resolution
-    init_latents = embed.image_latents if params.init_timestep_rate > 0 else None
     images = sample_alphas(components, unet, embed.target_embedding, embed.optimized_embedding, alphas, seeds, params,
-                           height=resolution, width=resolution, init_latents=init_latents, progress=progress)
+                           height=resolution, width=resolution, init_latents=embed.image_latents, progress=progress)
     for s, seed in enumerate(seeds):
         for alpha, image in zip(alphas, tensor_to_pil(images[s])):
             save_image(image, outputs[(seed, alpha)])

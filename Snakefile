@@ -1,0 +1,23 @@
+# Imagic experiment pipeline: embed -> finetune -> sample -> score -> aggregate, cached per stage.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/aggregate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_outputs(),

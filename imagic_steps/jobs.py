@@ -1,0 +1,90 @@
+"""Running one workflow job: its log file, thread count, device, and a one-line error on bad input.
+
+Snakemake does not assign GPUs to concurrent local jobs, so a job that wants CUDA takes an exclusive
+lock on one visible device (a lock file per physical device id) and holds it for its lifetime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from .diffusion import NonFiniteLossError
+from .images import ImageError
+from .models import ModelNotAvailableError
+from .plan import PlanError
+from .variants import VariantError
+
+USER_ERRORS = (ImageError, VariantError, ModelNotAvailableError, NonFiniteLossError, PlanError)
+LOCK_DIR = Path(os.environ.get("IMAGIC_STEPS_GPU_LOCKS", Path(tempfile.gettempdir()) / "imagic_steps_gpu_locks"))
+
+
+def physical_gpu_ids() -> list[str]:
+    """Ids of the visible CUDA devices as the machine knows them (CUDA_VISIBLE_DEVICES, else 0..n-1)."""
+    count = torch.cuda.device_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [v.strip() for v in visible.split(",")][:count]
+    return [str(i) for i in range(count)]
+
+
+@contextlib.contextmanager
+def claim_device(preference: str) -> Iterator[str]:
+    """Yield the torch device string for this job: 'cpu', or 'cuda:i' for a GPU no other local job holds.
+
+    `preference` is 'cpu', 'cuda' (fail without a GPU) or 'auto' (CUDA when available).
+    """
+    if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
+        yield "cpu"
+        return
+    if not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but no CUDA device is visible; set model.device to cpu or auto")
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    ids = physical_gpu_ids()
+    for index, physical in enumerate(ids):
+        handle = open(LOCK_DIR / f"gpu{physical}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        try:
+            yield f"cuda:{index}"
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+        return
+    raise RuntimeError(f"all {len(ids)} visible GPUs are held by other jobs; cap the 'gpu' resource at the GPU count")
+
+
+@contextlib.contextmanager
+def job_context(log_path: str | os.PathLike, threads: int = 1, device: str = "cpu") -> Iterator[str]:
+    """Run a job body with stdout/stderr (tqdm, logging) in `log_path`, `threads` torch threads and a device.
+
+    Known user errors are written as one line (to the log and to the terminal) and end the job with exit
+    code 1 instead of a traceback.
+    """
+    terminal = sys.stderr
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", buffering=1, encoding="utf-8") as log, \
+            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        logging.basicConfig(stream=log, level=logging.INFO, force=True,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        torch.set_num_threads(max(1, int(threads)))
+        try:
+            with claim_device(device) as chosen:
+                logging.getLogger(__name__).info("device %s, %d thread(s)", chosen, torch.get_num_threads())
+                yield chosen
+        except USER_ERRORS as error:
+            line = f"error: {error}"
+            print(line, file=log)
+            print(line, file=terminal)
+            raise SystemExit(1) from None

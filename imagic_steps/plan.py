@@ -1,0 +1,176 @@
+"""The experiment plan: pairs x variants -> the stage outputs they need, keyed by what each stage consumes.
+
+Each stage's output folder is named by a short hash of exactly the parameters that stage consumes:
+
+  embed     model (id, revision, dtype), image, prompt, resolution, embed params
+  finetune  the embed key + fine-tune params (not preview / checkpoint cadence: they change no weight)
+  sample    the finetune key + sampling params (not batch size), then one file per seed and alpha
+
+so two variants with equal embed parameters share one embed output, and changing a fine-tune parameter
+leaves the embed output alone. A JSON of the hashed parameters is written beside every output.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from .variants import Variant, deep_merge, resolve_variant
+
+KEY_LENGTH = 10
+PAIR_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+NON_RESULT_FINETUNE_FIELDS = ("preview_every", "preview_steps", "checkpoint_every")
+NON_RESULT_SAMPLE_FIELDS = ("batch_size",)
+
+
+class PlanError(ValueError):
+    """A sheet or config problem found before any job runs; the message names the pair / field and the fix."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    pair_id: str
+    image: str
+    prompt: str
+    source_prompt: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One pair under one variant: the keys of its three stages."""
+
+    pair: Pair
+    variant: Variant
+    embed_key: str
+    finetune_key: str
+    sample_key: str
+    alphas: tuple[float, ...]
+    seeds: tuple[int, ...]
+
+    @property
+    def run_key(self) -> str:
+        return f"{self.embed_key}-{self.finetune_key}-{self.sample_key}"
+
+
+def stage_key(identity: dict[str, Any]) -> str:
+    """Short, stable hash of a JSON-serialisable identity."""
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
+
+
+def format_alpha(alpha: float) -> str:
+    """How an alpha appears in file names: the shortest text that reads back as the same float
+    (1.0 -> '1', 0.25 -> '0.25', 1/3 -> '0.3333333333333333')."""
+    text = repr(float(alpha))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def embed_identity(model: dict[str, Any], pair: Pair, variant: Variant) -> dict[str, Any]:
+    return {
+        "model": {k: model.get(k) for k in ("id", "revision", "dtype")},
+        "image": str(pair.image),
+        "prompt": pair.prompt,
+        "resolution": variant.resolution,
+        "embed": asdict(variant.embed),
+    }
+
+
+def finetune_identity(variant: Variant) -> dict[str, Any]:
+    params = asdict(variant.finetune)
+    for name in NON_RESULT_FINETUNE_FIELDS:
+        params.pop(name)
+    return params
+
+
+def sample_identity(variant: Variant) -> dict[str, Any]:
+    params = asdict(variant.sample)
+    for name in NON_RESULT_SAMPLE_FIELDS:
+        params.pop(name)
+    return {"sample": params, "resolution": variant.resolution}
+
+
+def check_pair_id(pair_id: str, where: str) -> None:
+    if not re.fullmatch(PAIR_ID_PATTERN, pair_id):
+        raise PlanError(
+            f"{where}: pair_id {pair_id!r} is not safe as a folder name; use 1-64 letters, digits, '_' or '-', "
+            f"starting with a letter or digit"
+        )
+
+
+def read_pairs_sheet(path: str | Path) -> list[Pair]:
+    """Pairs from a TSV with columns pair_id, image, prompt [, source_prompt, overrides (JSON)].
+
+    Image paths are taken relative to the working directory, as Snakemake does.
+    """
+    path = Path(path)
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    pairs = []
+    for line, row in enumerate(rows, start=2):
+        where = f"{path}:{line}"
+        pair_id = (row.get("pair_id") or "").strip()
+        check_pair_id(pair_id, where)
+        prompt = row.get("prompt") or ""
+        if not prompt.strip():
+            raise PlanError(f"{where}: pair '{pair_id}' has an empty prompt; write the target text in the 'prompt' column")
+        overrides_text = (row.get("overrides") or "").strip()
+        try:
+            overrides = json.loads(overrides_text) if overrides_text else {}
+        except json.JSONDecodeError as error:
+            raise PlanError(f"{where}: pair '{pair_id}' overrides are not valid JSON ({error.msg}); "
+                            'write e.g. {"embed": {"steps": 100}}') from None
+        pairs.append(Pair(pair_id, (row.get("image") or "").strip(), prompt, (row.get("source_prompt") or "").strip(),
+                          overrides))
+    duplicates = sorted({p.pair_id for p in pairs if [q.pair_id for q in pairs].count(p.pair_id) > 1})
+    if duplicates:
+        raise PlanError(f"{path}: duplicate pair_id(s) {duplicates}; every row needs its own id")
+    return pairs
+
+
+def tedbench_pair_id(img_name: str, target_text: str) -> str:
+    """A safe, deterministic id from a TEdBench entry: the image stem (sanitised) + a hash of name and text."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(img_name).stem).strip("_-") or "image"
+    digest = hashlib.sha256(f"{img_name}\n{target_text}".encode()).hexdigest()[:6]
+    return f"{stem[:48]}-{digest}"
+
+
+def read_tedbench(json_path: str | Path, images_dir: str | Path) -> list[Pair]:
+    """Pairs from a TEdBench-style JSON list of {"img_name", "target_text"} and a folder of originals."""
+    entries = json.loads(Path(json_path).read_text(encoding="utf-8"))
+    pairs = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not {"img_name", "target_text"} <= set(entry):
+            raise PlanError(f"{json_path}: entry {index} needs 'img_name' and 'target_text'")
+        pairs.append(Pair(tedbench_pair_id(entry["img_name"], entry["target_text"]),
+                          str(Path(images_dir) / entry["img_name"]), entry["target_text"]))
+    return pairs
+
+
+def plan_experiment(
+    model: dict[str, Any],
+    pairs: Sequence[Pair],
+    variant_specs: dict[str, dict[str, Any] | None],
+    alphas: Sequence[float],
+    seeds: Sequence[int],
+) -> list[PlannedRun]:
+    """Every pair under every variant; the config's alphas apply unless a variant sets its own."""
+    if not seeds:
+        raise PlanError("config: 'seeds' is empty; give at least one seed")
+    if not alphas:
+        raise PlanError("config: 'alphas' is empty; give at least one alpha")
+    runs = []
+    for pair in pairs:
+        for name, spec in variant_specs.items():
+            spec = {"alphas": list(alphas), **(spec or {})}
+            variant = resolve_variant(name, deep_merge(spec, pair.overrides))
+            embed_key = stage_key(embed_identity(model, pair, variant))
+            finetune_key = stage_key({"embed": embed_key, "finetune": finetune_identity(variant)})
+            sample_key = stage_key({"finetune": finetune_key, **sample_identity(variant)})
+            runs.append(PlannedRun(pair, variant, embed_key, finetune_key, sample_key, variant.alphas, tuple(seeds)))
+    return runs

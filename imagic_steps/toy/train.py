@@ -1,0 +1,278 @@
+"""Train the `digits` preset: a small Stable Diffusion on scikit-learn's handwritten digits, on one CPU thread.
+
+    python -m imagic_steps.toy.train --out imagic_steps/presets/digits --seed 0
+
+The model uses Stable Diffusion's own component classes and is saved in the diffusers layout, so it
+loads and runs through exactly the code a real model does:
+
+1. the tiny preset is built with the same seed into a staging folder (`imagic_steps.models.build_tiny_model`):
+   SD 1.x's CLIP BPE tokenizer, a two-layer `CLIPTextModel` that stays frozen at its seeded random init
+   (the UNet learns to read its embeddings), SD's scheduler config and `model_index.json`;
+2. an `AutoencoderKL` (three blocks: 4x down-sampling, 32x32 images <-> 4x8x8 latents) is trained to
+   reconstruct the training digits (MSE plus a small KL term); its `scaling_factor` is set to 1 / std of the
+   latents, as Stable Diffusion's is;
+3. a `UNet2DConditionModel` with cross-attention is trained on the scaled latents with the epsilon loss over
+   SD's scaled-linear DDPM schedule (1000 steps), captions dropped to "" 10% of the time so classifier-free
+   guidance works;
+4. the VAE and UNet replace the tiny preset's, loss curves and a `training.json` record are written, and the
+   staging folder is renamed onto `--out`.
+
+Every random draw (initialisation, batches, captions, posterior samples, noise, timesteps) follows `--seed`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from tqdm.auto import tqdm
+
+from ..diffusion import draw_noise_and_timesteps, encode_prompts
+from ..figures import plot_losses
+from ..io import write_json
+from ..models import build_tiny_model, load_components
+from .digits import CAPTION_TEMPLATES, IMAGE_SIZE, caption, load_split
+
+LOSS_WINDOW = 100  # steps averaged into the reported final loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run; the defaults train the shipped preset."""
+
+    seed: int = 0
+    vae_steps: int = 1500
+    vae_batch_size: int = 32
+    vae_lr: float = 1e-3
+    kl_weight: float = 1e-4  # on the KL per latent element, against the per-pixel MSE
+    unet_steps: int = 3000
+    unet_batch_size: int = 64
+    unet_lr: float = 1e-3
+    warmup_steps: int = 100
+    caption_dropout: float = 0.1  # fraction of captions replaced by "" for classifier-free guidance
+
+
+def digits_vae_config() -> dict:
+    """AutoencoderKL for 32x32 digits: three blocks (4x down-sampling) to 4x8x8 latents, ~0.17 M parameters."""
+    return dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(8, 16, 32),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=IMAGE_SIZE,
+    )
+
+
+def digits_unet_config(cross_attention_dim: int) -> dict:
+    """UNet on 4x8x8 latents, cross-attention at full latent resolution, ~0.8 M parameters."""
+    return dict(
+        sample_size=IMAGE_SIZE // 4,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+
+
+def train_vae(images: torch.Tensor, config: TrainConfig, generator: torch.Generator,
+              progress: bool = True) -> tuple[AutoencoderKL, dict[str, list[float]]]:
+    """Train an AutoencoderKL on `images` (N, 3, 32, 32) in [-1, 1]; returns it (eval mode) and its losses.
+
+    Loss: per-pixel MSE of the decoded posterior sample plus `kl_weight` x the KL to N(0, I) per latent
+    element. A small KL keeps the latents near unit scale and the decoder tolerant of the small errors
+    that sampled latents carry.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        vae = AutoencoderKL(**digits_vae_config())
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr)
+    schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.vae_steps)
+    losses: dict[str, list[float]] = {"reconstruction MSE": [], "KL per latent element": []}
+    vae.train()
+    for _ in tqdm(range(config.vae_steps), desc="vae", disable=not progress, mininterval=1.0):
+        batch = images[torch.randint(0, len(images), (config.vae_batch_size,), generator=generator)]
+        posterior = vae.encode(batch).latent_dist
+        latents = posterior.sample(generator=generator)
+        reconstruction = F.mse_loss(vae.decode(latents).sample, batch)
+        kl = posterior.kl().mean() / latents[0].numel()
+        loss = reconstruction + config.kl_weight * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses["reconstruction MSE"].append(reconstruction.item())
+        losses["KL per latent element"].append(kl.item())
+    return vae.eval().requires_grad_(False), losses
+
+
+@torch.no_grad()
+def latent_posteriors(vae: AutoencoderKL, images: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std (N, 4, 8, 8) of `images` (N, 3, 32, 32), unscaled."""
+    means, stds = [], []
+    for start in range(0, len(images), batch_size):
+        posterior = vae.encode(images[start : start + batch_size]).latent_dist
+        means.append(posterior.mean)
+        stds.append(posterior.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def caption_embeddings(components) -> torch.Tensor:
+    """Frozen text embeddings (10 * T + 1, 77, D): digit d with template t at row d * T + t, "" last."""
+    prompts = [caption(label, t) for label in range(10) for t in range(len(CAPTION_TEMPLATES))]
+    return encode_prompts(components, prompts + [""])
+
+
+def train_unet(components, posterior: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor, config: TrainConfig,
+               generator: torch.Generator, progress: bool = True) -> tuple[UNet2DConditionModel, list[float]]:
+    """Train a conditional UNet with the epsilon loss on posterior samples of the training latents.
+
+    `posterior` is the (mean, std) pair (N, 4, 8, 8) from `latent_posteriors`, `labels` (N,) the digits.
+    Latents are drawn afresh from the posterior each step and multiplied by the VAE's `scaling_factor`;
+    captions use a random template and are replaced by "" with probability `caption_dropout`.
+    """
+    embeddings = caption_embeddings(components)
+    empty = len(embeddings) - 1
+    templates = len(CAPTION_TEMPLATES)
+    scheduler = components.scheduler
+    scaling = components.vae.config.scaling_factor
+    mean, std = posterior
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        unet = UNet2DConditionModel(**digits_unet_config(embeddings.shape[-1]))
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.unet_lr)
+    schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.unet_steps)
+    losses: list[float] = []
+    unet.train()
+    for _ in tqdm(range(config.unet_steps), desc="unet", disable=not progress, mininterval=1.0):
+        batch = torch.randint(0, len(labels), (config.unet_batch_size,), generator=generator)
+        latents = (mean[batch] + std[batch] * torch.randn(mean[batch].shape, generator=generator)) * scaling
+        rows = labels[batch] * templates + torch.randint(0, templates, batch.shape, generator=generator)
+        dropped = torch.rand(batch.shape, generator=generator) < config.caption_dropout
+        rows = torch.where(dropped, torch.full_like(rows, empty), rows)
+        noise, timesteps = draw_noise_and_timesteps(latents, scheduler, generator, count=len(batch))
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        loss = F.mse_loss(unet(noisy, timesteps, embeddings[rows]).sample, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    return unet.eval().requires_grad_(False), losses
+
+
+def final_loss(losses: list[float]) -> float:
+    """Mean of the last LOSS_WINDOW losses: a single step's loss is too noisy to report."""
+    tail = losses[-LOSS_WINDOW:]
+    return sum(tail) / len(tail)
+
+
+def train_digits_model(out: str | Path, config: TrainConfig = TrainConfig(), progress: bool = True) -> dict:
+    """Train the digits model and save it into `out` (replaced atomically); returns the training record."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        record = _train_into(staging, config, progress)
+        _replace_folder(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return record
+
+
+def _train_into(folder: Path, config: TrainConfig, progress: bool) -> dict:
+    build_tiny_model(folder, seed=config.seed)
+    components = load_components(str(folder))
+    # The frozen text encoder is stored in fp16 to halve the shipped size (its 49,408-token embedding table
+    # is most of it); training uses the rounded weights upcast to fp32, exactly what load_components gives.
+    components.text_encoder.half().save_pretrained(folder / "text_encoder")
+    components.text_encoder.float()
+    images, labels = load_split("train")
+    generator = torch.Generator().manual_seed(config.seed)
+
+    started = time.perf_counter()
+    vae, vae_losses = train_vae(images, config, generator, progress)
+    vae_seconds = time.perf_counter() - started
+    mean, std = latent_posteriors(vae, images)
+    sampled = mean + std * torch.randn(mean.shape, generator=generator)
+    vae.register_to_config(scaling_factor=float(1.0 / sampled.std()))
+    components.vae = vae
+
+    started = time.perf_counter()
+    unet, unet_losses = train_unet(components, (mean, std), labels, config, generator, progress)
+    unet_seconds = time.perf_counter() - started
+
+    vae.save_pretrained(folder / "vae", safe_serialization=True)
+    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    plot_losses(vae_losses, folder / "losses_vae.png", "digits VAE: reconstruction MSE and KL (per element)")
+    plot_losses({"epsilon MSE": unet_losses}, folder / "losses_unet.png", "digits UNet: denoising loss")
+    record = {
+        "config": asdict(config),
+        "parameters": {"vae": _count(vae), "unet": _count(unet), "text_encoder": _count(components.text_encoder)},
+        "scaling_factor": vae.config.scaling_factor,
+        "final_losses": {
+            "vae_reconstruction_mse": final_loss(vae_losses["reconstruction MSE"]),
+            "vae_kl_per_element": final_loss(vae_losses["KL per latent element"]),
+            "unet_epsilon_mse": final_loss(unet_losses),
+        },
+        "seconds": {"vae": round(vae_seconds, 1), "unet": round(unet_seconds, 1)},
+        "torch_threads": torch.get_num_threads(),
+    }
+    write_json(folder / "training.json", record)
+    return record
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Put `new` at `target`, moving any previous `target` aside first so the swap never half-happens."""
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        os.replace(target, old / target.name)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def main(argv: list[str] | None = None) -> None:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog="python -m imagic_steps.toy.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="folder to write the model to (replaced if it exists)")
+    for name, value in asdict(defaults).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared machine)")
+    args = vars(parser.parse_args(argv))
+    out, threads = args.pop("out"), args.pop("threads")
+    torch.set_num_threads(threads)
+    record = train_digits_model(out, TrainConfig(**args))
+    losses = record["final_losses"]
+    print(f"final losses (mean of the last {LOSS_WINDOW} steps): VAE reconstruction MSE "
+          f"{losses['vae_reconstruction_mse']:.5f}, KL/element {losses['vae_kl_per_element']:.3f}, "
+          f"UNet epsilon MSE {losses['unet_epsilon_mse']:.4f}")
+    print(f"parameters {record['parameters']}, scaling_factor {record['scaling_factor']:.4f}, "
+          f"seconds {record['seconds']}; saved to {out}")
+
+
+if __name__ == "__main__":
+    main()

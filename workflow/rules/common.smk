@@ -1,0 +1,154 @@
+# Config and sheet validation, the experiment plan, and the input functions of every rule.
+import dataclasses
+
+import pandas as pd
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from imagic_steps.images import ImageError, open_rgb
+from imagic_steps.plan import (
+    PAIR_ID_PATTERN,
+    PlanError,
+    format_alpha,
+    plan_experiment,
+    read_pairs_sheet,
+    read_tedbench,
+)
+from imagic_steps.provenance import code_version
+from imagic_steps.variants import VariantError
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+RESULTS = config.get("results", "results")
+MODEL = {"revision": None, "dtype": "fp32", "device": "cpu", **config["model"]}
+GPU_PER_JOB = 0 if MODEL["device"] == "cpu" else 1
+
+
+def load_pairs():
+    """Pairs from the TSV sheet (schema-validated row by row) or a TEdBench source; images must open."""
+    if "tedbench" in config:
+        pairs = read_tedbench(config["tedbench"]["json"], config["tedbench"]["images"])
+    else:
+        sheet = pd.read_csv(config["pairs"], sep="\t", dtype=str, keep_default_na=False)
+        validate(sheet, schema="../schemas/pairs.schema.yaml")
+        pairs = read_pairs_sheet(config["pairs"])
+    for pair in pairs:
+        try:
+            open_rgb(pair.image)
+        except ImageError as error:
+            raise PlanError(f"pair '{pair.pair_id}': {error}") from None
+    return pairs
+
+
+try:
+    PAIRS = load_pairs()
+    RUNS = plan_experiment(MODEL, PAIRS, config["variants"], config["alphas"], config["seeds"])
+except (PlanError, VariantError) as error:
+    raise WorkflowError(str(error)) from None
+
+EMBED_RUNS = {(r.pair.pair_id, r.embed_key): r for r in RUNS}
+FINETUNE_RUNS = {(r.pair.pair_id, r.finetune_key): r for r in RUNS}
+SAMPLE_RUNS = {(r.pair.pair_id, r.sample_key): r for r in RUNS}
+
+
+wildcard_constraints:
+    pair=PAIR_ID_PATTERN,
+    ekey="[0-9a-f]{10}",
+    fkey="[0-9a-f]{10}",
+    skey="[0-9a-f]{10}",
+    seed=r"\d+",
+    alpha=r"-?[0-9.]+(e-?[0-9]+)?",
+
+
+# ---- paths ------------------------------------------------------------------------------------------
+EMBED_DIR = f"{RESULTS}/embed/{{pair}}/{{ekey}}"
+FINETUNE_DIR = f"{RESULTS}/finetune/{{pair}}/{{fkey}}"
+SAMPLE_PNG = f"{RESULTS}/samples/{{pair}}/{{skey}}/seed{{seed}}_alpha{{alpha}}.png"
+LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmark"
+
+
+def embed_artefact(run):
+    return f"{RESULTS}/embed/{run.pair.pair_id}/{run.embed_key}/embed.safetensors"
+
+
+def finetune_artefact(run):
+    return f"{RESULTS}/finetune/{run.pair.pair_id}/{run.finetune_key}/finetune.safetensors"
+
+
+def sample_png(run, seed, alpha):
+    return SAMPLE_PNG.format(pair=run.pair.pair_id, skey=run.sample_key, seed=seed, alpha=format_alpha(alpha))
+
+
+def run_samples(run):
+    return [sample_png(run, seed, alpha) for seed in run.seeds for alpha in run.alphas]
+
+
+def stage_resources(stage):
+    return {"mem_mb": 2000, "runtime": 30, **config.get("resources", {}).get(stage, {})}
+
+
+# ---- input functions ----------------------------------------------------------------------------------
+def embed_run(wildcards):
+    return EMBED_RUNS[(wildcards.pair, wildcards.ekey)]
+
+
+def finetune_run(wildcards):
+    return FINETUNE_RUNS[(wildcards.pair, wildcards.fkey)]
+
+
+def sample_run(wildcards):
+    return SAMPLE_RUNS[(wildcards.pair, wildcards.skey)]
+
+
+def get_image(wildcards):
+    return embed_run(wildcards).pair.image
+
+
+def get_embed_for_finetune(wildcards):
+    return embed_artefact(finetune_run(wildcards))
+
+
+def get_sample_inputs(wildcards):
+    run = sample_run(wildcards)
+    return {"embed": embed_artefact(run), "finetune": finetune_artefact(run)}
+
+
+def pair_runs(pair_id):
+    return [r for r in RUNS if r.pair.pair_id == pair_id]
+
+
+def get_pair_samples(wildcards):
+    return [png for run in pair_runs(wildcards.pair) for png in run_samples(run)]
+
+
+def montage_rows(pair_id):
+    """(label, sample paths in alpha order) per variant and seed, for the pair's montage."""
+    return [(f"{run.variant.name} s{seed}", [sample_png(run, seed, a) for a in run.alphas])
+            for run in pair_runs(pair_id) for seed in run.seeds]
+
+
+def sample_table_rows():
+    rows = []
+    for run in RUNS:
+        for seed in run.seeds:
+            for alpha in run.alphas:
+                rows.append({
+                    "pair_id": run.pair.pair_id, "variant": run.variant.name, "method": "imagic", "seed": seed,
+                    "alpha": alpha, "prompt": run.pair.prompt, "source_prompt": run.pair.source_prompt,
+                    "image": run.pair.image, "sample": sample_png(run, seed, alpha),
+                    "embed_key": run.embed_key, "finetune_key": run.finetune_key, "sample_key": run.sample_key,
+                    "embed_steps": run.variant.embed.steps, "embed_lr": run.variant.embed.lr,
+                    "finetune_mode": run.variant.finetune.mode, "finetune_steps": run.variant.finetune.steps,
+                    "finetune_lr": run.variant.finetune.lr, "scheduler": run.variant.sample.scheduler,
+                    "sample_steps": run.variant.sample.steps, "guidance_scale": run.variant.sample.guidance_scale,
+                })
+    return rows
+
+
+def get_final_outputs():
+    outputs = [f"{RESULTS}/montages/pairs/{pair.pair_id}.png" for pair in PAIRS]
+    outputs += [f"{RESULTS}/montages/overview.png", f"{RESULTS}/tables/samples.csv"]
+    outputs += [f"{RESULTS}/finetune/{r.pair.pair_id}/{r.finetune_key}/preview.png" for r in RUNS]
+    return sorted(set(outputs))

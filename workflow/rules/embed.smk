@@ -1,0 +1,31 @@
+rule embed:
+    """Stage A: optimise e_tgt into e_opt for one pair (shared by variants with equal embed parameters)."""
+    input:
+        image=get_image,
+    output:
+        artefact=f"{EMBED_DIR}/embed.safetensors",
+        losses=f"{EMBED_DIR}/losses.csv",
+        loss_plot=report(
+            f"{EMBED_DIR}/losses.png",
+            caption="../report/embed_losses.rst",
+            category="Training",
+            subcategory="{pair}",
+            labels={"pair": "{pair}", "stage": "A embed", "key": "{ekey}"},
+        ),
+        record=f"{EMBED_DIR}/provenance.json",
+    params:
+        model=MODEL,
+        prompt=lambda w: embed_run(w).pair.prompt,
+        embed=lambda w: dataclasses.asdict(embed_run(w).variant.embed),
+        resolution=lambda w: embed_run(w).variant.resolution,
+        code=code_version("embed"),
+    log:
+        f"{LOGS}/embed/{{pair}}/{{ekey}}.log",
+    benchmark:
+        f"{BENCH}/embed/{{pair}}/{{ekey}}.tsv"
+    threads: 1
+    resources:
+        gpu=GPU_PER_JOB,
+        **stage_resources("embed"),
+    script:
+        "../scripts/embed.py"

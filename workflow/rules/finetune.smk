@@ -1,0 +1,45 @@
+def finetune_output(path):
+    """Full-UNet artefacts are large: optionally removed once every sample that needs them exists."""
+    return temp(path) if config.get("temp_finetune", False) else path
+
+
+rule finetune:
+    """Stage B: fine-tune the UNet with e_opt fixed (full or LoRA); resumable from checkpoints."""
+    input:
+        embed=get_embed_for_finetune,
+    output:
+        artefact=finetune_output(f"{FINETUNE_DIR}/finetune.safetensors"),
+        losses=f"{FINETUNE_DIR}/losses.csv",
+        loss_plot=report(
+            f"{FINETUNE_DIR}/losses.png",
+            caption="../report/finetune_losses.rst",
+            category="Training",
+            subcategory="{pair}",
+            labels={"pair": "{pair}", "stage": "B finetune", "key": "{fkey}"},
+        ),
+        preview=report(
+            f"{FINETUNE_DIR}/preview.png",
+            caption="../report/preview.rst",
+            category="Training",
+            subcategory="{pair}",
+            labels={"pair": "{pair}", "stage": "B preview", "key": "{fkey}"},
+        ),
+        previews=directory(f"{FINETUNE_DIR}/previews"),
+        record=f"{FINETUNE_DIR}/provenance.json",
+    params:
+        model=MODEL,
+        finetune=lambda w: dataclasses.asdict(finetune_run(w).variant.finetune),
+        preview_sample=lambda w: dataclasses.asdict(finetune_run(w).variant.sample),
+        resolution=lambda w: finetune_run(w).variant.resolution,
+        checkpoint_dir=f"{RESULTS}/resume/finetune/{{pair}}/{{fkey}}",
+        code=code_version("finetune"),
+    log:
+        f"{LOGS}/finetune/{{pair}}/{{fkey}}.log",
+    benchmark:
+        f"{BENCH}/finetune/{{pair}}/{{fkey}}.tsv"
+    threads: 1
+    resources:
+        gpu=GPU_PER_JOB,
+        **stage_resources("finetune"),
+    script:
+        "../scripts/finetune.py"

@@ -1,0 +1,22 @@
+"""Stage B for one pair and fine-tune setting (rule finetune)."""
+from imagic_steps.jobs import job_context
+from imagic_steps.stages import ModelSpec, run_finetune
+from imagic_steps.variants import FinetuneParams, SampleParams
+
+params, output = snakemake.params, snakemake.output
+with job_context(snakemake.log[0], snakemake.threads, params.model["device"]) as device:
+    run_finetune(
+        ModelSpec.from_config(params.model, device).load(),
+        snakemake.input.embed,
+        FinetuneParams(**params.finetune),
+        preview_sample=SampleParams(**params.preview_sample),
+        resolution=params.resolution,
+        artefact=output.artefact,
+        losses_csv=output.losses,
+        loss_plot=output.loss_plot,
+        previews_dir=output.previews,
+        final_preview=output.preview,
+        record=output.record,
+        checkpoint_dir=params.checkpoint_dir,
+        pair_id=snakemake.wildcards.pair,
+    )

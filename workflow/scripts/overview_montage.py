@@ -1,0 +1,6 @@
+"""All pair montages in one figure (rule overview_montage)."""
+from imagic_steps.aggregate import stack_vertically
+from imagic_steps.jobs import job_context
+
+with job_context(snakemake.log[0], snakemake.threads):
+    stack_vertically(snakemake.input.montages, snakemake.output.overview)
