@@ -85,6 +85,11 @@ def run_samples(run):
     return [sample_png(run, seed, alpha) for seed in run.seeds for alpha in run.alphas]
 
 
+def finetune_output(path):
+    """Full-UNet artefacts are large: optionally removed once every sample that needs them exists."""
+    return temp(path) if config.get("temp_finetune", False) else path
+
+
 def stage_resources(stage):
     return {"mem_mb": 2000, "runtime": 30, **config.get("resources", {}).get(stage, {})}
 

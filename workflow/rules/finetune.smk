@@ -1,8 +1,3 @@
-def finetune_output(path):
-    """Full-UNet artefacts are large: optionally removed once every sample that needs them exists."""
-    return temp(path) if config.get("temp_finetune", False) else path
-
-
 rule finetune:
     """Stage B: fine-tune the UNet with e_opt fixed (full or LoRA); resumable from checkpoints."""
     input:
