@@ -14,6 +14,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/sample.smk"
+include: "workflow/rules/sdedit.smk"
+include: "workflow/rules/score.smk"
 include: "workflow/rules/aggregate.smk"
 
 

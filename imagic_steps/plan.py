@@ -174,3 +174,53 @@ def plan_experiment(
             sample_key = stage_key({"finetune": finetune_key, **sample_identity(variant)})
             runs.append(PlannedRun(pair, variant, embed_key, finetune_key, sample_key, variant.alphas, tuple(seeds)))
     return runs
+
+
+def expand_sweeps(
+    variant_specs: dict[str, dict[str, Any] | None], sweeps: dict[str, dict[str, Any]]
+) -> tuple[dict[str, dict[str, Any] | None], dict[str, dict[str, Any]]]:
+    """Add one variant per swept value: {name: {variant, field: "section.field", values}} -> variant
+    `<name>-<value>` = the base variant with that field set. Returns (all variant specs, sweep map with
+    {"field", "variants": {variant name: value}} per sweep)."""
+    specs = dict(variant_specs)
+    sweep_map = {}
+    for name, sweep in sweeps.items():
+        base = sweep["variant"]
+        if base not in variant_specs:
+            raise PlanError(f"sweep '{name}': variant '{base}' is not defined under 'variants'")
+        section, _, field_name = sweep["field"].partition(".")
+        members = {}
+        for value in sweep["values"]:
+            variant_name = f"{name}-{value}"
+            specs[variant_name] = deep_merge(variant_specs[base] or {"preset": base},
+                                             {section: {field_name: value}} if field_name else {section: value})
+            members[variant_name] = value
+        sweep_map[name] = {"field": sweep["field"], "variants": members}
+    return specs, sweep_map
+
+
+@dataclass(frozen=True)
+class SdeditRun:
+    """The SDEdit baseline for one pair: its key, strengths and seeds."""
+
+    pair: Pair
+    key: str
+    strengths: tuple[float, ...]
+    seeds: tuple[int, ...]
+    params: dict[str, Any] = field(hash=False, compare=False)
+    resolution: int | None = None
+
+
+def plan_sdedit(model: dict[str, Any], pairs: Sequence[Pair], config: dict[str, Any] | None,
+                seeds: Sequence[int], resolution: int | None = None) -> list[SdeditRun]:
+    """One SdeditRun per pair when the config has an `sdedit:` block (strengths, scheduler, steps, guidance)."""
+    if not config:
+        return []
+    params = {k: v for k, v in config.items() if k != "strengths"}
+    runs = []
+    for pair in pairs:
+        identity = {"model": {k: model.get(k) for k in ("id", "revision", "dtype")}, "image": str(pair.image),
+                    "prompt": pair.prompt, "resolution": resolution, "sdedit": params}
+        runs.append(SdeditRun(pair, stage_key(identity), tuple(float(s) for s in config["strengths"]),
+                              tuple(seeds), params, resolution))
+    return runs

@@ -18,8 +18,10 @@ STAGE_MODULES = {
     "embed": ("models", "images", "diffusion", "embed", "io"),
     "finetune": ("models", "diffusion", "embed", "finetune", "io"),
     "sample": ("models", "images", "diffusion", "sample", "finetune", "io"),
+    "sdedit": ("models", "images", "sample", "sdedit", "io"),
     "score": ("images", "score", "io"),
-    "aggregate": ("figures", "stats", "aggregate", "io"),
+    "aggregate": ("figures", "images", "aggregate", "io"),
+    "evaluate": ("figures", "images", "stats", "evaluate", "io"),
 }
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
@@ -40,6 +41,7 @@ def write_config(workdir: Path, **changes) -> Path:
             "lora": {"preset": "original", **TINY_STEPS,
                      "finetune": {**TINY_STEPS["finetune"], "mode": "lora", "lr": 1e-3}},
         },
+        "scorer": {"tiny": True},
     }
     for key, value in changes.items():
         config[key] = value
@@ -79,8 +81,17 @@ def test_dry_run_builds_the_expected_dag(tmp_path):
     write_config(tmp_path)
     jobs = planned_jobs(tmp_path)
     # variants 'full' and 'lora' share embed parameters -> one embed job per pair
-    assert counts(jobs) == {"embed": 2, "finetune": 4, "sample": 8, "pair_montage": 2, "overview_montage": 1,
-                            "sample_table": 1}
+    assert counts(jobs) == {"embed": 2, "finetune": 4, "sample": 8, "score": 4, "pair_montage": 2,
+                            "overview_montage": 1, "sample_table": 1, "evaluate": 1}
+
+
+def test_sweep_and_sdedit_add_only_their_new_jobs(tmp_path):
+    write_config(tmp_path, sweeps={"steps": {"variant": "full", "field": "finetune.steps", "values": [0, 2]}},
+                 sdedit={"strengths": [0.5, 1.0], "steps": 2})
+    jobs = counts(planned_jobs(tmp_path))
+    # steps=2 is the 'full' variant itself; steps=0 adds one fine-tune (a copy marker) and its samples
+    assert (jobs["finetune"], jobs["sample"], jobs["sdedit"]) == (4 + 2, 8 + 4, 2 * 2)
+    assert jobs["score"] == 4 + 2 + 2
 
 
 def test_schema_violation_fails_before_any_job_naming_the_field(tmp_path):
@@ -123,6 +134,12 @@ def test_end_to_end_then_cached_reruns(tmp_path):
     assert len(list(results.glob("samples/*/*/seed0_alpha*.png"))) == 8
     assert len(list(results.glob("finetune/*/*/previews/step_*.png"))) == 8
     assert not list(results.glob("resume/**/*.safetensors"))
+    scores = pd.read_csv(results / "tables/scores.csv")
+    assert len(scores) == 8 and scores["scorer"].str.startswith("tiny-random").all()
+    assert scores[["clip_score", "lpips", "clip_image_sim"]].notna().all().all()
+    for figure in ("figures/tradeoff.png", "figures/tradeoff_pairs/cat.png", "montages/best_edits.png"):
+        assert (results / figure).stat().st_size > 0
+    assert "±" in (results / "tables/summary.md").read_text()
     provenance = (next(results.glob("embed/cat/*/provenance.json"))).read_text()
     for field in ("code_version", "packages", "torch", "params", '"model": "tiny"'):
         assert field in provenance
@@ -133,7 +150,8 @@ def test_end_to_end_then_cached_reruns(tmp_path):
     # one more alpha: only its sample jobs and the aggregates
     write_config(tmp_path, alphas=[0.0, 1.0, 0.5])
     jobs = planned_jobs(tmp_path)
-    assert counts(jobs) == {"sample": 4, "pair_montage": 2, "overview_montage": 1, "sample_table": 1}
+    assert counts(jobs) == {"sample": 4, "score": 4, "pair_montage": 2, "overview_montage": 1, "sample_table": 1,
+                            "evaluate": 1}
     assert all(path.endswith("_alpha0.5.png") for path in jobs["sample"])
 
     # a new fine-tune lr for one variant: its fine-tunes and samples rerun, no embed
@@ -141,8 +159,8 @@ def test_end_to_end_then_cached_reruns(tmp_path):
     variants["lora"]["finetune"]["lr"] = 2e-3
     write_config(tmp_path, alphas=[0.0, 1.0], variants=variants)
     jobs = planned_jobs(tmp_path)
-    assert counts(jobs) == {"finetune": 2, "sample": 4, "pair_montage": 2, "overview_montage": 1,
-                            "sample_table": 1}
+    assert counts(jobs) == {"finetune": 2, "sample": 4, "score": 2, "pair_montage": 2, "overview_montage": 1,
+                            "sample_table": 1, "evaluate": 1}
 
 
 def test_lint_has_only_the_documented_finding():

@@ -73,3 +73,61 @@ rule sample_table:
         **stage_resources("aggregate"),
     script:
         "../scripts/sample_table.py"
+
+
+rule evaluate:
+    """Everything computed from the scores; reruns from cached scores without touching samples."""
+    input:
+        scores=score_csvs(),
+    output:
+        scores_csv=f"{RESULTS}/tables/scores.csv",
+        scores_parquet=f"{RESULTS}/tables/scores.parquet",
+        summary_csv=f"{RESULTS}/tables/summary.csv",
+        summary_md=report(
+            f"{RESULTS}/tables/summary.md",
+            caption="../report/summary.rst",
+            category="Evaluation",
+            labels={"figure": "summary table"},
+        ),
+        tradeoff=report(
+            f"{RESULTS}/figures/tradeoff.png",
+            caption="../report/tradeoff.rst",
+            category="Evaluation",
+            labels={"figure": "trade-off, all pairs"},
+        ),
+        tradeoff_pairs=report(
+            directory(f"{RESULTS}/figures/tradeoff_pairs"),
+            patterns=["{pair}.png"],
+            caption="../report/tradeoff_pair.rst",
+            category="Evaluation",
+            labels={"figure": "trade-off {pair}"},
+        ),
+        best_alpha=f"{RESULTS}/tables/best_alpha.csv",
+        best_edits=report(
+            f"{RESULTS}/montages/best_edits.png",
+            caption="../report/best_edits.rst",
+            category="Evaluation",
+            labels={"figure": "best edits"},
+        ),
+        sweeps=report(
+            directory(f"{RESULTS}/figures/sweeps"),
+            patterns=["{sweep}.png"],
+            caption="../report/sweep.rst",
+            category="Evaluation",
+            labels={"figure": "sweep {sweep}"},
+        ),
+    params:
+        rows=sample_table_rows(),
+        images={pair.pair_id: pair.image for pair in PAIRS},
+        lpips_max=config.get("best_alpha", {}).get("lpips_max", 0.6),
+        sweeps=SWEEPS,
+        code=code_version("evaluate"),
+    log:
+        f"{LOGS}/aggregate/evaluate.log",
+    benchmark:
+        f"{BENCH}/aggregate/evaluate.tsv"
+    threads: 1
+    resources:
+        **stage_resources("aggregate"),
+    script:
+        "../scripts/evaluate.py"

@@ -9,8 +9,10 @@ from imagic_steps.images import ImageError, open_rgb
 from imagic_steps.plan import (
     PAIR_ID_PATTERN,
     PlanError,
+    expand_sweeps,
     format_alpha,
     plan_experiment,
+    plan_sdedit,
     read_pairs_sheet,
     read_tedbench,
 )
@@ -43,13 +45,18 @@ def load_pairs():
 
 try:
     PAIRS = load_pairs()
-    RUNS = plan_experiment(MODEL, PAIRS, config["variants"], config["alphas"], config["seeds"])
+    VARIANT_SPECS, SWEEPS = expand_sweeps(config["variants"], config.get("sweeps", {}))
+    RUNS = plan_experiment(MODEL, PAIRS, VARIANT_SPECS, config["alphas"], config["seeds"])
+    SDEDIT_RUNS = plan_sdedit(MODEL, PAIRS, config.get("sdedit"), config["seeds"])
 except (PlanError, VariantError) as error:
     raise WorkflowError(str(error)) from None
 
 EMBED_RUNS = {(r.pair.pair_id, r.embed_key): r for r in RUNS}
 FINETUNE_RUNS = {(r.pair.pair_id, r.finetune_key): r for r in RUNS}
 SAMPLE_RUNS = {(r.pair.pair_id, r.sample_key): r for r in RUNS}
+SDEDIT_BY_KEY = {(r.pair.pair_id, r.key): r for r in SDEDIT_RUNS}
+SCORER = {"tiny": False, "clip_arch": "ViT-B-32", "clip_pretrained": "laion2b_s34b_b79k", "lpips_net": "alex",
+          **config.get("scorer", {})}
 
 
 wildcard_constraints:
@@ -65,6 +72,8 @@ wildcard_constraints:
 EMBED_DIR = f"{RESULTS}/embed/{{pair}}/{{ekey}}"
 FINETUNE_DIR = f"{RESULTS}/finetune/{{pair}}/{{fkey}}"
 SAMPLE_PNG = f"{RESULTS}/samples/{{pair}}/{{skey}}/seed{{seed}}_alpha{{alpha}}.png"
+SDEDIT_PNG = f"{RESULTS}/sdedit/{{pair}}/{{skey}}/seed{{seed}}_strength{{alpha}}.png"
+SCORES_CSV = f"{RESULTS}/scores/{{pair}}/{{skey}}.csv"
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmark"
 
@@ -83,6 +92,19 @@ def sample_png(run, seed, alpha):
 
 def run_samples(run):
     return [sample_png(run, seed, alpha) for seed in run.seeds for alpha in run.alphas]
+
+
+def sdedit_png(run, seed, strength):
+    return SDEDIT_PNG.format(pair=run.pair.pair_id, skey=run.key, seed=seed, alpha=format_alpha(strength))
+
+
+def sdedit_samples(run):
+    return [sdedit_png(run, seed, strength) for seed in run.seeds for strength in run.strengths]
+
+
+def score_csvs():
+    keys = sorted({(r.pair.pair_id, r.sample_key) for r in RUNS} | set(SDEDIT_BY_KEY))
+    return [SCORES_CSV.format(pair=pair, skey=key) for pair, key in keys]
 
 
 def finetune_output(path):
@@ -124,6 +146,18 @@ def pair_runs(pair_id):
     return [r for r in RUNS if r.pair.pair_id == pair_id]
 
 
+def sdedit_run(wildcards):
+    return SDEDIT_BY_KEY[(wildcards.pair, wildcards.skey)]
+
+
+def scored_group(wildcards):
+    """(pair, sample paths) of the sample set or SDEdit set a score job covers."""
+    key = (wildcards.pair, wildcards.skey)
+    if key in SAMPLE_RUNS:
+        return SAMPLE_RUNS[key].pair, run_samples(SAMPLE_RUNS[key])
+    return SDEDIT_BY_KEY[key].pair, sdedit_samples(SDEDIT_BY_KEY[key])
+
+
 def get_pair_samples(wildcards):
     return [png for run in pair_runs(wildcards.pair) for png in run_samples(run)]
 
@@ -149,11 +183,22 @@ def sample_table_rows():
                     "finetune_lr": run.variant.finetune.lr, "scheduler": run.variant.sample.scheduler,
                     "sample_steps": run.variant.sample.steps, "guidance_scale": run.variant.sample.guidance_scale,
                 })
+    for run in SDEDIT_RUNS:
+        for seed in run.seeds:
+            for strength in run.strengths:
+                rows.append({
+                    "pair_id": run.pair.pair_id, "variant": "sdedit", "method": "sdedit", "seed": seed,
+                    "alpha": strength, "prompt": run.pair.prompt, "source_prompt": run.pair.source_prompt,
+                    "image": run.pair.image, "sample": sdedit_png(run, seed, strength), "sample_key": run.key,
+                    "scheduler": run.params.get("scheduler"), "sample_steps": run.params.get("steps"),
+                    "guidance_scale": run.params.get("guidance_scale"),
+                })
     return rows
 
 
 def get_final_outputs():
     outputs = [f"{RESULTS}/montages/pairs/{pair.pair_id}.png" for pair in PAIRS]
     outputs += [f"{RESULTS}/montages/overview.png", f"{RESULTS}/tables/samples.csv"]
+    outputs += [f"{RESULTS}/tables/summary.md", f"{RESULTS}/montages/best_edits.png"]
     outputs += [f"{RESULTS}/finetune/{r.pair.pair_id}/{r.finetune_key}/preview.png" for r in RUNS]
     return sorted(set(outputs))

@@ -1,0 +1,128 @@
+"""From per-sample scores to the analysis: tables, confidence intervals, trade-off curves, best alphas, sweeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+from .figures import image_grid
+from .images import load_image
+from .io import atomic_path, save_image, write_text
+from .stats import markdown_table, pick_best_alpha, plot_tradeoff, summarise
+
+SUMMARY_KEYS = ("method", "variant", "alpha")
+
+
+def score_table(sample_rows: Sequence[dict], score_csvs: Sequence[str | Path]) -> pd.DataFrame:
+    """Sample rows (pair, variant, seed, alpha, parameters, `sample` path) joined with their scores."""
+    samples = pd.DataFrame(list(sample_rows))
+    scores = pd.concat([pd.read_csv(path) for path in score_csvs], ignore_index=True).drop_duplicates("sample")
+    table = samples.merge(scores, on="sample", how="left", validate="many_to_one")
+    missing = table["scorer"].isna()
+    if missing.any():
+        raise ValueError(f"{int(missing.sum())} samples have no score, e.g. {table.loc[missing, 'sample'].iloc[0]}")
+    return table
+
+
+def write_table_files(table: pd.DataFrame, csv_path, parquet_path) -> None:
+    with atomic_path(csv_path) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(parquet_path) as tmp:
+        table.to_parquet(tmp, index=False)
+
+
+def summary_markdown(summary: pd.DataFrame, scorer_note: str) -> str:
+    return (f"Mean ± 95% confidence half-width over pairs and seeds (n per row). Scorer: {scorer_note}.\n\n"
+            + markdown_table(summary) + "\n")
+
+
+def scorer_note(table: pd.DataFrame) -> str:
+    names = sorted(table["scorer"].unique())
+    note = ", ".join(names)
+    if any(name.startswith("tiny-random") for name in names):
+        note += " (random-weight scorers: these numbers check the plumbing and mean nothing about quality)"
+    return note
+
+
+def best_edits_montage(best: pd.DataFrame, table: pd.DataFrame, images: dict[str, str], seed: int) -> Image.Image:
+    """One row per pair: the input, then each (method, variant)'s sample at its best alpha for `seed`."""
+    columns = sorted({(m, v) for m, v in zip(best["method"], best["variant"])})
+    pairs = sorted(best["pair_id"].unique())
+    lookup = table[table["seed"] == seed].set_index(["pair_id", "method", "variant", "alpha"])["sample"]
+    rows, cell = [], None
+    for pair in pairs:
+        row = []
+        for method, variant in columns:
+            pick = best[(best["pair_id"] == pair) & (best["method"] == method) & (best["variant"] == variant)]
+            sample = Image.open(lookup[(pair, method, variant, pick["alpha"].iloc[0])])
+            cell = cell or sample.width
+            row.append(sample)
+        rows.append([load_image(images[pair], cell)] + row)
+    labels = ["input"] + [f"{v}" for _, v in columns]
+    return image_grid(rows, column_labels=labels, row_labels=pairs, cell=cell, row_label_width=96)
+
+
+def plot_sweep(table: pd.DataFrame, sweep: dict, path, title: str) -> None:
+    """Text alignment and identity preservation against a swept parameter, one line per alpha.
+
+    `sweep` maps variant name -> swept value. Means over pairs and seeds.
+    """
+    rows = table[table["variant"].isin(list(sweep))].copy()
+    rows["value"] = rows["variant"].map(sweep)
+    means = rows.groupby(["alpha", "value"], sort=True)[["clip_score", "lpips", "clip_image_sim"]].mean().reset_index()
+    figure = Figure(figsize=(10, 3.6), dpi=110)
+    FigureCanvasAgg(figure)
+    panels = [("clip_score", "CLIP score (text alignment)"), ("lpips", "1 − LPIPS (fidelity)"),
+              ("clip_image_sim", "CLIP image similarity (identity)")]
+    for index, (metric, label) in enumerate(panels):
+        axes = figure.add_subplot(1, 3, index + 1)
+        for alpha, curve in means.groupby("alpha"):
+            y = 1 - curve[metric] if metric == "lpips" else curve[metric]
+            axes.plot(curve["value"], y, marker="o", label=f"a={alpha:g}")
+        axes.set_xlabel(title.split(":")[0])
+        axes.set_ylabel(label)
+        axes.grid(True, alpha=0.3)
+    figure.axes[0].legend(fontsize=7)
+    figure.suptitle(f"{title}\nscorer: {scorer_note(rows)}", fontsize=9)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+def write_evaluation(
+    sample_rows: Sequence[dict],
+    score_csvs: Sequence[str | Path],
+    *,
+    images: dict[str, str],
+    lpips_max: float,
+    sweeps: dict[str, dict],
+    out: dict[str, str],
+) -> pd.DataFrame:
+    """Everything downstream of the scores; `out` names the files (see workflow/rules/evaluate.smk)."""
+    table = score_table(sample_rows, score_csvs)
+    write_table_files(table, out["scores_csv"], out["scores_parquet"])
+    note = scorer_note(table)
+    summary = summarise(table, by=SUMMARY_KEYS)
+    with atomic_path(out["summary_csv"]) as tmp:
+        summary.to_csv(tmp, index=False)
+    write_text(out["summary_md"], summary_markdown(summary, note))
+    swept = table["variant"].isin([v for sweep in sweeps.values() for v in sweep["variants"]])
+    main = table[~swept] if (~swept).any() else table  # the sweep's own variants get the sweep figure
+    plot_tradeoff(summarise(main, by=SUMMARY_KEYS), out["tradeoff"],
+                  "CLIP score vs 1 − LPIPS along alpha, mean over pairs and seeds")
+    for pair, pair_rows in main.groupby("pair_id"):
+        plot_tradeoff(summarise(pair_rows, by=SUMMARY_KEYS), Path(out["tradeoff_pairs"]) / f"{pair}.png",
+                      f"pair {pair}: CLIP score vs 1 − LPIPS along alpha, mean over seeds")
+    best = pick_best_alpha(main, lpips_max=lpips_max)
+    with atomic_path(out["best_alpha"]) as tmp:
+        best.to_csv(tmp, index=False)
+    save_image(best_edits_montage(best, main, images, seed=int(main["seed"].min())), out["best_edits"])
+    for name, sweep in sweeps.items():
+        plot_sweep(table, sweep["variants"], Path(out["sweeps"]) / f"{name}.png", f"{sweep['field']}: sweep '{name}'")
+    return table

@@ -1,0 +1,114 @@
+import json
+
+import pytest
+
+from imagic_steps.plan import (
+    Pair,
+    PlanError,
+    expand_sweeps,
+    format_alpha,
+    plan_experiment,
+    plan_sdedit,
+    read_pairs_sheet,
+    read_tedbench,
+    tedbench_pair_id,
+)
+
+MODEL = {"id": "tiny", "revision": None, "dtype": "fp32"}
+PAIRS = [Pair("cat", "cat.png", "a gray cat"), Pair("dog", "dog.png", "a dog")]
+
+
+def keys(runs, attribute):
+    return {(r.pair.pair_id, r.variant.name): getattr(r, attribute) for r in runs}
+
+
+def test_stage_keys_follow_what_each_stage_consumes():
+    specs = {"a": {"preset": "original"}, "b": {"preset": "original", "finetune": {"lr": 1e-5}},
+             "c": {"preset": "original", "sample": {"steps": 7}},
+             "d": {"preset": "original", "finetune": {"preview_every": 5, "checkpoint_every": 9},
+                   "sample": {"batch_size": 2}}}
+    runs = plan_experiment(MODEL, PAIRS, specs, [0.0, 1.0], [0])
+    embed, finetune, sample = keys(runs, "embed_key"), keys(runs, "finetune_key"), keys(runs, "sample_key")
+    assert embed[("cat", "a")] == embed[("cat", "b")] == embed[("cat", "c")]  # shared embed
+    assert embed[("cat", "a")] != embed[("dog", "a")]
+    assert finetune[("cat", "a")] != finetune[("cat", "b")]
+    assert finetune[("cat", "a")] == finetune[("cat", "c")]
+    assert sample[("cat", "a")] != sample[("cat", "c")]
+    # preview / checkpoint cadence and batch size change no result: same keys
+    assert (finetune[("cat", "a")], sample[("cat", "a")]) == (finetune[("cat", "d")], sample[("cat", "d")])
+    other_model = plan_experiment({**MODEL, "id": "other"}, PAIRS, {"a": specs["a"]}, [1.0], [0])
+    assert other_model[0].embed_key != embed[("cat", "a")]
+
+
+def test_config_alphas_apply_unless_a_variant_sets_its_own():
+    runs = plan_experiment(MODEL, PAIRS[:1], {"original": None, "b": {"preset": "original", "alphas": [0.5]}},
+                           [0, 1.2], [0, 1])
+    assert runs[0].alphas == (0.0, 1.2) and runs[1].alphas == (0.5,)
+    assert runs[0].seeds == (0, 1)
+    with pytest.raises(PlanError, match="seeds"):
+        plan_experiment(MODEL, PAIRS, {"original": None}, [1.0], [])
+
+
+def test_pair_overrides_reach_only_that_pair():
+    pairs = [Pair("cat", "c.png", "x", overrides={"embed": {"steps": 7}}), Pair("dog", "d.png", "y")]
+    runs = plan_experiment(MODEL, pairs, {"original": None}, [1.0], [0])
+    assert runs[0].variant.embed.steps == 7 and runs[1].variant.embed.steps == 500
+
+
+def test_format_alpha_round_trips():
+    for alpha in (0.0, 1.0, 1.2, 0.25, 1 / 3, -0.5, 1e-5):
+        assert float(format_alpha(alpha)) == alpha
+    assert format_alpha(1.0) == "1" and format_alpha(0.7) == "0.7"
+
+
+def write_sheet(tmp_path, rows):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("pair_id\timage\tprompt\toverrides\n" + "".join("\t".join(r) + "\n" for r in rows))
+    return path
+
+
+def test_sheet_errors_name_the_row_and_the_fix(tmp_path):
+    good = read_pairs_sheet(write_sheet(tmp_path, [["cat", "c.png", "a 'quoted' $cat\\n", '{"embed": {"steps": 3}}']]))
+    assert good[0].prompt == "a 'quoted' $cat\\n" and good[0].overrides == {"embed": {"steps": 3}}
+    for rows, words in [
+        ([["cat", "c.png", "x", ""], ["cat", "d.png", "y", ""]], "duplicate pair_id"),
+        ([["../up", "c.png", "x", ""]], "not safe as a folder name"),
+        ([[".hidden", "c.png", "x", ""]], "not safe"),
+        ([["with space", "c.png", "x", ""]], "not safe"),
+        ([["cat", "c.png", "  ", ""]], "empty prompt"),
+        ([["cat", "c.png", "x", "{bad"]], "not valid JSON"),
+    ]:
+        with pytest.raises(PlanError, match=words):
+            read_pairs_sheet(write_sheet(tmp_path, rows))
+
+
+def test_tedbench_ids_are_safe_deterministic_and_distinct(tmp_path):
+    entries = [{"img_name": "cat dog/../x.png", "target_text": "a"}, {"img_name": "cat dog/../x.png", "target_text": "b"}]
+    (tmp_path / "list.json").write_text(json.dumps(entries))
+    pairs = read_tedbench(tmp_path / "list.json", tmp_path / "originals")
+    assert pairs[0].pair_id != pairs[1].pair_id
+    assert pairs[0].pair_id == tedbench_pair_id("cat dog/../x.png", "a")
+    for pair in pairs:
+        assert "/" not in pair.pair_id and not pair.pair_id.startswith(".")
+    (tmp_path / "bad.json").write_text(json.dumps([{"img_name": "x.png"}]))
+    with pytest.raises(PlanError, match="target_text"):
+        read_tedbench(tmp_path / "bad.json", tmp_path)
+
+
+def test_sweeps_expand_into_variants_sharing_keys_with_equal_ones():
+    specs = {"original": {"preset": "original", "finetune": {"steps": 20}}}
+    all_specs, sweeps = expand_sweeps(specs, {"ft": {"variant": "original", "field": "finetune.steps", "values": [0, 20]}})
+    assert set(all_specs) == {"original", "ft-0", "ft-20"}
+    assert sweeps == {"ft": {"field": "finetune.steps", "variants": {"ft-0": 0, "ft-20": 20}}}
+    runs = {r.variant.name: r for r in plan_experiment(MODEL, PAIRS[:1], all_specs, [1.0], [0])}
+    assert runs["ft-20"].sample_key == runs["original"].sample_key
+    assert runs["ft-0"].variant.finetune.steps == 0
+    with pytest.raises(PlanError, match="not defined"):
+        expand_sweeps(specs, {"ft": {"variant": "nope", "field": "finetune.steps", "values": [1]}})
+
+
+def test_sdedit_plan_keys_per_pair():
+    runs = plan_sdedit(MODEL, PAIRS, {"strengths": [0.5, 1], "steps": 10}, [0, 1])
+    assert [r.strengths for r in runs] == [(0.5, 1.0)] * 2
+    assert runs[0].key != runs[1].key and runs[0].seeds == (0, 1)
+    assert plan_sdedit(MODEL, PAIRS, None, [0]) == []

@@ -1,0 +1,23 @@
+rule score:
+    """CLIP text alignment, CLIP image similarity and LPIPS of one sample set (or SDEdit set) vs its input."""
+    input:
+        samples=lambda w: scored_group(w)[1],
+        image=lambda w: scored_group(w)[0].image,
+    output:
+        scores=SCORES_CSV,
+    params:
+        scorer=SCORER,
+        prompt=lambda w: scored_group(w)[0].prompt,
+        source_prompt=lambda w: scored_group(w)[0].source_prompt,
+        device=MODEL["device"],
+        code=code_version("score"),
+    log:
+        f"{LOGS}/score/{{pair}}/{{skey}}.log",
+    benchmark:
+        f"{BENCH}/score/{{pair}}/{{skey}}.tsv"
+    threads: 1
+    resources:
+        gpu=GPU_PER_JOB,
+        **stage_resources("score"),
+    script:
+        "../scripts/score.py"
