@@ -10,11 +10,11 @@ from pathlib import Path
 import yaml
 
 from .figures import save_grid
-from .images import ImageError, load_image, open_rgb
+from .errors import USER_ERRORS
+from .images import load_image, open_rgb
 from .io import write_json
-from .models import ModelNotAvailableError
 from .stages import ModelSpec, run_embed, run_finetune, run_sample
-from .variants import PRESETS, VariantError, resolve_variant
+from .variants import PRESETS, resolve_variant
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         edit(args)
-    except (ImageError, VariantError, ModelNotAvailableError) as error:
+    except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

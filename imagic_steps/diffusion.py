@@ -13,13 +13,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .errors import NonFiniteLossError
 from .models import SDComponents
 
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or inf loss; the message says at which step."""
 
 
 def check_finite(loss: float, stage: str, step: int) -> None:

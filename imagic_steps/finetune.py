@@ -48,6 +48,7 @@ class PreviewSpec:
 
     folder: Path
     sample: SampleParams
+    steps: int = 10  # denoising steps of a preview sample
     height: int | None = None
     width: int | None = None
 
@@ -116,7 +117,8 @@ def finetune_unet(
     device = components.device
     unet = trainable_unet(components.unet, params)
     trainable = [p for p in unet.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=params.lr, foreach=True)
+    # fused Adam updates in place: foreach would allocate a temporary copy of every trainable weight per step
+    optimizer = torch.optim.Adam(trainable, lr=params.lr, fused=True)
     autocast, scaler = _autocast_and_scaler(device, params.mixed_precision)
     generator = torch.Generator().manual_seed(params.seed)
     latents = embed.image_latents.to(device)
@@ -153,7 +155,7 @@ def write_preview(components, unet, embed: EmbedResult, preview: PreviewSpec, se
     preview folder); the training generator is untouched."""
     was_training = unet.training
     unet.eval()
-    sample_params = SampleParams(**{**asdict(preview.sample), "steps": preview_steps(preview)})
+    sample_params = SampleParams(**{**asdict(preview.sample), "steps": preview.steps})
     images = sample_alphas(components, unet, embed.target_embedding, embed.optimized_embedding, PREVIEW_ALPHAS,
                            [seed], sample_params, height=preview.height, width=preview.width,
                            init_latents=embed.image_latents, progress=False)
@@ -161,10 +163,6 @@ def write_preview(components, unet, embed: EmbedResult, preview: PreviewSpec, se
     path = Path(path) if path else Path(preview.folder) / f"step_{step:06d}.png"
     save_grid(path, [tensor_to_pil(images[0])], column_labels=[f"a={a:g}" for a in PREVIEW_ALPHAS])
     return path
-
-
-def preview_steps(preview: PreviewSpec) -> int:
-    return min(preview.sample.steps, 10)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -179,7 +177,7 @@ def save_finetuned(path: str | Path, result: FinetuneResult, save_dtype: str = "
     if result.mode == "full":
         tensors = {k: v.to(SAVE_DTYPES[save_dtype]) for k, v in trainable_state(result.unet, "full").items()}
     elif result.mode == "lora":
-        tensors = trainable_state(result.unet, "lora")
+        tensors = {k: v.to(SAVE_DTYPES[save_dtype]) for k, v in trainable_state(result.unet, "lora").items()}
         metadata.update(lora_rank=str(result.params.lora_rank), lora_alpha=str(result.params.lora_alpha),
                         target_modules=json.dumps(LORA_TARGET_MODULES))
     save_tensors(path, tensors, metadata=metadata)
@@ -199,7 +197,8 @@ def load_finetuned_unet(base_unet: torch.nn.Module, path: str | Path) -> torch.n
         config = LoraConfig(r=int(metadata["lora_rank"]), lora_alpha=float(metadata["lora_alpha"]),
                             target_modules=json.loads(metadata["target_modules"]))
         unet.add_adapter(config)
-        result = set_peft_model_state_dict(unet, load_tensors(path, next(base_unet.parameters()).device))
+        tensors = load_tensors(path, next(base_unet.parameters()).device)
+        result = set_peft_model_state_dict(unet, {k: v.float() for k, v in tensors.items()})
         if getattr(result, "unexpected_keys", None):
             raise ValueError(f"LoRA artefact {path} has keys the UNet does not: {result.unexpected_keys[:3]}")
     elif mode != "base":

@@ -13,10 +13,15 @@ import os
 import struct
 import warnings
 import zlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_PIXELS: int = 64_000_000
 """Largest accepted width * height of the file before resizing (decompression-bomb guard)."""
@@ -31,10 +36,6 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib
 _HIGH_BIT_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 _WHITE = (255, 255, 255)
-
-
-class ImageError(ValueError):
-    """One-line, user-facing error naming the file and the fix."""
 
 
 def open_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE) -> Image.Image:
@@ -132,18 +133,22 @@ def load_image(path: str | os.PathLike, resolution: int, **limits: int) -> Image
     return resize_center_crop(open_rgb(path, **limits), resolution)
 
 
-def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+def pil_to_tensor(image: Image.Image) -> "torch.Tensor":
     """Convert an RGB image of W x H pixels to a (1, 3, H, W) float32 tensor with values in [-1, 1]."""
     if image.mode != "RGB":
         raise ValueError(f"expected an RGB image, got mode {image.mode}; read files with open_rgb or load_image")
+    import torch  # imported here so that image checks and montages do not pay for torch
+
     pixels = torch.from_numpy(np.array(image, dtype=np.float32))  # (H, W, 3) in [0, 255]
     return (pixels / 127.5 - 1.0).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
-def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
+def tensor_to_pil(images: "torch.Tensor") -> list[Image.Image]:
     """Convert a (B, 3, H, W) tensor with values in [-1, 1] to B RGB images; out-of-range values are clamped."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected a (B, 3, H, W) tensor, got shape {tuple(images.shape)}")
+    import torch
+
     pixels = ((images.detach().float().cpu().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
     return [Image.fromarray(array) for array in pixels.permute(0, 2, 3, 1).numpy()]
 

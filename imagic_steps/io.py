@@ -14,8 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-from safetensors.torch import load_file, save_file
 
 
 @contextlib.contextmanager
@@ -57,15 +55,19 @@ def _pil_format(path: Path) -> str:
     return {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower(), "PNG")
 
 
-def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     """Save tensors as safetensors (contiguous CPU copies), atomically."""
+    from safetensors.torch import save_file
+
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(cpu, str(tmp), metadata=metadata)
 
 
-def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+def load_tensors(path: str | os.PathLike, device="cpu") -> dict:
     """Load a safetensors file (never unpickles)."""
+    from safetensors.torch import load_file
+
     return load_file(str(path), device=str(device))
 
 

@@ -15,20 +15,14 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-import torch
-
-from .diffusion import NonFiniteLossError
-from .images import ImageError
-from .models import ModelNotAvailableError
-from .plan import PlanError
-from .variants import VariantError
-
-USER_ERRORS = (ImageError, VariantError, ModelNotAvailableError, NonFiniteLossError, PlanError)
+from .errors import USER_ERRORS
 LOCK_DIR = Path(os.environ.get("IMAGIC_STEPS_GPU_LOCKS", Path(tempfile.gettempdir()) / "imagic_steps_gpu_locks"))
 
 
 def physical_gpu_ids() -> list[str]:
     """Ids of the visible CUDA devices as the machine knows them (CUDA_VISIBLE_DEVICES, else 0..n-1)."""
+    import torch
+
     count = torch.cuda.device_count()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible:
@@ -42,7 +36,12 @@ def claim_device(preference: str) -> Iterator[str]:
 
     `preference` is 'cpu', 'cuda' (fail without a GPU) or 'auto' (CUDA when available).
     """
-    if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
+    if preference == "cpu":
+        yield "cpu"
+        return
+    import torch
+
+    if preference == "auto" and not torch.cuda.is_available():
         yield "cpu"
         return
     if not torch.cuda.is_available():
@@ -78,10 +77,13 @@ def job_context(log_path: str | os.PathLike, threads: int = 1, device: str = "cp
             contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         logging.basicConfig(stream=log, level=logging.INFO, force=True,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        torch.set_num_threads(max(1, int(threads)))
+        # Torch's intra-op threads must match Snakemake's `threads`: oversubscribed cores slow CPU jobs ~10x.
+        os.environ["OMP_NUM_THREADS"] = str(max(1, int(threads)))
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(max(1, int(threads)))
         try:
             with claim_device(device) as chosen:
-                logging.getLogger(__name__).info("device %s, %d thread(s)", chosen, torch.get_num_threads())
+                logging.getLogger(__name__).info("device %s, %s thread(s)", chosen, os.environ["OMP_NUM_THREADS"])
                 yield chosen
         except USER_ERRORS as error:
             line = f"error: {error}"

@@ -27,16 +27,15 @@ from diffusers.utils import logging as diffusers_logging
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
+from .errors import ModelNotAvailableError
+
 TINY_PRESET = "tiny"
+DIGITS_PRESET = "digits"  # shipped in presets/digits/; retrain with `python -m imagic_steps.toy.train`
 TINY_VERSION = "tiny-sd-v1"  # bump when the tiny configs change, so stale caches are not reused
 TINY_RESOLUTION = 64  # pixels; latents are 8x8
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-
-
-class ModelNotAvailableError(RuntimeError):
-    """A model reference that cannot be resolved; the message says how to fix it."""
 
 
 @dataclass
@@ -79,6 +78,8 @@ def resolve_model_path(model: str) -> str:
     """Turn a model reference into something `from_pretrained` accepts (a folder path or a hub id)."""
     if model == TINY_PRESET:
         return str(ensure_tiny_model())
+    if model == DIGITS_PRESET:
+        return str(Path(__file__).resolve().parent / "presets" / DIGITS_PRESET)
     return model
 
 

@@ -20,16 +20,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .errors import PlanError
 from .variants import Variant, deep_merge, resolve_variant
 
 KEY_LENGTH = 10
 PAIR_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 NON_RESULT_FINETUNE_FIELDS = ("preview_every", "preview_steps", "checkpoint_every")
 NON_RESULT_SAMPLE_FIELDS = ("batch_size",)
-
-
-class PlanError(ValueError):
-    """A sheet or config problem found before any job runs; the message names the pair / field and the fix."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .images import load_image
+from .io import atomic_path
+
 LPIPS_NETS = ("alex", "vgg")
 
 # Small enough to build in well under a second on CPU; the text tower keeps CLIP's real context
@@ -306,3 +309,30 @@ def score_samples(
         },
         index=pd.RangeIndex(len(samples)),
     )
+
+
+def score_sample_files(
+    scorer: dict,
+    device: str,
+    image_path,
+    samples: Sequence[str],
+    prompt: str,
+    source_prompt: str,
+    out_csv,
+    batch_size: int = 16,
+) -> pd.DataFrame:
+    """Score sample files against their input image and target prompt; writes one CSV row per sample.
+
+    `scorer` holds `ScorerSpec` fields. Each sample is compared with the input resized and centre-cropped
+    to the sample's size, i.e. the image the model was given.
+    """
+    scorers = load_scorers(ScorerSpec(**scorer), device)
+    images = [Image.open(path).convert("RGB") for path in samples]
+    reference = load_image(image_path, images[0].width)
+    table = score_samples(scorers, images, [reference] * len(images), [prompt] * len(images),
+                          [source_prompt or None] * len(images), batch_size=batch_size)
+    table.insert(0, "sample", list(samples))
+    with atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    return table
+

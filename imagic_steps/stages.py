@@ -113,7 +113,7 @@ def run_finetune(
     """
     embed = EmbedResult.load(embed_artefact, components.device)
     Path(previews_dir).mkdir(parents=True, exist_ok=True)
-    preview = PreviewSpec(Path(previews_dir), preview_sample, resolution, resolution)
+    preview = PreviewSpec(Path(previews_dir), preview_sample, params.preview_steps, resolution, resolution)
     result = finetune_unet(components, embed, params, preview=preview, checkpoint_dir=checkpoint_dir, progress=progress)
     save_finetuned(artefact, result, params.save_dtype)
     if final_preview:
@@ -156,36 +156,6 @@ def run_sample(
     write_json(record, provenance("sample", asdict(params), components.provenance(), pair_id=pair_id,
                                   alphas=list(alphas), seeds=list(seeds), embed=str(embed_artefact),
                                   finetune=str(finetune_artefact), outputs={f"{s}:{a:g}": p for (s, a), p in outputs.items()}))
-
-
-def run_score(
-    scorer: dict,
-    device: str,
-    image_path,
-    samples: Sequence[str],
-    prompt: str,
-    source_prompt: str,
-    out_csv,
-    batch_size: int = 16,
-) -> pd.DataFrame:
-    """Score sample files against their input image and target prompt; one CSV row per sample.
-
-    `scorer` holds `ScorerSpec` fields. Each sample is compared with the input resized and centre-cropped
-    to the sample's size, i.e. the image the model was given.
-    """
-    from PIL import Image
-
-    from .score import ScorerSpec, load_scorers, score_samples
-
-    scorers = load_scorers(ScorerSpec(**scorer), device)
-    images = [Image.open(path).convert("RGB") for path in samples]
-    reference = load_image(image_path, images[0].width)
-    table = score_samples(scorers, images, [reference] * len(images), [prompt] * len(images),
-                          [source_prompt or None] * len(images), batch_size=batch_size)
-    table.insert(0, "sample", list(samples))
-    with atomic_path(out_csv) as tmp:
-        table.to_csv(tmp, index=False)
-    return table
 
 
 def run_sdedit(components: SDComponents, image_path, prompt: str, params, *, strength: float, seed: int,

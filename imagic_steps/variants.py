@@ -14,6 +14,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import VariantError
+
 LATENT_MODES = ("sample", "mean")
 FINETUNE_MODES = ("full", "lora")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -29,10 +31,6 @@ SCHEDULERS = (
     "HeunDiscreteScheduler",
     "UniPCMultistepScheduler",
 )
-
-
-class VariantError(ValueError):
-    """A variant definition that cannot be used; the message names the variant, the field and the fix."""
 
 
 @dataclass(frozen=True)
@@ -55,10 +53,9 @@ class FinetuneParams:
     lora_rank: int = 4
     lora_alpha: float = 4.0
     seed: int = 0
-    latents: str = "sample"
     mixed_precision: str = "no"  # "fp16" / "bf16" autocast with fp32 master weights; CUDA only for fp16
     gradient_checkpointing: bool = False
-    save_dtype: str = "fp32"  # dtype of the saved full-UNet artefact
+    save_dtype: str = "fp32"  # dtype of the saved artefact (full UNet or LoRA weights)
     preview_every: int = 0  # write a preview grid every N steps (0 = off)
     preview_steps: int = 10  # denoising steps of a preview sample
     checkpoint_every: int = 0  # resume checkpoint every N steps (0 = off)
@@ -213,7 +210,6 @@ def validate_variant(variant: Variant) -> None:
     check(f.lr > 0, "finetune.lr", f.lr, "use a positive learning rate")
     check(f.mode in FINETUNE_MODES, "finetune.mode", f.mode, f"choose one of {FINETUNE_MODES}")
     check(f.lora_rank > 0, "finetune.lora_rank", f.lora_rank, "use a positive rank")
-    check(f.latents in LATENT_MODES, "finetune.latents", f.latents, f"choose one of {LATENT_MODES}")
     check(f.mixed_precision in MIXED_PRECISION, "finetune.mixed_precision", f.mixed_precision, f"choose one of {MIXED_PRECISION}")
     check(f.save_dtype in SAVE_DTYPES, "finetune.save_dtype", f.save_dtype, f"choose one of {SAVE_DTYPES}")
     check(f.preview_every >= 0, "finetune.preview_every", f.preview_every, "use 0 (off) or a positive number")

@@ -1,8 +1,8 @@
 """Scores of one sample set against its input and prompt (rule score)."""
 from imagic_steps.jobs import job_context
-from imagic_steps.stages import run_score
+from imagic_steps.score import score_sample_files
 
 params = snakemake.params
 with job_context(snakemake.log[0], snakemake.threads, params.device) as device:
-    run_score(params.scorer, device, snakemake.input.image, snakemake.input.samples, params.prompt,
-              params.source_prompt, snakemake.output.scores)
+    score_sample_files(params.scorer, device, snakemake.input.image, snakemake.input.samples, params.prompt,
+                       params.source_prompt, snakemake.output.scores)

@@ -1,0 +1,95 @@
+"""Run one stage once in this (fresh) process and print its measurements as one JSON line.
+
+`python -m benchmarks.stage_worker STAGE CONFIG_JSON` is how `benchmarks.run` measures each stage's peak
+memory: on the CPU the RSS high-water mark never goes down, so each stage gets its own process. Inputs a
+stage needs (e_tgt, image latents, a UNet) are prepared before the measurement starts and are not timed.
+
+Stages: embed, finetune-full, finetune-lora, finetune-naive, sample, sample-naive (see STAGES).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from imagic_steps.embed import optimize_embedding
+from imagic_steps.finetune import FinetuneResult, finetune_unet, save_finetuned, trainable_unet
+from imagic_steps.sample import sample_alphas
+from imagic_steps.variants import EmbedParams, FinetuneParams
+
+from . import naive
+from .common import BenchConfig, PeakMemory, load_model_and_image, set_threads, timed
+
+STAGES = ("embed", "finetune-full", "finetune-lora", "finetune-naive", "sample", "sample-naive")
+
+
+def artefact_bytes(result: FinetuneResult) -> dict[str, int]:
+    """Size in bytes of the fine-tune artefact `save_finetuned` writes, with save_dtype fp32 and fp16."""
+    sizes = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for dtype in ("fp32", "fp16"):
+            path = Path(folder) / f"finetune_{dtype}.safetensors"
+            save_finetuned(path, result, dtype)
+            sizes[f"artefact_{dtype}_bytes"] = path.stat().st_size
+    return sizes
+
+
+def run_stage(stage: str, config: BenchConfig) -> dict:
+    """Measure `stage` once: wall time (s), steps, steps/s, peak memory (bytes) and, for fine-tunes, artefact bytes.
+
+    For sampling, `steps` counts alpha-steps (alphas x denoising steps) so batched and per-alpha runs compare.
+    """
+    components, image = load_model_and_image(config)
+    device = components.device
+    embed = optimize_embedding(components, image, config.prompt, EmbedParams(steps=0, seed=config.seed),
+                               progress=False)  # e_opt = e_tgt: enough to drive stages B and C
+    alphas = config.alphas()
+    sample = config.sample_params(batch_size=len(alphas))
+    extra: dict = {}
+    if stage.startswith("sample"):
+        unet = trainable_unet(components.unet, FinetuneParams()).eval()  # what stage C gets from stage B
+
+    with PeakMemory(device) as memory:
+        if stage == "embed":
+            _, seconds = timed(lambda: optimize_embedding(components, image, config.prompt, config.embed_params(),
+                                                          progress=False), device)
+            steps = config.steps_embed
+        elif stage in ("finetune-full", "finetune-lora"):
+            params = config.finetune_params(mode=stage.removeprefix("finetune-"))
+            result, seconds = timed(lambda: finetune_unet(components, embed, params, progress=False), device)
+            steps = config.steps_finetune
+        elif stage == "finetune-naive":
+            _, seconds = timed(lambda: naive.finetune_unet(components, embed.image_latents, embed.optimized_embedding,
+                                                           config.steps_finetune, config.finetune_lr, config.seed),
+                               device)
+            steps = config.steps_finetune
+        elif stage == "sample":
+            _, seconds = timed(lambda: sample_alphas(components, unet, embed.target_embedding,
+                                                     embed.optimized_embedding, alphas, [config.seed], sample,
+                                                     progress=False), device)
+            steps = len(alphas) * config.sample_steps
+        elif stage == "sample-naive":
+            _, seconds = timed(lambda: naive.sample_alphas(components, unet, embed.target_embedding,
+                                                           embed.optimized_embedding, alphas, config.seed,
+                                                           sample.scheduler, sample.steps, sample.guidance_scale,
+                                                           sample.eta), device)
+            steps = len(alphas) * config.sample_steps
+        else:
+            raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
+    if stage in ("finetune-full", "finetune-lora"):
+        extra = artefact_bytes(result)
+    return {"stage": stage, "steps": steps, "wall_s": seconds, "steps_per_s": steps / seconds,
+            "memory_kind": memory.kind, "peak_bytes": memory.peak, "stage_added_bytes": memory.delta, **extra}
+
+
+def main(argv: list[str]) -> None:
+    stage, config_json = argv
+    config = BenchConfig(**json.loads(config_json))
+    set_threads(config.threads)
+    print(json.dumps(run_stage(stage, config)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
