@@ -47,6 +47,9 @@ def scorer_note(table: pd.DataFrame) -> str:
     note = ", ".join(names)
     if any(name.startswith("tiny-random") for name in names):
         note += " (random-weight scorers: these numbers check the plumbing and mean nothing about quality)"
+    if any(name.startswith("digits-classifier") for name in names):
+        note += (" (digits domain: clip_score = 100 · P(target digit) from a digit classifier, lpips = 1 − pixel"
+                 " fidelity, clip_image_sim = SSIM)")
     return note
 
 

@@ -323,14 +323,21 @@ def score_sample_files(
 ) -> pd.DataFrame:
     """Score sample files against their input image and target prompt; writes one CSV row per sample.
 
-    `scorer` holds `ScorerSpec` fields. Each sample is compared with the input resized and centre-cropped
-    to the sample's size, i.e. the image the model was given.
+    `scorer` holds `ScorerSpec` fields, or `kind: digits` for the digits domain's classifier scorer
+    (`imagic_steps.toy.classifier.digit_evaluation_scores`). Each sample is compared with the input resized
+    and centre-cropped to the sample's size, i.e. the image the model was given.
     """
-    scorers = load_scorers(ScorerSpec(**scorer), device)
     images = [Image.open(path).convert("RGB") for path in samples]
     reference = load_image(image_path, images[0].width)
-    table = score_samples(scorers, images, [reference] * len(images), [prompt] * len(images),
-                          [source_prompt or None] * len(images), batch_size=batch_size)
+    spec = dict(scorer)
+    if spec.pop("kind", "clip") == "digits":
+        from .toy.classifier import digit_evaluation_scores
+
+        table = digit_evaluation_scores(images, [reference] * len(images), prompt)
+    else:
+        scorers = load_scorers(ScorerSpec(**spec), device)
+        table = score_samples(scorers, images, [reference] * len(images), [prompt] * len(images),
+                              [source_prompt or None] * len(images), batch_size=batch_size)
     table.insert(0, "sample", list(samples))
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)

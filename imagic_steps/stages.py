@@ -158,13 +158,14 @@ def run_sample(
                                   finetune=str(finetune_artefact), outputs={f"{s}:{a:g}": p for (s, a), p in outputs.items()}))
 
 
-def run_sdedit(components: SDComponents, image_path, prompt: str, params, *, strength: float, seed: int,
-               resolution: int | None, output, record, pair_id: str = "") -> None:
-    """The SDEdit baseline for one strength and seed: a PNG and its provenance."""
+def run_sdedit(components: SDComponents, image_path, prompt: str, params, *, strength: float, seeds: Sequence[int],
+               resolution: int | None, outputs: Sequence[str], record, pair_id: str = "") -> None:
+    """The SDEdit baseline for one strength: a PNG per seed (in `outputs` order) and one provenance record."""
     from .sdedit import sdedit
 
     resolution = resolution or components.resolution
-    image = sdedit(components, load_image(image_path, resolution), prompt, strength, seed, params)
-    save_image(image, output)
+    image = load_image(image_path, resolution)
+    for seed, output in zip(seeds, outputs):
+        save_image(sdedit(components, image, prompt, strength, seed, params), output)
     write_json(record, provenance("sdedit", asdict(params), components.provenance(), pair_id=pair_id,
-                                  image=str(image_path), prompt=prompt, strength=strength, seed=seed))
+                                  image=str(image_path), prompt=prompt, strength=strength, seeds=list(seeds)))

@@ -12,6 +12,8 @@ are unseen by both.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -73,10 +75,9 @@ def digit_tensors(indices: np.ndarray | list[int], size: int = IMAGE_SIZE) -> to
 
 def load_split(part: str, seed: int = SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, 3, 32, 32) in [-1, 1] and labels (N,) int64 of the `train` or `held_out` part."""
-    split = split_indices(seed)
     if part not in ("train", "held_out"):
         raise ValueError(f"part must be 'train' or 'held_out', got {part!r}")
-    indices = getattr(split, part)
+    indices = getattr(split_indices(seed), part)
     _, labels = raw_digits()
     return digit_tensors(indices), torch.from_numpy(labels[indices])
 
@@ -101,3 +102,12 @@ def demo_digit(label: int, which: int = 0, size: int = DEMO_SIZE) -> Image.Image
     if not 0 <= which < len(examples):
         raise ValueError(f"digit {label} has {len(examples)} held-out examples; `which` = {which} is out of range")
     return digit_image(int(examples[which]), size)
+
+
+def label_from_prompt(prompt: str) -> int:
+    """The digit a caption asks for: the last number word or digit in it ("a handwritten digit eight" -> 8)."""
+    found = [NUMBER_WORDS.index(word) if word in NUMBER_WORDS else int(word)
+             for word in re.findall(r"[a-z]+|\d", prompt.lower()) if word in NUMBER_WORDS or word.isdigit()]
+    if not found:
+        raise ValueError(f"prompt {prompt!r} names no digit; write e.g. 'a handwritten digit eight'")
+    return found[-1]

@@ -36,10 +36,10 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from tqdm.auto import tqdm
 
-from ..diffusion import draw_noise_and_timesteps, encode_prompts
+from ..diffusion import denoising_loss, draw_noise_and_timesteps, encode_prompts
 from ..figures import plot_losses
 from ..io import write_json
-from ..models import build_tiny_model, load_components
+from ..models import SDComponents, build_tiny_model, load_components
 from .digits import CAPTION_TEMPLATES, IMAGE_SIZE, caption, load_split
 
 LOSS_WINDOW = 100  # steps averaged into the reported final loss
@@ -50,11 +50,11 @@ class TrainConfig:
     """Hyper-parameters of one training run; the defaults train the shipped preset."""
 
     seed: int = 0
-    vae_steps: int = 1500
+    vae_steps: int = 1000
     vae_batch_size: int = 32
     vae_lr: float = 1e-3
     kl_weight: float = 1e-4  # on the KL per latent element, against the per-pixel MSE
-    unet_steps: int = 3000
+    unet_steps: int = 2500
     unet_batch_size: int = 64
     unet_lr: float = 1e-3
     warmup_steps: int = 100
@@ -124,7 +124,8 @@ def train_vae(images: torch.Tensor, config: TrainConfig, generator: torch.Genera
 
 
 @torch.no_grad()
-def latent_posteriors(vae: AutoencoderKL, images: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def latent_posteriors(vae: AutoencoderKL, images: torch.Tensor,
+                      batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior mean and std (N, 4, 8, 8) of `images` (N, 3, 32, 32), unscaled."""
     means, stds = [], []
     for start in range(0, len(images), batch_size):
@@ -134,15 +135,16 @@ def latent_posteriors(vae: AutoencoderKL, images: torch.Tensor, batch_size: int 
     return torch.cat(means), torch.cat(stds)
 
 
-def caption_embeddings(components) -> torch.Tensor:
+def caption_embeddings(components: SDComponents) -> torch.Tensor:
     """Frozen text embeddings (10 * T + 1, 77, D): digit d with template t at row d * T + t, "" last."""
     prompts = [caption(label, t) for label in range(10) for t in range(len(CAPTION_TEMPLATES))]
     return encode_prompts(components, prompts + [""])
 
 
-def train_unet(components, posterior: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor, config: TrainConfig,
-               generator: torch.Generator, progress: bool = True) -> tuple[UNet2DConditionModel, list[float]]:
-    """Train a conditional UNet with the epsilon loss on posterior samples of the training latents.
+def train_unet(components: SDComponents, posterior: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor,
+               config: TrainConfig, generator: torch.Generator,
+               progress: bool = True) -> tuple[UNet2DConditionModel, list[float]]:
+    """Train a conditional UNet with the denoising loss (epsilon, per the scheduler) on posterior samples.
 
     `posterior` is the (mean, std) pair (N, 4, 8, 8) from `latent_posteriors`, `labels` (N,) the digits.
     Latents are drawn afresh from the posterior each step and multiplied by the VAE's `scaling_factor`;
@@ -163,13 +165,13 @@ def train_unet(components, posterior: tuple[torch.Tensor, torch.Tensor], labels:
     unet.train()
     for _ in tqdm(range(config.unet_steps), desc="unet", disable=not progress, mininterval=1.0):
         batch = torch.randint(0, len(labels), (config.unet_batch_size,), generator=generator)
-        latents = (mean[batch] + std[batch] * torch.randn(mean[batch].shape, generator=generator)) * scaling
+        mu, sigma = mean[batch], std[batch]
+        latents = (mu + sigma * torch.randn(mu.shape, generator=generator)) * scaling
         rows = labels[batch] * templates + torch.randint(0, templates, batch.shape, generator=generator)
         dropped = torch.rand(batch.shape, generator=generator) < config.caption_dropout
         rows = torch.where(dropped, torch.full_like(rows, empty), rows)
         noise, timesteps = draw_noise_and_timesteps(latents, scheduler, generator, count=len(batch))
-        noisy = scheduler.add_noise(latents, noise, timesteps)
-        loss = F.mse_loss(unet(noisy, timesteps, embeddings[rows]).sample, noise)
+        loss = denoising_loss(unet, scheduler, latents, embeddings[rows], noise, timesteps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)

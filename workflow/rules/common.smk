@@ -23,6 +23,7 @@ from imagic_steps.variants import VariantError
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = config.get("results", "results")
+SEEDS = config["seeds"]  # every sample job denoises all seeds of its alpha in one batch
 MODEL = {"revision": None, "dtype": "fp32", "device": "cpu", **config["model"]}
 GPU_PER_JOB = 0 if MODEL["device"] == "cpu" else 1
 
@@ -55,8 +56,7 @@ EMBED_RUNS = {(r.pair.pair_id, r.embed_key): r for r in RUNS}
 FINETUNE_RUNS = {(r.pair.pair_id, r.finetune_key): r for r in RUNS}
 SAMPLE_RUNS = {(r.pair.pair_id, r.sample_key): r for r in RUNS}
 SDEDIT_BY_KEY = {(r.pair.pair_id, r.key): r for r in SDEDIT_RUNS}
-SCORER = {"tiny": False, "clip_arch": "ViT-B-32", "clip_pretrained": "laion2b_s34b_b79k", "lpips_net": "alex",
-          **config.get("scorer", {})}
+SCORER = config.get("scorer", {"kind": "clip"})
 
 
 wildcard_constraints:
@@ -73,6 +73,8 @@ EMBED_DIR = f"{RESULTS}/embed/{{pair}}/{{ekey}}"
 FINETUNE_DIR = f"{RESULTS}/finetune/{{pair}}/{{fkey}}"
 SAMPLE_PNG = f"{RESULTS}/samples/{{pair}}/{{skey}}/seed{{seed}}_alpha{{alpha}}.png"
 SDEDIT_PNG = f"{RESULTS}/sdedit/{{pair}}/{{skey}}/seed{{seed}}_strength{{alpha}}.png"
+SAMPLE_RECORD = f"{RESULTS}/samples/{{pair}}/{{skey}}/alpha{{alpha}}.json"
+SDEDIT_RECORD = f"{RESULTS}/sdedit/{{pair}}/{{skey}}/strength{{alpha}}.json"
 SCORES_CSV = f"{RESULTS}/scores/{{pair}}/{{skey}}.csv"
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmark"

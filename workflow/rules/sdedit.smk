@@ -1,20 +1,21 @@
 rule sdedit:
-    """SDEdit baseline: diffusers' img2img at one strength and seed on the base model."""
+    """SDEdit baseline: diffusers' img2img at one strength, every seed, on the base model."""
     input:
         image=lambda w: sdedit_run(w).pair.image,
     output:
-        image=SDEDIT_PNG,
-        record=SDEDIT_PNG.replace(".png", ".json"),
+        images=expand(SDEDIT_PNG, seed=SEEDS, allow_missing=True),
+        record=SDEDIT_RECORD,
     params:
         model=MODEL,
         prompt=lambda w: sdedit_run(w).pair.prompt,
         sdedit=lambda w: sdedit_run(w).params,
+        seeds=SEEDS,
         resolution=lambda w: sdedit_run(w).resolution,
         code=code_version("sdedit"),
     log:
-        f"{LOGS}/sdedit/{{pair}}/{{skey}}/seed{{seed}}_strength{{alpha}}.log",
+        f"{LOGS}/sdedit/{{pair}}/{{skey}}/strength{{alpha}}.log",
     benchmark:
-        f"{BENCH}/sdedit/{{pair}}/{{skey}}/seed{{seed}}_strength{{alpha}}.tsv"
+        f"{BENCH}/sdedit/{{pair}}/{{skey}}/strength{{alpha}}.tsv"
     threads: 1
     resources:
         gpu=GPU_PER_JOB,

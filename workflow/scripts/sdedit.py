@@ -1,4 +1,4 @@
-"""SDEdit baseline for one strength and seed (rule sdedit)."""
+"""SDEdit baseline for one strength, all seeds (rule sdedit)."""
 from imagic_steps.jobs import job_context
 from imagic_steps.sdedit import SdeditParams
 from imagic_steps.stages import ModelSpec, run_sdedit
@@ -11,9 +11,9 @@ with job_context(snakemake.log[0], snakemake.threads, params.model["device"]) as
         params.prompt,
         SdeditParams(**params.sdedit),
         strength=float(wildcards.alpha),
-        seed=int(wildcards.seed),
+        seeds=params.seeds,
         resolution=params.resolution,
-        output=output.image,
+        outputs=output.images,
         record=output.record,
         pair_id=wildcards.pair,
     )
