@@ -268,3 +268,19 @@ def test_resume_from_checkpoint_is_bit_identical(tiny, embedded, tmp_path, monke
     resumed = finetune_unet(tiny, embedded, params, checkpoint_dir=tmp_path / "run", progress=False)
     assert resumed.losses == reference.losses
     assert state_equal(trainable_state(resumed.unet, mode), trainable_state(reference.unet, mode))
+
+
+def test_long_prompt_is_truncated_with_a_warning_and_recorded(tiny, cat_image_path, tmp_path, caplog):
+    from imagic_steps.io import read_json
+    from imagic_steps.stages import run_embed
+
+    prompt = "a very " + "very " * 90 + "long prompt with 'quotes', \"double\", $HOME, `id`, ünïcödé\nand a newline"
+    with caplog.at_level("WARNING"):
+        run_embed(tiny, cat_image_path, prompt, EmbedParams(steps=1), resolution=64,
+                  artefact=tmp_path / "e.safetensors", losses_csv=tmp_path / "l.csv", loss_plot=tmp_path / "l.png",
+                  record=tmp_path / "e.json", progress=False)
+    record = read_json(tmp_path / "e.json")
+    assert record["prompt"] == prompt
+    kept = record["prompt_truncated_to"]
+    assert kept and kept.startswith("a very very") and len(kept) < len(prompt)
+    assert "truncated" in caplog.text

@@ -3,8 +3,10 @@
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -121,10 +123,23 @@ def test_unknown_variant_field_and_missing_image_are_named(tmp_path):
 
 
 @pytest.mark.slow
-def test_end_to_end_then_cached_reruns(tmp_path):
+def test_end_to_end_interrupted_then_cached_reruns(tmp_path):
     write_config(tmp_path)
-    snakemake(tmp_path)
     results = tmp_path / "results"
+    # interrupt the first run once samples exist; finished work must survive and not be redone
+    command = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+               "--configfile", str(tmp_path / "config.yaml"), "--cores", "2"]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not list(results.glob("samples/*/*/*.png")) and first.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    finished = {p: p.stat().st_mtime_ns for p in results.glob("embed/*/*/embed.safetensors")}
+    first.send_signal(signal.SIGINT)
+    first.wait(timeout=120)
+    assert finished, "no embed output before the interruption"
+    snakemake(tmp_path)
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished
+
     montage = Image.open(results / "montages/pairs/cat.png")
     # input + 2 alphas, 2 variants x 1 seed rows, 64 px cells, label strips
     assert montage.size == (96 + 3 * 64, 14 + 2 * 64)
