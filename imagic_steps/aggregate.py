@@ -12,7 +12,8 @@ from .figures import image_grid
 from .images import load_image
 from .io import atomic_path, save_image
 
-ROW_LABEL_WIDTH = 96  # pixels for "variant / seed" labels
+MIN_CELL = 64  # pixels: small samples (the 32 px digits) are enlarged so labels and strokes stay readable
+LABEL_CHAR_WIDTH = 7  # pixels per character of PIL's default font
 
 
 def write_table(rows: Sequence[dict], csv_path, markdown_path, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -36,11 +37,17 @@ def pair_montage(
     are the samples' size; the input is resized and centre-cropped to it as the model saw it.
     """
     samples = [[Image.open(path) for path in paths] for _, paths in rows]
-    cell = samples[0][0].width
-    original = load_image(input_image, cell)
+    cell = max(samples[0][0].width, MIN_CELL)
+    original = load_image(input_image, samples[0][0].width)
     tiles = [[original] + row for row in samples]
-    return image_grid(tiles, column_labels=["input", *column_labels], row_labels=[label for label, _ in rows],
-                      cell=cell, row_label_width=ROW_LABEL_WIDTH)
+    labels = [label for label, _ in rows]
+    return image_grid(tiles, column_labels=["input", *column_labels], row_labels=labels, cell=cell,
+                      row_label_width=row_label_width(labels))
+
+
+def row_label_width(labels: Sequence[str]) -> int:
+    """Pixels for the longest row label in PIL's default font."""
+    return LABEL_CHAR_WIDTH * max(len(label) for label in labels) + 6
 
 
 def save_pair_montage(path, input_image, rows, column_labels) -> None:

@@ -11,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from .aggregate import MIN_CELL, row_label_width
 from .figures import image_grid
 from .images import load_image
 from .io import atomic_path, save_image, write_text
@@ -42,6 +43,14 @@ def summary_markdown(summary: pd.DataFrame, scorer_note: str) -> str:
             + markdown_table(summary) + "\n")
 
 
+def axis_labels(table: pd.DataFrame) -> dict[str, str]:
+    """Trade-off axis labels that say what the scorer measured."""
+    if table["scorer"].str.startswith("digits-classifier").all():
+        return {"xlabel": "pixel fidelity to input (1 − RMSE, grey levels in [0, 1]; higher = closer)",
+                "ylabel": "100 · P(target digit) (digit classifier; higher = edit achieved)"}
+    return {}
+
+
 def scorer_note(table: pd.DataFrame) -> str:
     names = sorted(table["scorer"].unique())
     note = ", ".join(names)
@@ -68,7 +77,8 @@ def best_edits_montage(best: pd.DataFrame, table: pd.DataFrame, images: dict[str
             row.append(sample)
         rows.append([load_image(images[pair], cell)] + row)
     labels = ["input"] + [f"{v}" for _, v in columns]
-    return image_grid(rows, column_labels=labels, row_labels=pairs, cell=cell, row_label_width=96)
+    return image_grid(rows, column_labels=labels, row_labels=pairs, cell=max(cell, MIN_CELL),
+                      row_label_width=row_label_width(pairs))
 
 
 def plot_sweep(table: pd.DataFrame, sweep: dict, path, title: str) -> None:
@@ -117,11 +127,12 @@ def write_evaluation(
     write_text(out["summary_md"], summary_markdown(summary, note))
     swept = table["variant"].isin([v for sweep in sweeps.values() for v in sweep["variants"]])
     main = table[~swept] if (~swept).any() else table  # the sweep's own variants get the sweep figure
+    labels = axis_labels(table)
     plot_tradeoff(summarise(main, by=SUMMARY_KEYS), out["tradeoff"],
-                  "CLIP score vs 1 − LPIPS along alpha, mean over pairs and seeds")
+                  "text alignment vs fidelity along alpha (SDEdit: strength), mean over pairs and seeds", **labels)
     for pair, pair_rows in main.groupby("pair_id"):
         plot_tradeoff(summarise(pair_rows, by=SUMMARY_KEYS), Path(out["tradeoff_pairs"]) / f"{pair}.png",
-                      f"pair {pair}: CLIP score vs 1 − LPIPS along alpha, mean over seeds")
+                      f"pair {pair}: text alignment vs fidelity along alpha, mean over seeds", **labels)
     best = pick_best_alpha(main, lpips_max=lpips_max)
     with atomic_path(out["best_alpha"]) as tmp:
         best.to_csv(tmp, index=False)

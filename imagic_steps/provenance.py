@@ -21,7 +21,7 @@ STAGE_MODULES = {
     "sdedit": ("models", "images", "sample", "sdedit", "io"),
     "score": ("images", "score", "io"),
     "aggregate": ("figures", "images", "aggregate", "io"),
-    "evaluate": ("figures", "images", "stats", "evaluate", "io"),
+    "evaluate": ("figures", "images", "stats", "aggregate", "evaluate", "io"),
 }
 
 

@@ -129,7 +129,9 @@ def _finite_or_none(errors: np.ndarray) -> np.ndarray | None:
     return np.where(finite, errors, 0.0) if finite.any() else None
 
 
-def plot_tradeoff(summary: pd.DataFrame, path: str | os.PathLike, title: str) -> None:
+def plot_tradeoff(summary: pd.DataFrame, path: str | os.PathLike, title: str,
+                  xlabel: str = "1 − LPIPS (fidelity to input, unitless; higher = closer)",
+                  ylabel: str = "CLIP score (100 · cosine; higher = better text alignment)") -> None:
     """Plot the fidelity / text-alignment trade-off of a `summarise` table and save it as PNG.
 
     x = 1 - mean LPIPS (fidelity to the input), y = mean CLIP score; one line per
@@ -150,8 +152,8 @@ def plot_tradeoff(summary: pd.DataFrame, path: str | os.PathLike, title: str) ->
         axes.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", capsize=3, label=f"{method} / {variant}")
         for alpha, x_i, y_i in zip(curve["alpha"], x, y):
             axes.annotate(f"{alpha:g}", (x_i, y_i), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    axes.set_xlabel("1 − LPIPS (fidelity to input, unitless; higher = closer)")
-    axes.set_ylabel("CLIP score (100 · cosine; higher = better text alignment)")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
     scorer_names = ", ".join(sorted(map(str, summary["scorer"].unique())))
     axes.set_title(f"{title}\nscorer: {scorer_names}", fontsize=10)
     axes.grid(True, alpha=0.3)
