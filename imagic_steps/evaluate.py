@@ -119,6 +119,8 @@ def write_evaluation(
 ) -> pd.DataFrame:
     """Everything downstream of the scores; `out` names the files (see workflow/rules/evaluate.smk)."""
     table = score_table(sample_rows, score_csvs)
+    for folder in ("tradeoff_pairs", "sweeps"):  # declared outputs even when empty (no sweep configured)
+        Path(out[folder]).mkdir(parents=True, exist_ok=True)
     write_table_files(table, out["scores_csv"], out["scores_parquet"])
     note = scorer_note(table)
     summary = summarise(table, by=SUMMARY_KEYS)
