@@ -14,6 +14,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from imagic_steps.aggregate import row_label_width
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -142,7 +144,7 @@ def test_end_to_end_interrupted_then_cached_reruns(tmp_path):
 
     montage = Image.open(results / "montages/pairs/cat.png")
     # input + 2 alphas, 2 variants x 1 seed rows, 64 px cells, label strips
-    assert montage.size == (96 + 3 * 64, 14 + 2 * 64)
+    assert montage.size == (row_label_width(["full s0", "lora s0"]) + 3 * 64, 14 + 2 * 64)
     assert (results / "montages/overview.png").exists()
     table = (results / "tables/samples.csv").read_text().splitlines()
     assert len(table) == 1 + 8
