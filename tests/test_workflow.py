@@ -19,6 +19,7 @@ from imagic_steps.aggregate import row_label_width
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
+HOSTILE_NAME = "astro naut's $(touch pwned) `id` ;x.png"
 TINY_STEPS = {"embed": {"steps": 2}, "finetune": {"steps": 2, "preview_every": 1, "preview_steps": 2},
               "sample": {"steps": 2}}
 
@@ -28,11 +29,12 @@ def write_config(workdir: Path, **changes) -> Path:
     images = workdir / "images"
     images.mkdir(exist_ok=True)
     shutil.copy(REPO / "config/images/chelsea.png", images / "cat.png")
-    shutil.copy(REPO / "config/images/astronaut.png", images / "astronaut.png")
+    # a file name with spaces, quotes and shell metacharacters: it must never reach a shell
+    shutil.copy(REPO / "config/images/astronaut.png", images / HOSTILE_NAME)
     (workdir / "pairs.tsv").write_text(
         "pair_id\timage\tprompt\tsource_prompt\n"
         "cat\timages/cat.png\ta photo of a gray cat\ta photo of a cat\n"
-        "astro\timages/astronaut.png\tan astronaut with a red flag, \"quoted\" & $HOME `id`\t\n"
+        f"astro\timages/{HOSTILE_NAME}\tan astronaut with a red flag, \"quoted\" & $HOME `id`\t\n"
     )
     config = {
         "pairs": "pairs.tsv",
@@ -157,6 +159,7 @@ def test_end_to_end_interrupted_then_cached_reruns(tmp_path):
     for figure in ("figures/tradeoff.png", "figures/tradeoff_pairs/cat.png", "montages/best_edits.png"):
         assert (results / figure).stat().st_size > 0
     assert "±" in (results / "tables/summary.md").read_text()
+    assert not (tmp_path / "pwned").exists() and not (REPO / "pwned").exists()
     provenance = (next(results.glob("embed/cat/*/provenance.json"))).read_text()
     for field in ("code_version", "packages", "torch", "params", '"model": "tiny"'):
         assert field in provenance
