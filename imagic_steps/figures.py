@@ -5,13 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+from PIL import Image, ImageDraw, ImageFont
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
-
-from .io import atomic_path, save_image  # noqa: E402
+from .io import atomic_path, save_image
 
 LABEL_HEIGHT = 14  # pixels of the caption strip above each column / left of each row
 
@@ -50,7 +46,13 @@ def save_grid(path, rows, **kwargs) -> None:
 
 def plot_losses(curves: dict[str, Sequence[float]], path: str | Path, title: str) -> None:
     """One PNG with a loss curve per entry of `curves` (step on x, MSE on a log y axis)."""
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    # matplotlib is imported here: sampling jobs, which never plot, start faster without it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     for name, losses in curves.items():
         if len(losses):
             ax.plot(range(len(losses)), losses, label=name, linewidth=1)
@@ -63,4 +65,3 @@ def plot_losses(curves: dict[str, Sequence[float]], path: str | Path, title: str
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-import pandas as pd
 import torch
 
 from .diffusion import truncated_prompt
@@ -56,6 +55,7 @@ class ModelSpec:
 
 def write_losses(losses: Sequence[float], csv_path, png_path, title: str) -> None:
     """Loss history as CSV (step, loss) and as a PNG curve."""
+    import pandas as pd  # imported here: sampling jobs never write tables
     with atomic_path(csv_path) as tmp:
         pd.DataFrame({"step": range(len(losses)), "loss": list(losses)}).to_csv(tmp, index=False)
     plot_losses({"loss": losses}, png_path, title)
