@@ -92,6 +92,22 @@ def sample_identity(variant: Variant) -> dict[str, Any]:
     return {"sample": params, "resolution": variant.resolution}
 
 
+# Snakemake's cluster executors (e.g. the SLURM plugin) put input paths into a shell command line: a path with
+# shell syntax in it would be executed there, so such paths are refused while planning.
+UNSAFE_PATH_CHARACTERS = re.compile(r"""[\s$`;&|<>()'"\\*?!{}\[\]#~]""")
+
+
+def check_image_path(pair_id: str, image: str, where: str) -> None:
+    if not image:
+        raise PlanError(f"{where}: pair '{pair_id}' has no image path; fill the 'image' column")
+    bad = sorted(set(UNSAFE_PATH_CHARACTERS.findall(image)))
+    if bad:
+        raise PlanError(
+            f"{where}: pair '{pair_id}': image path {image!r} contains {''.join(bad)!r}, which a cluster job's shell "
+            f"would interpret; rename the file or link it under a name of letters, digits and . _ - / + = , @"
+        )
+
+
 def check_pair_id(pair_id: str, where: str) -> None:
     if not re.fullmatch(PAIR_ID_PATTERN, pair_id):
         raise PlanError(
@@ -122,8 +138,9 @@ def read_pairs_sheet(path: str | Path) -> list[Pair]:
         except json.JSONDecodeError as error:
             raise PlanError(f"{where}: pair '{pair_id}' overrides are not valid JSON ({error.msg}); "
                             'write e.g. {"embed": {"steps": 100}}') from None
-        pairs.append(Pair(pair_id, (row.get("image") or "").strip(), prompt, (row.get("source_prompt") or "").strip(),
-                          overrides))
+        image = (row.get("image") or "").strip()
+        check_image_path(pair_id, image, where)
+        pairs.append(Pair(pair_id, image, prompt, (row.get("source_prompt") or "").strip(), overrides))
     duplicates = sorted({p.pair_id for p in pairs if [q.pair_id for q in pairs].count(p.pair_id) > 1})
     if duplicates:
         raise PlanError(f"{path}: duplicate pair_id(s) {duplicates}; every row needs its own id")
@@ -144,8 +161,10 @@ def read_tedbench(json_path: str | Path, images_dir: str | Path) -> list[Pair]:
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or not {"img_name", "target_text"} <= set(entry):
             raise PlanError(f"{json_path}: entry {index} needs 'img_name' and 'target_text'")
-        pairs.append(Pair(tedbench_pair_id(entry["img_name"], entry["target_text"]),
-                          str(Path(images_dir) / entry["img_name"]), entry["target_text"]))
+        pair_id = tedbench_pair_id(entry["img_name"], entry["target_text"])
+        image = str(Path(images_dir) / entry["img_name"])
+        check_image_path(pair_id, image, f"{json_path}: entry {index}")
+        pairs.append(Pair(pair_id, image, entry["target_text"]))
     return pairs
 
 

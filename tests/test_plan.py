@@ -83,11 +83,11 @@ def test_sheet_errors_name_the_row_and_the_fix(tmp_path):
 
 
 def test_tedbench_ids_are_safe_deterministic_and_distinct(tmp_path):
-    entries = [{"img_name": "cat dog/../x.png", "target_text": "a"}, {"img_name": "cat dog/../x.png", "target_text": "b"}]
+    entries = [{"img_name": "sub/../.hidden.png", "target_text": "a"}, {"img_name": "sub/../.hidden.png", "target_text": "b"}]
     (tmp_path / "list.json").write_text(json.dumps(entries))
     pairs = read_tedbench(tmp_path / "list.json", tmp_path / "originals")
     assert pairs[0].pair_id != pairs[1].pair_id
-    assert pairs[0].pair_id == tedbench_pair_id("cat dog/../x.png", "a")
+    assert pairs[0].pair_id == tedbench_pair_id("sub/../.hidden.png", "a")
     for pair in pairs:
         assert "/" not in pair.pair_id and not pair.pair_id.startswith(".")
     (tmp_path / "bad.json").write_text(json.dumps([{"img_name": "x.png"}]))
@@ -112,3 +112,10 @@ def test_sdedit_plan_keys_per_pair():
     assert [r.strengths for r in runs] == [(0.5, 1.0)] * 2
     assert runs[0].key != runs[1].key and runs[0].seeds == (0, 1)
     assert plan_sdedit(MODEL, PAIRS, None, [0]) == []
+
+
+def test_image_paths_with_shell_syntax_are_refused(tmp_path):
+    for name in ("my cat.png", "cat$(id).png", "a`b`.png", "x;y.png", "it's.png"):
+        with pytest.raises(PlanError, match="rename the file"):
+            read_pairs_sheet(write_sheet(tmp_path, [["cat", name, "x", ""]]))
+    assert read_pairs_sheet(write_sheet(tmp_path, [["cat", "dir/cat_1-2.v3+x=y,z@w.png", "x", ""]]))[0].image

@@ -19,7 +19,7 @@ from imagic_steps.aggregate import row_label_width
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
-HOSTILE_NAME = "astro naut's $(touch pwned) `id` ;x.png"
+HOSTILE_NAME = "astro naut's $(touch pwned) `id` ;x.png"  # shell syntax in a file name
 TINY_STEPS = {"embed": {"steps": 2}, "finetune": {"steps": 2, "preview_every": 1, "preview_steps": 2},
               "sample": {"steps": 2}}
 
@@ -29,12 +29,11 @@ def write_config(workdir: Path, **changes) -> Path:
     images = workdir / "images"
     images.mkdir(exist_ok=True)
     shutil.copy(REPO / "config/images/chelsea.png", images / "cat.png")
-    # a file name with spaces, quotes and shell metacharacters: it must never reach a shell
-    shutil.copy(REPO / "config/images/astronaut.png", images / HOSTILE_NAME)
+    shutil.copy(REPO / "config/images/astronaut.png", images / "astronaut.png")
     (workdir / "pairs.tsv").write_text(
         "pair_id\timage\tprompt\tsource_prompt\n"
         "cat\timages/cat.png\ta photo of a gray cat\ta photo of a cat\n"
-        f"astro\timages/{HOSTILE_NAME}\tan astronaut with a red flag, \"quoted\" & $HOME `id`\t\n"
+        "astro\timages/astronaut.png\tan astronaut with a red flag, \"quoted\" & $HOME `id`\t\n"
     )
     config = {
         "pairs": "pairs.tsv",
@@ -112,6 +111,18 @@ def test_schema_violation_fails_before_any_job_naming_the_field(tmp_path):
     write_config(tmp_path, seeds=[])
     done = snakemake(tmp_path, "--dry-run", check=False)
     assert done.returncode != 0 and "seeds" in done.stderr + done.stdout
+
+
+def test_image_name_with_shell_syntax_is_refused_before_any_job(tmp_path):
+    # the SLURM executor puts input paths into a shell command line, where such a name would run `touch pwned`
+    write_config(tmp_path)
+    shutil.copy(REPO / "config/images/astronaut.png", tmp_path / "images" / HOSTILE_NAME)
+    sheet = (tmp_path / "pairs.tsv").read_text().replace("images/astronaut.png", f"images/{HOSTILE_NAME}")
+    (tmp_path / "pairs.tsv").write_text(sheet)
+    done = snakemake(tmp_path, "--cores", "1", check=False)
+    assert done.returncode != 0
+    assert "pair 'astro'" in done.stdout + done.stderr and "rename the file" in done.stdout + done.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "pwned").exists()
 
 
 def test_unknown_variant_field_and_missing_image_are_named(tmp_path):
