@@ -4,6 +4,7 @@ it under the target prompt, with diffusers' own img2img pipeline on the already 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline
@@ -32,15 +33,17 @@ def img2img_pipeline(components: SDComponents, scheduler: str) -> StableDiffusio
 
 
 @torch.inference_mode()
-def sdedit(components: SDComponents, image: Image.Image, prompt: str, strength: float, seed: int,
-           params: SdeditParams) -> Image.Image:
-    """One SDEdit sample of `image` (already at the model resolution) towards `prompt`.
+def sdedit(components: SDComponents, image: Image.Image, prompt: str, strength: float, seeds: Sequence[int],
+           params: SdeditParams) -> list[Image.Image]:
+    """SDEdit samples of `image` (already at the model resolution) towards `prompt`, one per seed.
 
-    strength 0 keeps the input, 1 ignores it; the noise comes from a CPU generator seeded with `seed`.
+    strength 0 keeps the input, 1 ignores it; each sample's noise comes from a CPU generator seeded with its
+    seed. The pipeline is built once for all seeds.
     """
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"SDEdit strength must be in (0, 1], got {strength}")
     pipeline = img2img_pipeline(components, params.scheduler)
-    return pipeline(prompt=prompt, image=image, strength=strength, num_inference_steps=params.steps,
-                    guidance_scale=params.guidance_scale, generator=torch.Generator().manual_seed(seed),
-                    output_type="pil").images[0]
+    return [pipeline(prompt=prompt, image=image, strength=strength, num_inference_steps=params.steps,
+                     guidance_scale=params.guidance_scale, generator=torch.Generator().manual_seed(seed),
+                     output_type="pil").images[0]
+            for seed in seeds]

@@ -164,8 +164,8 @@ def run_sdedit(components: SDComponents, image_path, prompt: str, params, *, str
     from .sdedit import sdedit
 
     resolution = resolution or components.resolution
-    image = load_image(image_path, resolution)
-    for seed, output in zip(seeds, outputs):
-        save_image(sdedit(components, image, prompt, strength, seed, params), output)
+    images = sdedit(components, load_image(image_path, resolution), prompt, strength, seeds, params)
+    for edited, output in zip(images, outputs):
+        save_image(edited, output)
     write_json(record, provenance("sdedit", asdict(params), components.provenance(), pair_id=pair_id,
                                   image=str(image_path), prompt=prompt, strength=strength, seeds=list(seeds)))

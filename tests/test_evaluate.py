@@ -75,13 +75,13 @@ def test_sdedit_is_seeded_and_follows_strength(tiny):
 
     image = load_image("config/images/chelsea.png", 64)
     params = SdeditParams(steps=6)
-    a = np.asarray(sdedit(tiny, image, "a cat", 0.5, 0, params), dtype=float)
-    b = np.asarray(sdedit(tiny, image, "a cat", 0.5, 0, params), dtype=float)
-    other_seed = np.asarray(sdedit(tiny, image, "a cat", 0.5, 1, params), dtype=float)
-    weak = np.asarray(sdedit(tiny, image, "a cat", 0.2, 0, params), dtype=float)
-    full = np.asarray(sdedit(tiny, image, "a cat", 1.0, 0, params), dtype=float)
+    a = np.asarray(sdedit(tiny, image, "a cat", 0.5, [0], params)[0], dtype=float)
+    b = np.asarray(sdedit(tiny, image, "a cat", 0.5, [0], params)[0], dtype=float)
+    other_seed = np.asarray(sdedit(tiny, image, "a cat", 0.5, [1], params)[0], dtype=float)
+    weak = np.asarray(sdedit(tiny, image, "a cat", 0.2, [0], params)[0], dtype=float)
+    full = np.asarray(sdedit(tiny, image, "a cat", 1.0, [0], params)[0], dtype=float)
     original = np.asarray(image, dtype=float)
     assert np.array_equal(a, b) and not np.array_equal(a, other_seed)
     assert np.abs(weak - original).mean() < np.abs(full - original).mean()
     with pytest.raises(ValueError, match="strength"):
-        sdedit(tiny, image, "a cat", 0.0, 0, params)
+        sdedit(tiny, image, "a cat", 0.0, [0], params)[0]
