@@ -3,105 +3,22 @@
     python -m benchmarks.memory                 # SD-1.5 table at 512 px + the tiny model check (~15 s)
     python -m benchmarks.memory --count-sd15    # also recount SD-1.5's activations (~30 s, ~3 GiB RAM)
 
-The model of the peak memory of `imagic_steps.finetune.finetune_unet` on one device (GiB = 2**30 bytes):
-
-* frozen weights: UNet + text encoder + VAE in the load dtype (`load_components` keeps all three on the device);
-* training copy of the UNet (the base UNet is never modified): `full` casts the copy to fp32 (4 bytes per UNet
-  parameter); `lora` deep-copies the frozen UNet in the load dtype and adds fp32 LoRA weights;
-* gradients of the trainable parameters in fp32 (4 bytes each) and Adam's two moments in fp32 (8 bytes each);
-* the larger of two transients: the saved activations of the UNet's forward pass (backward) or the optimiser
-  step's temporaries (Adam with `foreach=True` allocates one fp32 copy of all trainable
-  parameters; `foreach=False` one tensor at a time; `fused=True`, as the package uses, none). Gradients are counted alongside the
-  activations: the training loop clears the previous step's gradients only after the forward pass;
-* activations: counted for the SD-1.x UNet architecture (see `count_unet_activation_bytes`) at 512 px, batch 1,
-  fp32 and scaled by batch x (resolution / 512)^2 x activation bytes / 4. With gradient checkpointing (diffusers
-  checkpoints every ResNet and transformer block) the stored activations are the blocks' inputs plus what is
-  not checkpointed, plus one block's activations recomputed during backward. Attention maps are not stored:
-  PyTorch's scaled-dot-product attention uses a flash / memory-efficient kernel (CPU and CUDA alike).
-  Activations are fp32 in `full` mode (fp32 copy, no autocast) and in the load dtype in `lora` mode.
-
-Not included: the CUDA context, cuDNN workspaces, allocator fragmentation, the VAE/text encoder's transient
-no-grad activations (encoded once, before training). Not checked against a GPU run.
+The estimate itself, and the model of peak memory it implements, is `imagic_steps.memory` (the workflow sets
+each job's `mem_mb` / `gpu_mem_mb` from it). This script prints its SD-1.5 table, recounts the activations it
+relies on (`count_unet_activation_bytes`), and checks its weights + optimiser part against the tensors a real
+training step on the tiny model holds. Not checked against a GPU run.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-from dataclasses import dataclass, fields
+from dataclasses import fields
 
 import torch
 from tabulate import tabulate
 
-GIB = 2**30
-
-# Stable Diffusion 1.5: parameters counted from the architectures (diffusers / transformers configs).
-SD15_UNET_PARAMS = 859_520_964
-SD15_TEXT_PARAMS = 123_060_480
-SD15_VAE_PARAMS = 83_653_863
-SD15_LORA_PARAMS = 797_184  # rank 4 on to_q, to_k, to_v, to_out.0 (imagic_steps.finetune.LORA_TARGET_MODULES)
-
-# Saved activations of the SD-1.5 UNet per sample at 512 px in fp32, GiB, from `python -m benchmarks.memory
-# --count-sd15` (torch 2.14.1, diffusers 0.42.1; CPU, uninitialised weights): without / with checkpointing.
-SD15_ACTIVATION_GIB_512 = {False: 1.743, True: 0.426}
-
-ADAM_STEP_TEMPORARIES = {"foreach": 1.0, "single": 0.0, "fused": 0.0}  # x trainable fp32 bytes
-
-
-@dataclass(frozen=True)
-class MemoryEstimate:
-    """Peak memory of a fine-tune in GiB, by part."""
-
-    frozen_weights: float
-    training_copy: float
-    gradients: float
-    adam_moments: float
-    activations: float
-    optimizer_temporaries: float
-
-    @property
-    def weights_and_optimizer(self) -> float:
-        """Everything that lives through training: weights, copy, gradients, Adam moments."""
-        return self.frozen_weights + self.training_copy + self.gradients + self.adam_moments
-
-    @property
-    def total(self) -> float:
-        return self.weights_and_optimizer + max(self.activations, self.optimizer_temporaries)
-
-
-def estimate_training_memory_gb(
-    unet_params: float = SD15_UNET_PARAMS,
-    text_params: float = SD15_TEXT_PARAMS,
-    vae_params: float = SD15_VAE_PARAMS,
-    weights_dtype_bytes: int = 2,
-    mode: str = "full",
-    lora_params: float = SD15_LORA_PARAMS,
-    gradient_checkpointing: bool = False,
-    resolution: int = 512,
-    batch: int = 1,
-    adam: str = "fused",
-    activation_gib_512: dict[bool, float] = SD15_ACTIVATION_GIB_512,
-) -> MemoryEstimate:
-    """Estimated peak memory (GiB, by part) of stage B; see the module docstring for the model and its assumptions.
-
-    `weights_dtype_bytes`: 2 for fp16/bf16 loading, 4 for fp32. `adam`: "fused" (this package), "foreach" or
-    "single". `activation_gib_512`: per-sample fp32 activations at 512 px without / with checkpointing
-    (default: SD-1.x's UNet; other architectures need their own count).
-    """
-    if mode not in ("full", "lora"):
-        raise ValueError(f"mode must be 'full' or 'lora', got {mode!r}")
-    trainable = unet_params if mode == "full" else lora_params
-    copy_bytes = 4 * unet_params if mode == "full" else weights_dtype_bytes * unet_params + 4 * lora_params
-    activation_bytes = 4 if mode == "full" else weights_dtype_bytes
-    scale = batch * (resolution / 512) ** 2 * activation_bytes / 4
-    return MemoryEstimate(
-        frozen_weights=weights_dtype_bytes * (unet_params + text_params + vae_params) / GIB,
-        training_copy=copy_bytes / GIB,
-        gradients=4 * trainable / GIB,
-        adam_moments=8 * trainable / GIB,
-        activations=activation_gib_512[gradient_checkpointing] * scale,
-        optimizer_temporaries=ADAM_STEP_TEMPORARIES[adam] * 4 * trainable / GIB,
-    )
+from imagic_steps.memory import GIB, SD15_ACTIVATION_GIB_512, ModelSize, estimate_training_memory
 
 
 def count_unet_activation_bytes(unet: torch.nn.Module, latent_side: int, batch: int = 1,
@@ -169,12 +86,12 @@ def sd15_table(adam: str = "fused") -> list[dict]:
     for weights_bytes in (2, 4):
         for mode in ("full", "lora"):
             for checkpointing in (False, True):
-                estimate = estimate_training_memory_gb(weights_dtype_bytes=weights_bytes, mode=mode,
-                                                       gradient_checkpointing=checkpointing, adam=adam)
+                estimate = estimate_training_memory(weights_bytes=weights_bytes, mode=mode,
+                                                    gradient_checkpointing=checkpointing, adam=adam)
                 rows.append({"weights": "fp16" if weights_bytes == 2 else "fp32", "mode": mode,
                              "checkpointing": checkpointing,
                              **{f.name: getattr(estimate, f.name) for f in fields(estimate)},
-                             "weights_and_optimizer": estimate.weights_and_optimizer, "total_GiB": estimate.total})
+                             "resident": estimate.resident, "total_GiB": estimate.total})
     return rows
 
 
@@ -212,12 +129,13 @@ def tiny_check() -> list[dict]:
         adam_state = [v for state in optimizer.state.values() for k, v in state.items() if k != "step"]
         measured = (frozen + nbytes([*unet.parameters(), *unet.buffers()]) + nbytes(p.grad for p in trainable)
                     + nbytes(adam_state))
-        estimate = estimate_training_memory_gb(
-            count(components.unet), count(components.text_encoder), count(components.vae), weights_dtype_bytes=4,
-            mode=mode, lora_params=sum(p.numel() for p in trainable))
+        lora_rank = FinetuneParams().lora_rank
+        size = ModelSize(count(components.unet), count(components.text_encoder), count(components.vae),
+                         lora_per_rank=sum(p.numel() for p in trainable) // lora_rank)
+        estimate = estimate_training_memory(size, weights_bytes=4, mode=mode, lora_rank=lora_rank)
         rows.append({"mode": mode, "unet_params": count(components.unet),
                      "trainable_params": sum(p.numel() for p in trainable),
-                     "estimated_weights_optimizer_MiB": estimate.weights_and_optimizer * 1024,
+                     "estimated_resident_MiB": estimate.resident * 1024,
                      "measured_tensor_bytes_MiB": measured / 2**20,
                      "activations_counted_MiB": activations / 2**20,
                      "activations_counted_checkpointed_MiB": activations_checkpointed / 2**20})

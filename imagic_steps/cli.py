@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--revision")
     edit.add_argument("--device", default="cpu")
     edit.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    edit.add_argument("--channels-last", action="store_true", help="UNet weights in channels-last memory format")
+    edit.add_argument("--compile", action="store_true", help="run the UNet through torch.compile")
     edit.add_argument("--out", required=True, type=Path)
     return parser
 
@@ -59,7 +61,7 @@ def edit(args: argparse.Namespace) -> None:
     alphas = tuple(args.alphas) if args.alphas else variant.alphas
     out: Path = args.out
     open_rgb(args.image)  # fail on a bad image before spending time on the model
-    components = ModelSpec(args.model, args.revision, args.device, args.dtype).load()
+    components = ModelSpec(args.model, args.revision, args.device, args.dtype, args.channels_last, args.compile).load()
     resolution = variant.resolution or components.resolution
     input_image = load_image(args.image, resolution)
     write_json(out / "variant.json", {**variant.to_dict(), "alphas": list(alphas), "seeds": args.seeds})

@@ -66,10 +66,11 @@ def optimize_embedding(
     target_embedding = encode_prompts(components, [prompt])
     embedding = target_embedding.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([embedding], lr=params.lr)
+    unet = components.unet_forward(components.unet)
     losses: list[float] = []
     for step in tqdm(range(params.steps), desc="embed", disable=not progress, mininterval=1.0):
         noise, timesteps = draw_noise_and_timesteps(latents, components.scheduler, generator)
-        loss = denoising_loss(components.unet, components.scheduler, latents, embedding, noise, timesteps)
+        loss = denoising_loss(unet, components.scheduler, latents, embedding, noise, timesteps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

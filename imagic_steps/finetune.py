@@ -25,11 +25,10 @@ from .images import tensor_to_pil
 from .io import atomic_path, load_tensors, read_json, read_metadata, save_tensors, write_json
 from .models import SDComponents
 from .sample import sample_alphas
-from .variants import FinetuneParams, SampleParams
+from .variants import LORA_TARGET_MODULES, FinetuneParams, SampleParams
 
 logger = logging.getLogger(__name__)
 
-LORA_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 PREVIEW_ALPHAS = (0.0, 0.3, 0.6, 0.9, 1.2)  # the modified pipeline's progress grid
 SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
@@ -129,11 +128,12 @@ def finetune_unet(
     if checkpoints is not None:
         start = checkpoints.restore(unet, optimizer, scaler, generator, losses)
 
+    forward = components.unet_forward(unet)
     bar = tqdm(range(start, params.steps), desc=f"finetune ({params.mode})", disable=not progress, mininterval=1.0)
     for step in bar:
         noise, timesteps = draw_noise_and_timesteps(latents, components.scheduler, generator)
         with autocast:
-            loss = denoising_loss(unet, components.scheduler, latents, embedding, noise, timesteps)
+            loss = denoising_loss(forward, components.scheduler, latents, embedding, noise, timesteps)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

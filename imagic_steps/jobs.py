@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import USER_ERRORS
+
 LOCK_DIR = Path(os.environ.get("IMAGIC_STEPS_GPU_LOCKS", Path(tempfile.gettempdir()) / "imagic_steps_gpu_locks"))
 
 
@@ -67,10 +68,21 @@ def claim_device(preference: str) -> Iterator[str]:
     raise RuntimeError(f"all {len(ids)} visible GPUs are held by other jobs; cap the 'gpu' resource at the GPU count")
 
 
+def device_memory_warning(estimated_mb: int | None, device_total_bytes: int, device: str) -> str | None:
+    """A warning when a job's estimated device memory (`gpu_mem_mb`, imagic_steps.memory) exceeds the device's."""
+    if not estimated_mb or estimated_mb * 10**6 <= device_total_bytes:
+        return None
+    return (f"this job is estimated to need {estimated_mb * 10**6 / 2**30:.1f} GiB on {device}, which has "
+            f"{device_total_bytes / 2**30:.1f} GiB; it may run out of memory: consider finetune.mode lora, "
+            "finetune.gradient_checkpointing, fp16 weights (model.dtype) or fewer seeds per sample job")
+
+
 @contextlib.contextmanager
-def job_context(log_path: str | os.PathLike, threads: int = 1, device: str = "cpu") -> Iterator[str]:
+def job_context(log_path: str | os.PathLike, threads: int = 1, device: str = "cpu",
+                gpu_mem_mb: int | None = None) -> Iterator[str]:
     """Run a job body with stdout/stderr (tqdm, logging) in `log_path`, `threads` torch threads and a device.
 
+    `gpu_mem_mb`: the job's estimated device memory (the rule's resource), checked against the claimed GPU.
     Known user errors are written as one line (to the log and to the terminal) and end the job with exit
     code 1 instead of a traceback.
     """
@@ -86,7 +98,15 @@ def job_context(log_path: str | os.PathLike, threads: int = 1, device: str = "cp
             sys.modules["torch"].set_num_threads(max(1, int(threads)))
         try:
             with claim_device(device) as chosen:
-                logging.getLogger(__name__).info("device %s, %s thread(s)", chosen, os.environ["OMP_NUM_THREADS"])
+                logger = logging.getLogger(__name__)
+                logger.info("device %s, %s thread(s)", chosen, os.environ["OMP_NUM_THREADS"])
+                if chosen.startswith("cuda"):
+                    import torch
+
+                    total = torch.cuda.get_device_properties(chosen).total_memory
+                    warning = device_memory_warning(gpu_mem_mb, total, chosen)
+                    if warning:
+                        logger.warning(warning)
                 yield chosen
         except USER_ERRORS as error:
             line = f"error: {error}"

@@ -28,10 +28,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
 from .errors import ModelNotAvailableError
+from .locations import DIGITS_PRESET, TINY_PRESET, TINY_VERSION, preset_folder
 
-TINY_PRESET = "tiny"
-DIGITS_PRESET = "digits"  # shipped in presets/digits/; retrain with `python -m imagic_steps.toy.train`
-TINY_VERSION = "tiny-sd-v1"  # bump when the tiny configs change, so stale caches are not reused
 TINY_RESOLUTION = 64  # pixels; latents are 8x8
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
@@ -54,6 +52,13 @@ class SDComponents:
     revision: str | None
     device: torch.device
     dtype: torch.dtype
+    channels_last: bool = False  # UNet weights in channels-last memory format (faster convolutions on GPUs)
+    compile_unet: bool = False
+
+    def unet_forward(self, unet: torch.nn.Module) -> torch.nn.Module:
+        """What the stages call to run `unet`: `unet` itself, or with `compile_unet` a `torch.compile` wrapper that
+        shares its weights (the module is not changed, so copies and state dicts stay plain)."""
+        return torch.compile(unet) if self.compile_unet else unet
 
     @property
     def vae_scale_factor(self) -> int:
@@ -66,12 +71,7 @@ class SDComponents:
     def provenance(self) -> dict:
         """What a result folder records about the model it came from."""
         return {"model": self.model_id, "revision": self.revision, "dtype": str(self.dtype).replace("torch.", ""),
-                "device": str(self.device)}
-
-
-def cache_dir() -> Path:
-    """Where presets are materialised (`IMAGIC_STEPS_CACHE`, default `~/.cache/imagic_steps`)."""
-    return Path(os.environ.get("IMAGIC_STEPS_CACHE", Path.home() / ".cache" / "imagic_steps"))
+                "device": str(self.device), "channels_last": self.channels_last, "compile_unet": self.compile_unet}
 
 
 def resolve_model_path(model: str) -> str:
@@ -79,7 +79,7 @@ def resolve_model_path(model: str) -> str:
     if model == TINY_PRESET:
         return str(ensure_tiny_model())
     if model == DIGITS_PRESET:
-        return str(Path(__file__).resolve().parent / "presets" / DIGITS_PRESET)
+        return str(preset_folder(DIGITS_PRESET))
     return model
 
 
@@ -89,11 +89,15 @@ def load_components(
     revision: str | None = None,
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = "fp32",
+    channels_last: bool = False,
+    compile_unet: bool = False,
 ) -> SDComponents:
     """Load tokenizer, text encoder, VAE, UNet and DDPM training scheduler, all frozen and in eval mode.
 
     `dtype` is the storage dtype of the frozen weights (fp16/bf16 halve GPU memory); the stages upcast
-    what they train to fp32, so half-precision weights never reach an optimiser.
+    what they train to fp32, so half-precision weights never reach an optimiser. `channels_last` stores the
+    UNet's weights channels-last (copies keep the format); `compile_unet` makes the stages run every UNet
+    through `torch.compile` (see `SDComponents.unet_forward`).
     """
     diffusers_logging.disable_progress_bar()  # per-file loading bars only clutter the job logs
     transformers_logging.disable_progress_bar()
@@ -113,7 +117,10 @@ def load_components(
         module.requires_grad_(False)
         module.eval()
         module.to(device)
-    return SDComponents(tokenizer, text_encoder, vae, unet, scheduler, model, revision, device, torch_dtype)
+    if channels_last:
+        unet.to(memory_format=torch.channels_last)
+    return SDComponents(tokenizer, text_encoder, vae, unet, scheduler, model, revision, device, torch_dtype,
+                        channels_last, compile_unet)
 
 
 def _unavailable_message(model: str, error: Exception) -> str:
@@ -251,7 +258,7 @@ def build_tiny_model(folder: Path, seed: int = 0) -> None:
 @lru_cache(maxsize=None)
 def ensure_tiny_model() -> Path:
     """Return the tiny preset's folder, building it on first use (atomically: concurrent jobs may race)."""
-    folder = cache_dir() / TINY_VERSION
+    folder = preset_folder(TINY_PRESET)
     if (folder / "model_index.json").exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)

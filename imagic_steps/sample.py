@@ -127,6 +127,7 @@ def sample_alphas(
     latent_shape = (1, unet.config.in_channels, height // factor, width // factor)
     if init_latents is not None and tuple(init_latents.shape) != latent_shape:
         raise ValueError(f"init latents {tuple(init_latents.shape)} do not match the sample size {latent_shape}")
+    unet = components.unet_forward(unet)
     unconditional = encode_prompts(components, [""])
     embeddings = interpolate_embeddings(target_embedding.to(components.device), optimized_embedding.to(components.device), alphas)
     rows = []

@@ -43,14 +43,18 @@ class ModelSpec:
     revision: str | None = None
     device: str = "cpu"
     dtype: str = "fp32"
+    channels_last: bool = False
+    compile_unet: bool = False
 
     @classmethod
     def from_config(cls, model: dict, device: str) -> "ModelSpec":
         """From the workflow's `model:` block, on the device this job was given."""
-        return cls(model["id"], model.get("revision"), device, model.get("dtype", "fp32"))
+        return cls(model["id"], model.get("revision"), device, model.get("dtype", "fp32"),
+                   model.get("channels_last", False), model.get("compile", False))
 
     def load(self) -> SDComponents:
-        return load_components(self.model, revision=self.revision, device=self.device, dtype=self.dtype)
+        return load_components(self.model, revision=self.revision, device=self.device, dtype=self.dtype,
+                               channels_last=self.channels_last, compile_unet=self.compile_unet)
 
 
 def write_losses(losses: Sequence[float], csv_path, png_path, title: str) -> None:

@@ -20,6 +20,7 @@ LATENT_MODES = ("sample", "mean")
 FINETUNE_MODES = ("full", "lora")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SAVE_DTYPES = ("fp32", "fp16")
+LORA_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections LoRA adapts
 SCHEDULERS = (
     "DDIMScheduler",
     "DDPMScheduler",

@@ -284,3 +284,41 @@ def test_long_prompt_is_truncated_with_a_warning_and_recorded(tiny, cat_image_pa
     kept = record["prompt_truncated_to"]
     assert kept and kept.startswith("a very very") and len(kept) < len(prompt)
     assert "truncated" in caplog.text
+
+
+def run_all_stages(components, image) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """e_opt, fine-tuned weights and samples of a short edit (3 embed, 3 fine-tune, 2 sampling steps)."""
+    embedded = optimize_embedding(components, image, PROMPT, EmbedParams(steps=3, lr=1e-2), progress=False)
+    tuned = finetune_unet(components, embedded, FinetuneParams(steps=3, lr=1e-4), progress=False)
+    samples = sample_alphas(components, tuned.unet, embedded.target_embedding, embedded.optimized_embedding,
+                            [0.0, 1.0], [0], SampleParams(steps=2, guidance_scale=3.0), progress=False)
+    return embedded.optimized_embedding, trainable_state(tuned.unet, "full"), samples
+
+
+def assert_same_edit(a, b, atol):
+    assert torch.allclose(a[0], b[0], atol=atol)
+    assert a[1].keys() == b[1].keys() and all(torch.allclose(a[1][k], b[1][k], atol=atol) for k in a[1])
+    assert torch.allclose(a[2], b[2], atol=atol)
+
+
+def test_channels_last_weights_give_the_same_edit(tiny, cat_tensor):
+    from imagic_steps.models import load_components
+
+    fast = load_components("tiny", channels_last=True)
+    conv = fast.unet.conv_in.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert fast.provenance()["channels_last"] is True
+    assert_same_edit(run_all_stages(fast, cat_tensor), run_all_stages(tiny, cat_tensor), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_unet_gives_the_same_edit_and_leaves_modules_plain(tiny, cat_tensor):
+    """torch.compile wraps each UNet a stage runs; weights, state-dict keys and the base module stay as they were."""
+    from torch._dynamo.utils import counters
+
+    compiled = dataclasses.replace(tiny, unet=copy.deepcopy(tiny.unet), compile_unet=True)
+    counters.clear()
+    result = run_all_stages(compiled, cat_tensor)
+    assert counters["stats"]["unique_graphs"] >= 3  # embed, fine-tune and sampling each ran a compiled graph
+    assert "_compiled_call_impl" not in vars(compiled.unet) or compiled.unet._compiled_call_impl is None
+    assert_same_edit(result, run_all_stages(tiny, cat_tensor), atol=1e-4)

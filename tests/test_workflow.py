@@ -90,6 +90,37 @@ def test_dry_run_builds_the_expected_dag(tmp_path):
                             "overview_montage": 1, "sample_table": 1, "evaluate": 1}
 
 
+def planned_resources(workdir: Path) -> dict[str, list[dict[str, str]]]:
+    """Verbose dry run -> {rule: [resources of each job]}."""
+    done = snakemake(workdir, "--dry-run", "--verbose")
+    jobs: dict[str, list[dict[str, str]]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", done.stdout + done.stderr):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        found = re.search(r"^\s+resources: (.+)$", block, re.M)
+        if head and found:
+            jobs.setdefault(head.group(1), []).append(dict(kv.split("=", 1) for kv in found.group(1).split(", ")))
+    return jobs
+
+
+def test_gpu_jobs_request_the_estimated_memory_and_the_config_overrides_it(tmp_path, tiny):
+    from imagic_steps.memory import job_memory_mb, model_size, stage_estimate
+    from imagic_steps.variants import FinetuneParams
+
+    write_config(tmp_path, model={"id": "tiny", "dtype": "fp32", "device": "cuda"})
+    jobs = planned_resources(tmp_path)
+    finetune_params = {mode: FinetuneParams(**{**TINY_STEPS["finetune"], "mode": mode}) for mode in ("full", "lora")}
+    expected = {mode: job_memory_mb(stage_estimate("finetune", model_size("tiny"), "fp32", None, params), "cuda")
+                for mode, params in finetune_params.items()}
+    assert sorted(int(job["gpu_mem_mb"]) for job in jobs["finetune"]) == \
+        sorted(2 * [expected["full"]["gpu_mem_mb"], expected["lora"]["gpu_mem_mb"]])
+    assert all("gpu_mem_mb" in job and job["gpu"] == "1" for rule in ("embed", "sample") for job in jobs[rule])
+    assert all("gpu_mem_mb" not in job for job in jobs["evaluate"])
+
+    write_config(tmp_path, model={"id": "tiny", "dtype": "fp32", "device": "cuda"},
+                 resources={"finetune": {"gpu_mem_mb": 12345, "mem_mb": 999}})
+    assert {(job["gpu_mem_mb"], job["mem_mb"]) for job in planned_resources(tmp_path)["finetune"]} == {("12345", "999")}
+
+
 def test_sweep_and_sdedit_add_only_their_new_jobs(tmp_path):
     write_config(tmp_path, sweeps={"steps": {"variant": "full", "field": "finetune.steps", "values": [0, 2]}},
                  sdedit={"strengths": [0.5, 1.0], "steps": 2})

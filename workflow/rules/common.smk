@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from imagic_steps.images import ImageError, open_rgb
+from imagic_steps.memory import job_memory_mb, model_size, stage_estimate
 from imagic_steps.plan import (
     PAIR_ID_PATTERN,
     PlanError,
@@ -26,6 +27,7 @@ RESULTS = config.get("results", "results")
 SEEDS = config["seeds"]  # every sample job denoises all seeds of its alpha in one batch
 MODEL = {"revision": None, "dtype": "fp32", "device": "cpu", **config["model"]}
 GPU_PER_JOB = 0 if MODEL["device"] == "cpu" else 1
+MODEL_SIZE = model_size(MODEL["id"], MODEL["revision"])  # None until the weights are on this machine
 
 
 def load_pairs():
@@ -114,8 +116,32 @@ def finetune_output(path):
     return temp(path) if config.get("temp_finetune", False) else path
 
 
-def stage_resources(stage):
-    return {"mem_mb": 2000, "runtime": 30, **config.get("resources", {}).get(stage, {})}
+def stage_resources(stage, estimated=False):
+    """Runtime and memory of a stage's jobs. The config's `resources.<stage>` entries win. Otherwise, for the
+    model stages (`estimated`), `mem_mb` and on a GPU `gpu_mem_mb` come from imagic_steps.memory's estimate for
+    each job; else, or while the model's weights are not on this machine, mem_mb is 2000."""
+    resources = {"runtime": 30, **config.get("resources", {}).get(stage, {})}
+    if not estimated or MODEL_SIZE is None:
+        return {"mem_mb": 2000, **resources}
+    for key in ("mem_mb", "gpu_mem_mb") if GPU_PER_JOB else ("mem_mb",):
+        resources.setdefault(key, estimated_memory(stage, key))
+    return resources
+
+
+def estimated_memory(stage, key):
+    """A resource function: `key` (mem_mb or gpu_mem_mb) of one job of `stage` from the memory estimate."""
+
+    def resource(wildcards):
+        if stage == "sdedit":
+            run = sdedit_run(wildcards)
+            estimate = stage_estimate(stage, MODEL_SIZE, MODEL["dtype"], run.resolution, sample_batch=len(run.seeds))
+        else:
+            run = {"embed": embed_run, "finetune": finetune_run, "sample": sample_run}[stage](wildcards)
+            estimate = stage_estimate(stage, MODEL_SIZE, MODEL["dtype"], run.variant.resolution,
+                                      run.variant.finetune, sample_batch=len(run.seeds))
+        return job_memory_mb(estimate, MODEL["device"])[key]
+
+    return resource
 
 
 # ---- input functions ----------------------------------------------------------------------------------

@@ -26,6 +26,6 @@ rule embed:
     threads: 1
     resources:
         gpu=GPU_PER_JOB,
-        **stage_resources("embed"),
+        **stage_resources("embed", estimated=True),
     script:
         "../scripts/embed.py"

@@ -35,6 +35,6 @@ rule finetune:
     threads: 1
     resources:
         gpu=GPU_PER_JOB,
-        **stage_resources("finetune"),
+        **stage_resources("finetune", estimated=True),
     script:
         "../scripts/finetune.py"

@@ -18,6 +18,6 @@ rule sample:
     threads: 1
     resources:
         gpu=GPU_PER_JOB,
-        **stage_resources("sample"),
+        **stage_resources("sample", estimated=True),
     script:
         "../scripts/sample.py"

@@ -19,6 +19,6 @@ rule sdedit:
     threads: 1
     resources:
         gpu=GPU_PER_JOB,
-        **stage_resources("sample"),
+        **stage_resources("sdedit", estimated=True),
     script:
         "../scripts/sdedit.py"

@@ -4,7 +4,8 @@ from imagic_steps.stages import ModelSpec, run_embed
 from imagic_steps.variants import EmbedParams
 
 params, output = snakemake.params, snakemake.output
-with job_context(snakemake.log[0], snakemake.threads, params.model["device"]) as device:
+with job_context(snakemake.log[0], snakemake.threads, params.model["device"],
+                 getattr(snakemake.resources, "gpu_mem_mb", None)) as device:
     run_embed(
         ModelSpec.from_config(params.model, device).load(),
         snakemake.input.image,

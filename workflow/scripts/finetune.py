@@ -4,7 +4,8 @@ from imagic_steps.stages import ModelSpec, run_finetune
 from imagic_steps.variants import FinetuneParams, SampleParams
 
 params, output = snakemake.params, snakemake.output
-with job_context(snakemake.log[0], snakemake.threads, params.model["device"]) as device:
+with job_context(snakemake.log[0], snakemake.threads, params.model["device"],
+                 getattr(snakemake.resources, "gpu_mem_mb", None)) as device:
     run_finetune(
         ModelSpec.from_config(params.model, device).load(),
         snakemake.input.embed,

@@ -5,7 +5,8 @@ from imagic_steps.variants import SampleParams
 
 params, output, wildcards = snakemake.params, snakemake.output, snakemake.wildcards
 alpha = float(wildcards.alpha)
-with job_context(snakemake.log[0], snakemake.threads, params.model["device"]) as device:
+with job_context(snakemake.log[0], snakemake.threads, params.model["device"],
+                 getattr(snakemake.resources, "gpu_mem_mb", None)) as device:
     run_sample(
         ModelSpec.from_config(params.model, device).load(),
         snakemake.input.embed,

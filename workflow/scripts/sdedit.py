@@ -4,7 +4,8 @@ from imagic_steps.sdedit import SdeditParams
 from imagic_steps.stages import ModelSpec, run_sdedit
 
 params, output, wildcards = snakemake.params, snakemake.output, snakemake.wildcards
-with job_context(snakemake.log[0], snakemake.threads, params.model["device"]) as device:
+with job_context(snakemake.log[0], snakemake.threads, params.model["device"],
+                 getattr(snakemake.resources, "gpu_mem_mb", None)) as device:
     run_sdedit(
         ModelSpec.from_config(params.model, device).load(),
         snakemake.input.image,

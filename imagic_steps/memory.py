@@ -1,0 +1,276 @@
+"""Peak memory of the stages on one device, estimated from the model's parameter size.
+
+The workflow uses these estimates for each job's `mem_mb` (host) and `gpu_mem_mb` (device) resources, so a
+scheduler (Snakemake `--resources`, SLURM) knows what a job needs before it runs. Import-light (no torch):
+parameter counts come from the safetensors headers of a local model folder or the hub cache.
+
+The model of a stage's peak (GiB = 2**30 bytes; "dtype bytes" = 2 for fp16/bf16 weights, 4 for fp32):
+
+* frozen weights: UNet + text encoder + VAE in the load dtype (`load_components` keeps all three on the device);
+* UNet copy: stage B trains a copy (`full`: cast to fp32; `lora`: the frozen UNet copied in the load dtype plus
+  fp32 LoRA weights); stage C samples from a copy with the artefact applied (load dtype, plus fp32 LoRA weights);
+* stage B's gradients (fp32) and Adam's two moments (fp32) of the trainable parameters;
+* the largest transient: stage B's saved activations (backward) or Adam's step temporaries (`foreach=True`: one
+  fp32 copy of the trainables; `fused=True`, as the package uses: none); stage A's saved activations; stage C's
+  inference activations for its batch (CFG doubles it). Stage B's preview samples are transient too.
+* activations were counted for the SD-1.x UNet at 512 px, batch 1, fp32 (`benchmarks/memory.py`) and are scaled
+  by batch x (resolution / 512)^2 x activation dtype bytes / 4. Other architectures (SD-2 at 768 px is SD-1.x's
+  shape at a larger size; SDXL is not) need their own count.
+
+Not included: the CUDA context and cuDNN workspaces (`CUDA_OVERHEAD_GIB` is added to device figures),
+allocator fragmentation (`SAFETY_FACTOR`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from .locations import preset_folder
+from .variants import LORA_TARGET_MODULES, FinetuneParams
+
+GIB = 2**30
+MB = 10**6  # Snakemake's mem_mb is in megabytes
+
+# Saved activations of the SD-1.x UNet per sample at 512 px in fp32, GiB, from `python -m benchmarks.memory
+# --count-sd15` (torch 2.14.1, diffusers 0.42.1): without / with diffusers' gradient checkpointing.
+SD15_ACTIVATION_GIB_512 = {False: 1.743, True: 0.426}
+# Peak working memory of one no-grad UNet forward per sample at 512 px in fp32, GiB (RSS added by an
+# inference-mode forward of the SD-1.5 UNet architecture on the CPU, batch 1).
+SD15_INFERENCE_GIB_512 = 0.23
+ADAM_STEP_TEMPORARIES = {"foreach": 1.0, "single": 0.0, "fused": 0.0}  # x trainable fp32 bytes
+DTYPE_BYTES = {"fp32": 4, "float32": 4, "fp16": 2, "float16": 2, "bf16": 2, "bfloat16": 2}
+
+LIBRARY_RSS_GIB = 1.0  # torch + diffusers + transformers in a job process (measured ~0.9 GiB on the CPU)
+CUDA_OVERHEAD_GIB = 1.0  # CUDA context and cuDNN/cuBLAS workspaces, roughly
+SAFETY_FACTOR = 1.2
+PREVIEW_BATCH = 5  # imagic_steps.finetune.PREVIEW_ALPHAS: one preview sample per alpha
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """Parameters of a Stable Diffusion model's components and its native image side in pixels.
+
+    `lora_per_rank`: LoRA parameters per unit of rank on the attention projections (the sum of in + out
+    features over LORA_TARGET_MODULES).
+    """
+
+    unet: int
+    text_encoder: int
+    vae: int
+    lora_per_rank: int
+    resolution: int = 512
+
+    def lora(self, rank: int) -> int:
+        return rank * self.lora_per_rank
+
+
+# Stable Diffusion 1.5, counted from the architectures (diffusers / transformers configs).
+SD15 = ModelSize(unet=859_520_964, text_encoder=123_060_480, vae=83_653_863, lora_per_rank=199_296, resolution=512)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Peak memory of one stage in GiB, by part (see the module docstring)."""
+
+    frozen_weights: float
+    unet_copy: float = 0.0
+    gradients: float = 0.0
+    adam_moments: float = 0.0
+    activations: float = 0.0
+    optimizer_temporaries: float = 0.0
+
+    @property
+    def resident(self) -> float:
+        """What lives through the whole stage: weights, the UNet copy, gradients, Adam moments."""
+        return self.frozen_weights + self.unet_copy + self.gradients + self.adam_moments
+
+    @property
+    def total(self) -> float:
+        return self.resident + max(self.activations, self.optimizer_temporaries)
+
+
+def _frozen_gib(size: ModelSize, weights_bytes: int) -> float:
+    return weights_bytes * (size.unet + size.text_encoder + size.vae) / GIB
+
+
+def _area_scale(resolution: int, batch: int) -> float:
+    return batch * (resolution / 512) ** 2
+
+
+def estimate_training_memory(
+    size: ModelSize = SD15,
+    weights_bytes: int = 2,
+    mode: str = "full",
+    lora_rank: int = 4,
+    gradient_checkpointing: bool = False,
+    mixed_precision: str = "no",
+    resolution: int = 512,
+    batch: int = 1,
+    adam: str = "fused",
+    preview: bool = False,
+    activation_gib_512: dict[bool, float] = SD15_ACTIVATION_GIB_512,
+) -> MemoryEstimate:
+    """Stage B (fine-tune) peak. Activations are fp32 in `full` mode unless autocast (`mixed_precision` fp16/bf16)
+    stores half precision, and in the load dtype in `lora` mode. `preview`: preview grids are sampled mid-training."""
+    if mode not in ("full", "lora"):
+        raise ValueError(f"mode must be 'full' or 'lora', got {mode!r}")
+    trainable = size.unet if mode == "full" else size.lora(lora_rank)
+    copy_bytes = 4 * size.unet if mode == "full" else weights_bytes * size.unet + 4 * trainable
+    if mode == "lora":
+        activation_bytes = weights_bytes
+    else:
+        activation_bytes = 2 if mixed_precision in ("fp16", "bf16") else 4
+    scale = _area_scale(resolution, batch)
+    activations = activation_gib_512[gradient_checkpointing] * scale * activation_bytes / 4
+    if preview:
+        activations = max(activations, SD15_INFERENCE_GIB_512 * _area_scale(resolution, 2 * PREVIEW_BATCH)
+                          * activation_bytes / 4)
+    return MemoryEstimate(
+        frozen_weights=_frozen_gib(size, weights_bytes),
+        unet_copy=copy_bytes / GIB,
+        gradients=4 * trainable / GIB,
+        adam_moments=8 * trainable / GIB,
+        activations=activations,
+        optimizer_temporaries=ADAM_STEP_TEMPORARIES[adam] * 4 * trainable / GIB,
+    )
+
+
+def estimate_embedding_memory(size: ModelSize = SD15, weights_bytes: int = 2, resolution: int = 512,
+                              activation_gib_512: dict[bool, float] = SD15_ACTIVATION_GIB_512) -> MemoryEstimate:
+    """Stage A peak: the frozen model and the activations of a backward to the embedding (load dtype)."""
+    activations = activation_gib_512[False] * _area_scale(resolution, 1) * weights_bytes / 4
+    return MemoryEstimate(frozen_weights=_frozen_gib(size, weights_bytes), activations=activations)
+
+
+def estimate_sampling_memory(size: ModelSize = SD15, weights_bytes: int = 2, mode: str | None = "full",
+                             lora_rank: int = 4, resolution: int = 512, batch: int = 1) -> MemoryEstimate:
+    """Stage C peak for `batch` samples (alphas x seeds) with classifier-free guidance (2 x batch UNet inputs).
+
+    `mode`: the fine-tune artefact applied to a copy of the UNet ("full" or "lora"); None samples the base UNet
+    itself (SDEdit).
+    """
+    lora = 4 * size.lora(lora_rank) if mode == "lora" else 0
+    return MemoryEstimate(
+        frozen_weights=_frozen_gib(size, weights_bytes),
+        unet_copy=(weights_bytes * size.unet + lora) / GIB if mode else 0.0,
+        activations=SD15_INFERENCE_GIB_512 * _area_scale(resolution, 2 * batch) * weights_bytes / 4,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameter counts from safetensors headers
+# --------------------------------------------------------------------------------------------------
+
+WEIGHT_FILE_STEMS = ("diffusion_pytorch_model", "model")
+
+
+def safetensors_shapes(path: str | Path) -> dict[str, list[int]]:
+    """Tensor name -> shape, read from a safetensors file's JSON header only (no weights are read)."""
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    header.pop("__metadata__", None)
+    return {name: entry["shape"] for name, entry in header.items()}
+
+
+def component_weight_files(folder: Path) -> list[Path]:
+    """The safetensors file(s) of one component folder (single or sharded; full precision preferred)."""
+    for stem in WEIGHT_FILE_STEMS:
+        for variant in ("", ".fp16"):
+            single = folder / f"{stem}{variant}.safetensors"
+            if single.exists():
+                return [single]
+            index = folder / f"{stem}{variant}.safetensors.index.json"
+            if index.exists():
+                return sorted({folder / name for name in json.loads(index.read_text())["weight_map"].values()})
+    return []
+
+
+def read_model_size(model_folder: str | Path) -> ModelSize | None:
+    """Parameter counts (from the safetensors headers) and native resolution (from the UNet and VAE configs) of a
+    diffusers model folder; None if a component has no safetensors weights."""
+    model_folder = Path(model_folder)
+    shapes = {}
+    for component in ("unet", "text_encoder", "vae"):
+        files = component_weight_files(model_folder / component)
+        if not files:
+            return None
+        shapes[component] = {name: shape for path in files for name, shape in safetensors_shapes(path).items()}
+    totals = {component: sum(math.prod(shape) for shape in table.values()) for component, table in shapes.items()}
+    lora_per_rank = sum(sum(shape) for name, shape in shapes["unet"].items()
+                        if len(shape) == 2 and any(name.endswith(f".{m}.weight") for m in LORA_TARGET_MODULES))
+    unet_config = json.loads((model_folder / "unet" / "config.json").read_text())
+    vae_config = json.loads((model_folder / "vae" / "config.json").read_text())
+    resolution = unet_config["sample_size"] * 2 ** (len(vae_config["block_out_channels"]) - 1)
+    return ModelSize(totals["unet"], totals["text_encoder"], totals["vae"], lora_per_rank, resolution)
+
+
+def local_model_folder(model: str, revision: str | None = None) -> Path | None:
+    """The folder holding `model`'s files on this machine (preset, local folder or hub cache), else None.
+
+    Never downloads: a hub model that is not in the cache yet gives None.
+    """
+    folder = preset_folder(model)
+    if folder is not None:
+        return folder if folder.exists() else None
+    if Path(model).is_dir():
+        return Path(model)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(model, revision=revision, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+
+
+def model_size(model: str, revision: str | None = None) -> ModelSize | None:
+    """The size of a model reference, or None when its weights are not on this machine yet."""
+    folder = local_model_folder(model, revision)
+    return read_model_size(folder) if folder is not None else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Job resources
+# --------------------------------------------------------------------------------------------------
+
+
+def stage_estimate(stage: str, size: ModelSize, dtype: str, resolution: int | None = None,
+                   finetune: FinetuneParams | None = None, sample_batch: int = 1) -> MemoryEstimate:
+    """The estimate for one workflow job: `stage` is embed, finetune, sample or sdedit; `resolution` None is the
+    model's native side; `sample_batch` the number of images a sampling job denoises together."""
+    weights_bytes = DTYPE_BYTES[dtype]
+    resolution = resolution or size.resolution
+    finetune = finetune or FinetuneParams(steps=0)
+    if stage == "embed":
+        return estimate_embedding_memory(size, weights_bytes, resolution)
+    mode = "lora" if finetune.mode == "lora" and finetune.steps > 0 else "full"
+    if stage == "finetune":
+        if finetune.steps == 0:
+            return MemoryEstimate(frozen_weights=_frozen_gib(size, weights_bytes),
+                                  unet_copy=weights_bytes * size.unet / GIB)
+        return estimate_training_memory(size, weights_bytes, mode, finetune.lora_rank,
+                                        finetune.gradient_checkpointing, finetune.mixed_precision, resolution,
+                                        preview=finetune.preview_every > 0)
+    if stage in ("sample", "sdedit"):
+        mode = mode if stage == "sample" else None
+        return estimate_sampling_memory(size, weights_bytes, mode, finetune.lora_rank, resolution, sample_batch)
+    raise ValueError(f"no memory estimate for stage {stage!r}")
+
+
+def job_memory_mb(estimate: MemoryEstimate, device: str) -> dict[str, int]:
+    """`mem_mb` (host) and, on a GPU, `gpu_mem_mb` (device), in MB, for a job whose stage peak is `estimate`.
+
+    On the CPU everything is host memory; on a GPU the host holds the libraries and one copy of the weights
+    while they are loaded.
+    """
+    if device == "cpu":
+        return {"mem_mb": math.ceil((LIBRARY_RSS_GIB + SAFETY_FACTOR * estimate.total) * GIB / MB)}
+    return {
+        "mem_mb": math.ceil((LIBRARY_RSS_GIB + SAFETY_FACTOR * estimate.frozen_weights) * GIB / MB),
+        "gpu_mem_mb": math.ceil((CUDA_OVERHEAD_GIB + SAFETY_FACTOR * estimate.total) * GIB / MB),
+    }
