@@ -46,6 +46,8 @@ class BenchConfig:
     finetune_lr: float = 2e-6
     image: str = str(DEFAULT_IMAGE)
     prompt: str = DEFAULT_PROMPT
+    compile: bool = False  # ours runs its UNets through torch.compile (the naive reference never does)
+    channels_last: bool = False  # ours uses a channels-last copy of the UNet
 
     def alphas(self, count: int | None = None) -> list[float]:
         """`count` alphas evenly spaced over [0, 1.2] (the 8-alpha grid); a single alpha is 1.0 (the edit)."""

@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None) -> tuple[BenchConfig, argparse.Namespace]
     parser.add_argument("--sample-steps", type=int, default=50, help="DDIM steps")
     parser.add_argument("--alphas", type=int, default=8, help="number of alphas, evenly spaced over [0, 1.2]")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compile", action="store_true", help="ours runs its UNets through torch.compile")
+    parser.add_argument("--channels-last", action="store_true", help="ours uses a channels-last UNet")
     parser.add_argument("--repeats", type=int, default=2, help="repeats of the ours-vs-naive comparison (best kept)")
     parser.add_argument("--stages", nargs="*", default=list(DEFAULT_STAGES), choices=STAGES,
                         help=f"stages of the per-stage table, each in its own process (default "
@@ -59,7 +61,8 @@ def parse_args(argv: list[str] | None) -> tuple[BenchConfig, argparse.Namespace]
     args = parser.parse_args(argv)
     config = BenchConfig(model=args.model, device=args.device, dtype=args.dtype, threads=args.threads,
                          steps_embed=args.steps_embed, steps_finetune=args.steps_finetune,
-                         sample_steps=args.sample_steps, n_alphas=args.alphas, seed=args.seed)
+                         sample_steps=args.sample_steps, n_alphas=args.alphas, seed=args.seed,
+                         compile=args.compile, channels_last=args.channels_last)
     return config, args
 
 
