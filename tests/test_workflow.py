@@ -121,6 +121,19 @@ def test_gpu_jobs_request_the_estimated_memory_and_the_config_overrides_it(tmp_p
     assert {(job["gpu_mem_mb"], job["mem_mb"]) for job in planned_resources(tmp_path)["finetune"]} == {("12345", "999")}
 
 
+def test_memory_of_a_model_not_downloaded_yet_assumes_sd15_and_says_so(tmp_path):
+    from imagic_steps.memory import SD15, job_memory_mb, stage_estimate
+    from imagic_steps.variants import FinetuneParams
+
+    write_config(tmp_path, model={"id": "someone/not-downloaded", "dtype": "fp16", "device": "cuda"})
+    expected = job_memory_mb(stage_estimate("finetune", SD15, "fp16", None, FinetuneParams(**TINY_STEPS["finetune"])),
+                             "cuda")
+    jobs = planned_resources(tmp_path)
+    full = [job for job in jobs["finetune"] if int(job["gpu_mem_mb"]) == expected["gpu_mem_mb"]]
+    assert len(full) == 2 and all(int(job["mem_mb"]) == expected["mem_mb"] for job in full)
+    assert "not on this machine yet" in snakemake(tmp_path, "--dry-run").stderr
+
+
 def test_sweep_and_sdedit_add_only_their_new_jobs(tmp_path):
     write_config(tmp_path, sweeps={"steps": {"variant": "full", "field": "finetune.steps", "values": [0, 2]}},
                  sdedit={"strengths": [0.5, 1.0], "steps": 2})

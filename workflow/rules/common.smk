@@ -1,12 +1,14 @@
 # Config and sheet validation, the experiment plan, and the input functions of every rule.
 import dataclasses
+import sys
 
 import pandas as pd
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from imagic_steps.images import ImageError, open_rgb
-from imagic_steps.memory import job_memory_mb, model_size, stage_estimate
+from imagic_steps.locations import preset_folder
+from imagic_steps.memory import SD15, job_memory_mb, model_size, stage_estimate
 from imagic_steps.plan import (
     PAIR_ID_PATTERN,
     PlanError,
@@ -28,6 +30,11 @@ SEEDS = config["seeds"]  # every sample job denoises all seeds of its alpha in o
 MODEL = {"revision": None, "dtype": "fp32", "device": "cpu", **config["model"]}
 GPU_PER_JOB = 0 if MODEL["device"] == "cpu" else 1
 MODEL_SIZE = model_size(MODEL["id"], MODEL["revision"])  # None until the weights are on this machine
+if MODEL_SIZE is None and preset_folder(MODEL["id"]) is None:
+    MODEL_SIZE = SD15
+    print(f"note: model '{MODEL['id']}' is not on this machine yet, so job memory resources assume Stable "
+          "Diffusion 1.5's size; download it first (huggingface-cli download) for figures from its own weights",
+          file=sys.stderr)
 
 
 def load_pairs():
@@ -119,7 +126,7 @@ def finetune_output(path):
 def stage_resources(stage, estimated=False):
     """Runtime and memory of a stage's jobs. The config's `resources.<stage>` entries win. Otherwise, for the
     model stages (`estimated`), `mem_mb` and on a GPU `gpu_mem_mb` come from imagic_steps.memory's estimate for
-    each job; else, or while the model's weights are not on this machine, mem_mb is 2000."""
+    each job; else, or while a preset is not built yet, mem_mb is 2000."""
     resources = {"runtime": 30, **config.get("resources", {}).get(stage, {})}
     if not estimated or MODEL_SIZE is None:
         return {"mem_mb": 2000, **resources}
