@@ -1,8 +1,9 @@
 """Stage C: sample along e(a) = a * e_tgt + (1 - a) * e_opt with classifier-free guidance.
 
-a = 0 reconstructs the input image, a = 1 is the full edit, a > 1 extrapolates. Alphas are denoised
-together in batches; every alpha of one seed starts from the same noise and, for stochastic schedulers,
-sees the same per-step noise, so the columns of a montage differ only by the embedding.
+a = 0 reconstructs the input image, a = 1 is the full edit, a > 1 extrapolates. All (seed, alpha) samples
+are denoised together in batches; every alpha of one seed starts from the same noise and, for stochastic
+schedulers, sees the same per-step noise, so the columns of a montage differ only by the embedding, and no
+sample depends on which others share its batch.
 """
 
 from __future__ import annotations
@@ -48,21 +49,22 @@ def denoise(
     unconditional: torch.Tensor,
     noise: torch.Tensor,
     params: SampleParams,
-    step_seed: int,
+    step_seeds: Sequence[int],
     init_latents: torch.Tensor | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Denoise a batch of B latents that share `noise` (1, C, h, w) under embeddings `conditional` (B, 77, D).
+    """Denoise a batch of B latents from `noise` (B, C, h, w) under embeddings `conditional` (B, 77, D).
 
-    `unconditional` (1, 77, D) is the empty-prompt embedding, encoded once by the caller. With
-    `params.init_timestep_rate` r > 0 the first r of the schedule is skipped and denoising starts from
-    `init_latents` (1, C, h, w) noised to that level (the modified pipeline's option). Returns (B, C, h, w).
+    `unconditional` (1, 77, D) is the empty-prompt embedding, encoded once by the caller; `step_seeds` (B)
+    seed each sample's per-step noise (stochastic schedulers). With `params.init_timestep_rate` r > 0 the
+    first r of the schedule is skipped and denoising starts from `init_latents` (1, C, h, w) noised to that
+    level (the modified pipeline's option). Returns (B, C, h, w).
     """
     batch = conditional.shape[0]
     device = conditional.device
     scheduler.set_timesteps(params.steps, device=device)
     timesteps = scheduler.timesteps
-    noise = noise.to(device).expand(batch, -1, -1, -1)
+    noise = noise.to(device)
     skipped = int(round(params.init_timestep_rate * params.steps)) * scheduler.order
     if skipped > 0:
         if init_latents is None:
@@ -74,9 +76,9 @@ def denoise(
     else:
         latents = noise * scheduler.init_noise_sigma
 
-    # One generator per batch element, all seeded alike: the per-step noise of an alpha does not depend on
-    # which other alphas share its batch.
-    generators = [torch.Generator().manual_seed(step_seed) for _ in range(batch)]
+    # One generator per batch element, seeded with its sample's seed: the per-step noise of a sample does not
+    # depend on which others share its batch.
+    generators = [torch.Generator().manual_seed(seed) for seed in step_seeds]
     step_kwargs = {}
     step_signature = inspect.signature(scheduler.step).parameters
     if "eta" in step_signature:
@@ -117,7 +119,8 @@ def sample_alphas(
 
     `height`/`width` default to the model's native resolution and must be multiples of the VAE factor.
     `init_latents` (1, C, h, w), the input image's latents, are used only when `params.init_timestep_rate` > 0.
-    Alphas are denoised `params.batch_size` at a time; the empty-prompt embedding is encoded once.
+    The seed x alpha samples are denoised `params.batch_size` at a time (seed-major order); the empty-prompt
+    embedding is encoded once.
     """
     factor = components.vae_scale_factor
     height = height or components.resolution
@@ -130,18 +133,14 @@ def sample_alphas(
     unet = components.unet_forward(unet)
     unconditional = encode_prompts(components, [""])
     embeddings = interpolate_embeddings(target_embedding.to(components.device), optimized_embedding.to(components.device), alphas)
-    rows = []
-    chunks = [range(i, min(i + params.batch_size, len(alphas))) for i in range(0, len(alphas), params.batch_size)]
-    bar = tqdm(total=len(seeds) * len(chunks), desc="sample batches", disable=not progress)
-    for seed in seeds:
-        noise = initial_noise(seed, latent_shape)
-        images = []
-        for chunk in chunks:
-            scheduler = make_scheduler(params.scheduler, components.scheduler.config)
-            latents = denoise(unet, scheduler, embeddings[chunk.start : chunk.stop], unconditional, noise, params,
-                              step_seed=seed, init_latents=init_latents)
-            images.append(decode_latents(components, latents).cpu())
-            bar.update()
-        rows.append(torch.cat(images))
-    bar.close()
-    return torch.stack(rows)
+    noises = [initial_noise(seed, latent_shape) for seed in seeds]
+    grid = [(s, a) for s in range(len(seeds)) for a in range(len(alphas))]
+    chunks = [grid[i : i + params.batch_size] for i in range(0, len(grid), params.batch_size)]
+    images: dict[tuple[int, int], torch.Tensor] = {}
+    for chunk in tqdm(chunks, desc="sample batches", disable=not progress):
+        scheduler = make_scheduler(params.scheduler, components.scheduler.config)
+        latents = denoise(unet, scheduler, embeddings[[a for _, a in chunk]], unconditional,
+                          torch.cat([noises[s] for s, _ in chunk]), params, [seeds[s] for s, _ in chunk],
+                          init_latents=init_latents)
+        images.update(zip(chunk, decode_latents(components, latents).cpu()))
+    return torch.stack([torch.stack([images[(s, a)] for a in range(len(alphas))]) for s in range(len(seeds))])

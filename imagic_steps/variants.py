@@ -71,7 +71,7 @@ class SampleParams:
     guidance_scale: float = 7.5
     eta: float = 0.0
     init_timestep_rate: float = 0.0  # 0: start from pure noise; r > 0: skip the first r of the schedule from noised input latents
-    batch_size: int = 8  # alphas denoised together
+    batch_size: int = 8  # samples (seed x alpha) denoised together
 
 
 @dataclass(frozen=True)

@@ -163,14 +163,14 @@ def test_timesteps_and_target_follow_the_scheduler(tiny):
     assert not torch.allclose(v, noise)
 
 
-def test_alpha_batching_does_not_change_samples(tiny, embedded):
+def test_batching_seeds_and_alphas_does_not_change_samples(tiny, embedded):
     alphas = [0.0, 0.4, 0.8, 1.2]
     for scheduler in ("DDIMScheduler", "EulerAncestralDiscreteScheduler"):
-        one = sample_alphas(tiny, tiny.unet, embedded.target_embedding, embedded.optimized_embedding, alphas, [0],
-                            SampleParams(scheduler=scheduler, steps=4, batch_size=1, eta=1.0), progress=False)
-        four = sample_alphas(tiny, tiny.unet, embedded.target_embedding, embedded.optimized_embedding, alphas, [0],
-                             SampleParams(scheduler=scheduler, steps=4, batch_size=4, eta=1.0), progress=False)
-        assert torch.allclose(one, four, atol=1e-4), scheduler
+        batches = [sample_alphas(tiny, tiny.unet, embedded.target_embedding, embedded.optimized_embedding, alphas,
+                                 [0, 5], SampleParams(scheduler=scheduler, steps=4, batch_size=size, eta=1.0),
+                                 progress=False) for size in (1, 3, 8)]
+        assert all(torch.allclose(batches[0], other, atol=1e-4) for other in batches[1:]), scheduler
+        assert not torch.allclose(batches[0][0], batches[0][1], atol=1e-2)  # the seeds differ
 
 
 def test_every_alpha_of_a_seed_starts_from_the_same_noise(tiny, embedded):

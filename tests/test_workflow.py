@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -141,6 +142,36 @@ def test_sweep_and_sdedit_add_only_their_new_jobs(tmp_path):
     # steps=2 is the 'full' variant itself; steps=0 adds one fine-tune (a copy marker) and its samples
     assert (jobs["finetune"], jobs["sample"], jobs["sdedit"]) == (4 + 2, 8 + 4, 2 * 2)
     assert jobs["score"] == 4 + 2 + 2
+
+
+def test_per_variant_sample_jobs_plan_one_job_per_sample_set(tmp_path):
+    write_config(tmp_path, sample_jobs="per_variant", seeds=[0, 1])
+    jobs = planned_jobs(tmp_path)
+    assert counts(jobs)["sample"] == 4  # 2 pairs x 2 variants, each job every seed x alpha
+    assert all(path.endswith("seed0_alpha0.png") for path in jobs["sample"])
+
+    variants = yaml.safe_load((tmp_path / "config.yaml").read_text())["variants"]
+    variants["lora"]["alphas"] = [0.5]
+    write_config(tmp_path, sample_jobs="per_variant", variants=variants)
+    done = snakemake(tmp_path, "--dry-run", check=False)
+    assert done.returncode != 0 and "variant 'lora' sets its own alphas" in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_per_variant_and_per_alpha_sample_jobs_write_the_same_images(tmp_path):
+    variants = {"full": {"preset": "original", **TINY_STEPS, "sample": {"steps": 2, "batch_size": 4}}}
+    write_config(tmp_path, sample_jobs="per_variant", seeds=[0, 1], variants=variants)
+    cat = [path for path in planned_jobs(tmp_path)["score"] if "/cat/" in path]  # the cat's score CSV
+    snakemake(tmp_path, *cat)
+    pngs = sorted((tmp_path / "results" / "samples" / "cat").glob("*/seed*_alpha*.png"))
+    assert len(pngs) == 4 and len(list((tmp_path / "results" / "samples" / "cat").glob("*/all_alphas.json"))) == 1
+    batched = {p: np.asarray(Image.open(p), dtype=np.int16) for p in pngs}
+
+    write_config(tmp_path, sample_jobs="per_alpha", seeds=[0, 1], variants=variants)
+    snakemake(tmp_path, "--forcerun", "sample", *cat)  # same sample key: the existing PNGs are rewritten per alpha
+    assert len(list((tmp_path / "results" / "samples" / "cat").glob("*/alpha*.json"))) == 2
+    for path, pixels in batched.items():
+        assert np.abs(np.asarray(Image.open(path), dtype=np.int16) - pixels).max() <= 1, path
 
 
 def test_schema_violation_fails_before_any_job_naming_the_field(tmp_path):

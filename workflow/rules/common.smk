@@ -26,7 +26,9 @@ from imagic_steps.variants import VariantError
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = config.get("results", "results")
-SEEDS = config["seeds"]  # every sample job denoises all seeds of its alpha in one batch
+SEEDS = config["seeds"]
+ALPHAS = config["alphas"]
+SAMPLE_JOBS = config.get("sample_jobs", "per_alpha")  # one sample job per alpha, or per sample set
 MODEL = {"revision": None, "dtype": "fp32", "device": "cpu", **config["model"]}
 GPU_PER_JOB = 0 if MODEL["device"] == "cpu" else 1
 MODEL_SIZE = model_size(MODEL["id"], MODEL["revision"])  # None until the weights are on this machine
@@ -56,10 +58,16 @@ def load_pairs():
 try:
     PAIRS = load_pairs()
     VARIANT_SPECS, SWEEPS = expand_sweeps(config["variants"], config.get("sweeps", {}))
-    RUNS = plan_experiment(MODEL, PAIRS, VARIANT_SPECS, config["alphas"], config["seeds"])
+    RUNS = plan_experiment(MODEL, PAIRS, VARIANT_SPECS, ALPHAS, SEEDS)
     SDEDIT_RUNS = plan_sdedit(MODEL, PAIRS, config.get("sdedit"), config["seeds"])
 except (PlanError, VariantError) as error:
     raise WorkflowError(str(error)) from None
+
+if SAMPLE_JOBS == "per_variant":
+    for run in RUNS:
+        if list(run.alphas) != list(ALPHAS):
+            raise WorkflowError(f"variant '{run.variant.name}' sets its own alphas, which 'sample_jobs: per_variant' "
+                                "cannot batch (its jobs sample the config's alphas); remove them or use per_alpha")
 
 EMBED_RUNS = {(r.pair.pair_id, r.embed_key): r for r in RUNS}
 FINETUNE_RUNS = {(r.pair.pair_id, r.finetune_key): r for r in RUNS}
@@ -82,7 +90,9 @@ EMBED_DIR = f"{RESULTS}/embed/{{pair}}/{{ekey}}"
 FINETUNE_DIR = f"{RESULTS}/finetune/{{pair}}/{{fkey}}"
 SAMPLE_PNG = f"{RESULTS}/samples/{{pair}}/{{skey}}/seed{{seed}}_alpha{{alpha}}.png"
 SDEDIT_PNG = f"{RESULTS}/sdedit/{{pair}}/{{skey}}/seed{{seed}}_strength{{alpha}}.png"
-SAMPLE_RECORD = f"{RESULTS}/samples/{{pair}}/{{skey}}/alpha{{alpha}}.json"
+# a sample job's name within its sample set: one alpha, or all of them
+SAMPLE_JOB = "alpha{alpha}" if SAMPLE_JOBS == "per_alpha" else "all_alphas"
+SAMPLE_RECORD = f"{RESULTS}/samples/{{pair}}/{{skey}}/{SAMPLE_JOB}.json"
 SDEDIT_RECORD = f"{RESULTS}/sdedit/{{pair}}/{{skey}}/strength{{alpha}}.json"
 SCORES_CSV = f"{RESULTS}/scores/{{pair}}/{{skey}}.csv"
 LOGS = f"{RESULTS}/logs"
@@ -141,11 +151,14 @@ def estimated_memory(stage, key):
     def resource(wildcards):
         if stage == "sdedit":
             run = sdedit_run(wildcards)
-            estimate = stage_estimate(stage, MODEL_SIZE, MODEL["dtype"], run.resolution, sample_batch=len(run.seeds))
+            estimate = stage_estimate(stage, MODEL_SIZE, MODEL["dtype"], run.resolution)  # one seed at a time
         else:
             run = {"embed": embed_run, "finetune": finetune_run, "sample": sample_run}[stage](wildcards)
+            batch = 1
+            if stage == "sample":
+                batch = min(run.variant.sample.batch_size, len(SEEDS) * len(sample_job_alphas(wildcards)))
             estimate = stage_estimate(stage, MODEL_SIZE, MODEL["dtype"], run.variant.resolution,
-                                      run.variant.finetune, sample_batch=len(run.seeds))
+                                      run.variant.finetune, sample_batch=batch)
         return job_memory_mb(estimate, MODEL["device"])[key]
 
     return resource
@@ -170,6 +183,17 @@ def get_image(wildcards):
 
 def get_embed_for_finetune(wildcards):
     return embed_artefact(finetune_run(wildcards))
+
+
+def sample_job_images():
+    """A sample job's PNGs, seed-major: every seed at the job's alpha, or every seed x alpha of the set."""
+    if SAMPLE_JOBS == "per_alpha":
+        return expand(SAMPLE_PNG, seed=SEEDS, allow_missing=True)
+    return expand(SAMPLE_PNG, seed=SEEDS, alpha=[format_alpha(a) for a in ALPHAS], allow_missing=True)
+
+
+def sample_job_alphas(wildcards):
+    return [float(wildcards.alpha)] if SAMPLE_JOBS == "per_alpha" else [float(a) for a in ALPHAS]
 
 
 def get_sample_inputs(wildcards):

@@ -1,10 +1,11 @@
-"""Stage C for one alpha, all seeds (rule sample)."""
+"""Stage C for one alpha or one whole sample set, every seed (rule sample)."""
+from itertools import product
+
 from imagic_steps.jobs import job_context
 from imagic_steps.stages import ModelSpec, run_sample
 from imagic_steps.variants import SampleParams
 
 params, output, wildcards = snakemake.params, snakemake.output, snakemake.wildcards
-alpha = float(wildcards.alpha)
 with job_context(snakemake.log[0], snakemake.threads, params.model["device"],
                  getattr(snakemake.resources, "gpu_mem_mb", None)) as device:
     run_sample(
@@ -12,10 +13,10 @@ with job_context(snakemake.log[0], snakemake.threads, params.model["device"],
         snakemake.input.embed,
         snakemake.input.finetune,
         SampleParams(**params.sample),
-        alphas=[alpha],
+        alphas=params.alphas,
         seeds=params.seeds,
         resolution=params.resolution,
-        outputs={(seed, alpha): path for seed, path in zip(params.seeds, output.images)},
+        outputs=dict(zip(product(params.seeds, params.alphas), output.images)),  # the rule lists them seed-major
         record=output.record,
         pair_id=wildcards.pair,
     )
