@@ -99,7 +99,8 @@ def tiny_check() -> list[dict]:
     """Estimated vs measured weights + optimiser bytes on the tiny model after one training step (full, LoRA).
 
     Measured: the byte counts of the live tensors (frozen components, the training copy's parameters and
-    buffers, gradients, Adam state) after one real step of `imagic_steps`' loss and optimiser set-up.
+    buffers, each storage once, so weights the LoRA copy shares with the base count once; gradients, Adam
+    state) after one real step of `imagic_steps`' loss and optimiser set-up.
     """
     from imagic_steps.diffusion import denoising_loss, draw_noise_and_timesteps
     from imagic_steps.finetune import trainable_unet
@@ -114,8 +115,11 @@ def tiny_check() -> list[dict]:
     def count(module: torch.nn.Module) -> int:
         return sum(p.numel() for p in module.parameters())
 
-    frozen = nbytes(t for m in (components.unet, components.text_encoder, components.vae)
-                    for t in [*m.parameters(), *m.buffers()])
+    def storage_bytes(tensors) -> int:
+        return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}.values())
+
+    frozen = [t for m in (components.unet, components.text_encoder, components.vae)
+              for t in [*m.parameters(), *m.buffers()]]
     rows = []
     for mode in ("full", "lora"):
         unet = trainable_unet(components.unet, FinetuneParams(mode=mode))
@@ -127,7 +131,7 @@ def tiny_check() -> list[dict]:
         denoising_loss(unet, components.scheduler, latents, torch.randn(1, 77, 32), noise, timesteps).backward()
         optimizer.step()
         adam_state = [v for state in optimizer.state.values() for k, v in state.items() if k != "step"]
-        measured = (frozen + nbytes([*unet.parameters(), *unet.buffers()]) + nbytes(p.grad for p in trainable)
+        measured = (storage_bytes([*frozen, *unet.parameters(), *unet.buffers()]) + nbytes(p.grad for p in trainable)
                     + nbytes(adam_state))
         lora_rank = FinetuneParams().lora_rank
         size = ModelSize(count(components.unet), count(components.text_encoder), count(components.vae),

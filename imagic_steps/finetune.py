@@ -52,13 +52,24 @@ class PreviewSpec:
     width: int | None = None
 
 
+def shared_weights_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `module`'s layers whose parameters and buffers are the original's tensors: no weight memory.
+
+    Adapters can be added to the copy without touching `module`; nothing may change the shared (frozen) tensors.
+    """
+    memo = {id(tensor): tensor for tensor in (*module.parameters(), *module.buffers())}
+    return copy.deepcopy(module, memo)
+
+
 def trainable_unet(base_unet: torch.nn.Module, params: FinetuneParams) -> torch.nn.Module:
-    """A training copy of `base_unet`: every weight trainable in fp32 (`full`), or LoRA adapters in fp32 on
-    the attention projections over frozen base weights (`lora`). LoRA's random init is seeded."""
-    unet = copy.deepcopy(base_unet)
+    """A training copy of `base_unet`: every weight trainable in fp32 (`full`, a real copy), or LoRA adapters in
+    fp32 on the attention projections over the base's own frozen weights, shared, not copied (`lora`). LoRA's
+    random init is seeded."""
     if params.mode == "full":
+        unet = copy.deepcopy(base_unet)
         unet.float().requires_grad_(True)
     else:
+        unet = shared_weights_copy(base_unet)
         from peft import LoraConfig
 
         config = LoraConfig(r=params.lora_rank, lora_alpha=params.lora_alpha, init_lora_weights="gaussian",
@@ -112,7 +123,7 @@ def finetune_unet(
     uninterrupted run on the CPU.
     """
     if params.steps == 0:
-        return FinetuneResult(copy.deepcopy(components.unet), "base", params)
+        return FinetuneResult(shared_weights_copy(components.unet), "base", params)
     device = components.device
     unet = trainable_unet(components.unet, params)
     trainable = [p for p in unet.parameters() if p.requires_grad]
@@ -184,10 +195,13 @@ def save_finetuned(path: str | Path, result: FinetuneResult, save_dtype: str = "
 
 
 def load_finetuned_unet(base_unet: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    """A new UNet: a copy of `base_unet` with the artefact at `path` applied; `base_unet` is left as it was."""
+    """A new UNet: `base_unet` with the artefact at `path` applied; `base_unet` is left as it was.
+
+    A full artefact is loaded into a copy; LoRA adapters and the base marker reuse the base's weights.
+    """
     metadata = read_metadata(path)
     mode = metadata.get("mode")
-    unet = copy.deepcopy(base_unet)
+    unet = copy.deepcopy(base_unet) if mode == "full" else shared_weights_copy(base_unet)
     if mode == "full":
         tensors = load_tensors(path, next(base_unet.parameters()).device)
         unet.load_state_dict({k: v.to(base_unet.dtype) for k, v in tensors.items()})

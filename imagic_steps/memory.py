@@ -7,8 +7,9 @@ parameter counts come from the safetensors headers of a local model folder or th
 The model of a stage's peak (GiB = 2**30 bytes; "dtype bytes" = 2 for fp16/bf16 weights, 4 for fp32):
 
 * frozen weights: UNet + text encoder + VAE in the load dtype (`load_components` keeps all three on the device);
-* UNet copy: stage B trains a copy (`full`: cast to fp32; `lora`: the frozen UNet copied in the load dtype plus
-  fp32 LoRA weights); stage C samples from a copy with the artefact applied (load dtype, plus fp32 LoRA weights);
+* UNet copy: stage B trains a copy (`full`: cast to fp32; `lora`: only fp32 LoRA weights, the layers share the
+  frozen weights); stage C samples from a copy with a full artefact applied (load dtype), or from LoRA weights
+  over the shared frozen ones;
 * stage B's gradients (fp32) and Adam's two moments (fp32) of the trainable parameters;
 * the largest transient: stage B's saved activations (backward) or Adam's step temporaries (`foreach=True`: one
   fp32 copy of the trainables; `fused=True`, as the package uses: none); stage A's saved activations; stage C's
@@ -119,7 +120,7 @@ def estimate_training_memory(
     if mode not in ("full", "lora"):
         raise ValueError(f"mode must be 'full' or 'lora', got {mode!r}")
     trainable = size.unet if mode == "full" else size.lora(lora_rank)
-    copy_bytes = 4 * size.unet if mode == "full" else weights_bytes * size.unet + 4 * trainable
+    copy_bytes = 4 * size.unet if mode == "full" else 4 * trainable
     if mode == "lora":
         activation_bytes = weights_bytes
     else:
@@ -150,13 +151,13 @@ def estimate_sampling_memory(size: ModelSize = SD15, weights_bytes: int = 2, mod
                              lora_rank: int = 4, resolution: int = 512, batch: int = 1) -> MemoryEstimate:
     """Stage C peak for `batch` samples (alphas x seeds) with classifier-free guidance (2 x batch UNet inputs).
 
-    `mode`: the fine-tune artefact applied to a copy of the UNet ("full" or "lora"); None samples the base UNet
-    itself (SDEdit).
+    `mode`: the fine-tune artefact: "full" (loaded into a copy of the UNet), "lora" (adapters over the shared
+    frozen weights) or None (the base UNet itself: SDEdit, or no fine-tune steps).
     """
-    lora = 4 * size.lora(lora_rank) if mode == "lora" else 0
+    copy_bytes = {"full": weights_bytes * size.unet, "lora": 4 * size.lora(lora_rank)}.get(mode, 0)
     return MemoryEstimate(
         frozen_weights=_frozen_gib(size, weights_bytes),
-        unet_copy=(weights_bytes * size.unet + lora) / GIB if mode else 0.0,
+        unet_copy=copy_bytes / GIB,
         activations=SD15_INFERENCE_GIB_512 * _area_scale(resolution, 2 * batch) * weights_bytes / 4,
     )
 
@@ -248,11 +249,10 @@ def stage_estimate(stage: str, size: ModelSize, dtype: str, resolution: int | No
     finetune = finetune or FinetuneParams(steps=0)
     if stage == "embed":
         return estimate_embedding_memory(size, weights_bytes, resolution)
-    mode = "lora" if finetune.mode == "lora" and finetune.steps > 0 else "full"
+    mode = None if finetune.steps == 0 else finetune.mode
     if stage == "finetune":
-        if finetune.steps == 0:
-            return MemoryEstimate(frozen_weights=_frozen_gib(size, weights_bytes),
-                                  unet_copy=weights_bytes * size.unet / GIB)
+        if mode is None:  # the embed-only marker: nothing trained, the base weights shared
+            return MemoryEstimate(frozen_weights=_frozen_gib(size, weights_bytes))
         return estimate_training_memory(size, weights_bytes, mode, finetune.lora_rank,
                                         finetune.gradient_checkpointing, finetune.mixed_precision, resolution,
                                         preview=finetune.preview_every > 0)

@@ -322,3 +322,20 @@ def test_compiled_unet_gives_the_same_edit_and_leaves_modules_plain(tiny, cat_te
     assert counters["stats"]["unique_graphs"] >= 3  # embed, fine-tune and sampling each ran a compiled graph
     assert "_compiled_call_impl" not in vars(compiled.unet) or compiled.unet._compiled_call_impl is None
     assert_same_edit(result, run_all_stages(tiny, cat_tensor), atol=1e-4)
+
+
+def test_lora_training_shares_the_frozen_weights_with_the_base(tiny, embedded, tmp_path):
+    """No second copy of the UNet for LoRA: the adapters sit over the base's own weight tensors, untouched."""
+    from imagic_steps.finetune import trainable_unet
+
+    base = {name: p.data_ptr() for name, p in tiny.unet.named_parameters()}
+    tuned = finetune_unet(tiny, embedded, FinetuneParams(steps=2, lr=1e-3, mode="lora"), progress=False)
+    frozen = {name.replace(".base_layer", ""): p.data_ptr() for name, p in tuned.unet.named_parameters()
+              if not p.requires_grad}
+    assert frozen == base
+    assert not any("lora" in name for name, _ in tiny.unet.named_parameters())
+    save_finetuned(tmp_path / "lora.safetensors", tuned)
+    loaded = load_finetuned_unet(tiny.unet, tmp_path / "lora.safetensors")
+    assert {n.replace(".base_layer", ""): p.data_ptr() for n, p in loaded.named_parameters() if "lora" not in n} == base
+    full = trainable_unet(tiny.unet, FinetuneParams(mode="full"))
+    assert not set(p.data_ptr() for p in full.parameters()) & set(base.values())  # full mode trains a real copy
