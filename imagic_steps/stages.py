@@ -7,10 +7,11 @@ loads the model once for all stages; the workflow loads it per job.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -27,6 +28,7 @@ from .finetune import (
 )
 from .images import load_image, pil_to_tensor, tensor_to_pil
 from .io import atomic_path, save_image, write_json
+from .jobs import job_context
 from .models import SDComponents, load_components
 from .provenance import provenance
 from .sample import sample_alphas
@@ -55,6 +57,14 @@ class ModelSpec:
     def load(self) -> SDComponents:
         return load_components(self.model, revision=self.revision, device=self.device, dtype=self.dtype,
                                channels_last=self.channels_last, compile_unet=self.compile_unet)
+
+
+@contextlib.contextmanager
+def model_job(log_path, threads: int, model: dict, gpu_mem_mb: int | None = None) -> Iterator[SDComponents]:
+    """A workflow job that runs the model: `job_context` (log file, threads, a device of its own, the memory
+    check, one-line user errors) with the workflow's `model:` block loaded on that device."""
+    with job_context(log_path, threads, model["device"], gpu_mem_mb) as device:
+        yield ModelSpec.from_config(model, device).load()
 
 
 def write_losses(losses: Sequence[float], csv_path, png_path, title: str) -> None:

@@ -1,13 +1,12 @@
 """Stage A for one pair (rule embed)."""
-from imagic_steps.jobs import job_context
-from imagic_steps.stages import ModelSpec, run_embed
+from imagic_steps.stages import model_job, run_embed
 from imagic_steps.variants import EmbedParams
 
 params, output = snakemake.params, snakemake.output
-with job_context(snakemake.log[0], snakemake.threads, params.model["device"],
-                 getattr(snakemake.resources, "gpu_mem_mb", None)) as device:
+with model_job(snakemake.log[0], snakemake.threads, params.model,
+               getattr(snakemake.resources, "gpu_mem_mb", None)) as components:
     run_embed(
-        ModelSpec.from_config(params.model, device).load(),
+        components,
         snakemake.input.image,
         params.prompt,
         EmbedParams(**params.embed),

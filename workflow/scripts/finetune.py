@@ -1,13 +1,12 @@
 """Stage B for one pair and fine-tune setting (rule finetune)."""
-from imagic_steps.jobs import job_context
-from imagic_steps.stages import ModelSpec, run_finetune
+from imagic_steps.stages import model_job, run_finetune
 from imagic_steps.variants import FinetuneParams, SampleParams
 
 params, output = snakemake.params, snakemake.output
-with job_context(snakemake.log[0], snakemake.threads, params.model["device"],
-                 getattr(snakemake.resources, "gpu_mem_mb", None)) as device:
+with model_job(snakemake.log[0], snakemake.threads, params.model,
+               getattr(snakemake.resources, "gpu_mem_mb", None)) as components:
     run_finetune(
-        ModelSpec.from_config(params.model, device).load(),
+        components,
         snakemake.input.embed,
         FinetuneParams(**params.finetune),
         preview_sample=SampleParams(**params.preview_sample),

@@ -1,13 +1,12 @@
 """SDEdit baseline for one strength, all seeds (rule sdedit)."""
-from imagic_steps.jobs import job_context
 from imagic_steps.sdedit import SdeditParams
-from imagic_steps.stages import ModelSpec, run_sdedit
+from imagic_steps.stages import model_job, run_sdedit
 
 params, output, wildcards = snakemake.params, snakemake.output, snakemake.wildcards
-with job_context(snakemake.log[0], snakemake.threads, params.model["device"],
-                 getattr(snakemake.resources, "gpu_mem_mb", None)) as device:
+with model_job(snakemake.log[0], snakemake.threads, params.model,
+               getattr(snakemake.resources, "gpu_mem_mb", None)) as components:
     run_sdedit(
-        ModelSpec.from_config(params.model, device).load(),
+        components,
         snakemake.input.image,
         params.prompt,
         SdeditParams(**params.sdedit),
