@@ -80,7 +80,6 @@ def components_for_ours(components: SDComponents, config: BenchConfig) -> SDComp
 
 def run_ours(components: SDComponents, image: torch.Tensor, config: BenchConfig, timings: Timings) -> Outputs:
     """Our stages A, B, C (all alphas in one batch) and C with one alpha, timed into `timings` under ours_*."""
-    components = components_for_ours(components, config)
     device = components.device
     embed, seconds = timed(lambda: optimize_embedding(components, image, config.prompt, config.embed_params(),
                                                       progress=False), device)
@@ -109,7 +108,6 @@ def sample_with(components: SDComponents, finetuned: FinetuneResult, embed: Embe
 def run_previews(components: SDComponents, embed: EmbedResult, config: BenchConfig, folder: Path,
                  timings: Timings) -> None:
     """Our stage B with a preview grid every steps/4 steps (written to `folder`), timed as ours_finetune_previews."""
-    components = components_for_ours(components, config)
     params = config.finetune_params(preview_every=max(1, config.steps_finetune // 4))
     preview = PreviewSpec(folder, config.sample_params(batch_size=8))
     _, seconds = timed(lambda: finetune_unet(components, embed, params, preview=preview, progress=False),
@@ -125,14 +123,15 @@ def compare(components: SDComponents, image: torch.Tensor, config: BenchConfig, 
     """
     timings = Timings()
     differences: dict[str, float] = {}
+    ours_components = components_for_ours(components, config)
     for repeat in range(repeats):
         if repeat % 2:
-            ours = run_ours(components, image, config, timings)
+            ours = run_ours(ours_components, image, config, timings)
             reference = run_naive(components, image, config, timings)
         else:
             reference = run_naive(components, image, config, timings)
-            ours = run_ours(components, image, config, timings)
-        run_previews(components, ours.embed, config, preview_folder, timings)
+            ours = run_ours(ours_components, image, config, timings)
+        run_previews(ours_components, ours.embed, config, preview_folder, timings)
         if repeat == 0:
             differences = {
                 "e_opt": max_abs_diff(ours.optimized_embedding, reference.optimized_embedding),

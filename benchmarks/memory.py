@@ -109,13 +109,11 @@ def tiny_check() -> list[dict]:
 
     components = load_components("tiny")
 
-    def nbytes(tensors) -> int:
-        return sum(t.numel() * t.element_size() for t in tensors)
-
     def count(module: torch.nn.Module) -> int:
         return sum(p.numel() for p in module.parameters())
 
     def storage_bytes(tensors) -> int:
+        """Bytes of the distinct storages behind `tensors`: weights the LoRA copy shares with the base count once."""
         return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}.values())
 
     frozen = [t for m in (components.unet, components.text_encoder, components.vae)
@@ -131,8 +129,8 @@ def tiny_check() -> list[dict]:
         denoising_loss(unet, components.scheduler, latents, torch.randn(1, 77, 32), noise, timesteps).backward()
         optimizer.step()
         adam_state = [v for state in optimizer.state.values() for k, v in state.items() if k != "step"]
-        measured = (storage_bytes([*frozen, *unet.parameters(), *unet.buffers()]) + nbytes(p.grad for p in trainable)
-                    + nbytes(adam_state))
+        measured = storage_bytes([*frozen, *unet.parameters(), *unet.buffers(), *(p.grad for p in trainable),
+                                  *adam_state])
         lora_rank = FinetuneParams().lora_rank
         size = ModelSize(count(components.unet), count(components.text_encoder), count(components.vae),
                          lora_per_rank=sum(p.numel() for p in trainable) // lora_rank)
