@@ -47,7 +47,7 @@ def test_estimate_matches_the_tensors_a_training_step_holds(preset_cache):
 
 
 def test_hub_model_is_found_in_the_cache_offline_and_never_downloaded(tmp_path):
-    """A hub id resolves from a Hugging Face cache laid out as snapshot_download leaves it; an uncached id is None."""
+    """A hub id resolves from a local Hugging Face cache folder (offline, cache lookup only); an uncached id is None."""
     repo = tmp_path / "hub" / "models--someone--tiny-sd"
     snapshot = repo / "snapshots" / ("0" * 40)
     shutil.copytree(REPO / "imagic_steps/presets/digits", snapshot)
