@@ -4,13 +4,18 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# `--configfile X` runs exactly X's experiment (plus any --config values): the digits default in
+# config/config.yaml is read only when no config file is given on the command line, never merged into X.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/plan.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/sample.smk"

@@ -174,8 +174,10 @@ def plan_experiment(
     variant_specs: dict[str, dict[str, Any] | None],
     alphas: Sequence[float],
     seeds: Sequence[int],
+    resolution: int | None = None,
 ) -> list[PlannedRun]:
-    """Every pair under every variant; the config's alphas apply unless a variant sets its own."""
+    """Every pair under every variant; the config's alphas (and `resolution`, when given) apply unless a variant
+    sets its own."""
     if not seeds:
         raise PlanError("config: 'seeds' is empty; give at least one seed")
     if not alphas:
@@ -183,7 +185,8 @@ def plan_experiment(
     runs = []
     for pair in pairs:
         for name, spec in variant_specs.items():
-            spec = {"alphas": list(alphas), **(spec or {})}
+            defaults = {"alphas": list(alphas), **({"resolution": resolution} if resolution is not None else {})}
+            spec = {**defaults, **(spec or {})}
             variant = resolve_variant(name, deep_merge(spec, pair.overrides))
             embed_key = stage_key(embed_identity(model, pair, variant))
             finetune_key = stage_key({"embed": embed_key, "finetune": finetune_identity(variant)})

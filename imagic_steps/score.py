@@ -48,7 +48,9 @@ class ScorerSpec:
         clip_pretrained: open_clip pretrained tag or a local checkpoint path; None gives random
             weights. Ignored when `tiny`.
         lpips_net: LPIPS backbone, "alex" or "vgg".
-        tiny: build random-weight scorers offline (tests, the tiny model).
+        tiny: build small random-weight scorers offline (tests, the tiny model).
+        random_weights: the real `clip_arch` and `lpips_net` architectures with seeded random weights, built
+            offline (mechanics, memory and timing at real scale, e.g. beside the SD-shaped presets).
         seed: seeds every random initialisation, so random-weight scorers are reproducible.
     """
 
@@ -56,6 +58,7 @@ class ScorerSpec:
     clip_pretrained: str | None = "laion2b_s34b_b79k"
     lpips_net: str = "alex"
     tiny: bool = False
+    random_weights: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -67,6 +70,8 @@ class ScorerSpec:
         """Label stored with every score, e.g. "clip:ViT-B-32/laion2b_s34b_b79k+lpips:alex"."""
         if self.tiny:
             return f"tiny-random(clip+lpips-{self.lpips_net})"
+        if self.random_weights:
+            return f"random-init(clip:{self.clip_arch}+lpips:{self.lpips_net})"
         pretrained = self.clip_pretrained or "random-init"
         return f"clip:{self.clip_arch}/{pretrained}+lpips:{self.lpips_net}"
 
@@ -110,7 +115,8 @@ def _build_clip(spec: ScorerSpec):
         # The BPE vocabulary ships inside open_clip, so this never touches the network.
         tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=TINY_CLIP_CONFIG["text_cfg"]["context_length"])
         return model, preprocess, tokenizer
-    model, _, preprocess = open_clip.create_model_and_transforms(spec.clip_arch, pretrained=spec.clip_pretrained)
+    pretrained = None if spec.random_weights else spec.clip_pretrained
+    model, _, preprocess = open_clip.create_model_and_transforms(spec.clip_arch, pretrained=pretrained)
     return model, preprocess, open_clip.get_tokenizer(spec.clip_arch)
 
 
@@ -121,7 +127,8 @@ def _build_lpips(spec: ScorerSpec) -> lpips.LPIPS:
         # lpips still calls torchvision with the deprecated `pretrained=` argument.
         warnings.filterwarnings("ignore", message=".*pretrained.*", category=UserWarning)
         warnings.filterwarnings("ignore", message=".*weight enum.*", category=UserWarning)
-        return lpips.LPIPS(net=spec.lpips_net, pretrained=True, pnet_rand=spec.tiny, verbose=False)
+        return lpips.LPIPS(net=spec.lpips_net, pretrained=True, pnet_rand=spec.tiny or spec.random_weights,
+                           verbose=False)
 
 
 def _batches(n: int, batch_size: int) -> list[slice]:

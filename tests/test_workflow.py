@@ -59,10 +59,16 @@ def write_config(workdir: Path, **changes) -> Path:
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     command = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env={**os.environ})
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env={**os.environ},
+                          preexec_fn=shared_umask)
     if check and done.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     return done
+
+
+def shared_umask() -> None:
+    """Run Snakemake as a user on a shared project folder would: umask 022, so results must come out 0644."""
+    os.umask(0o022)
 
 
 def planned_jobs(workdir: Path) -> dict[str, list[str]]:
@@ -88,7 +94,7 @@ def test_dry_run_builds_the_expected_dag(tmp_path):
     jobs = planned_jobs(tmp_path)
     # variants 'full' and 'lora' share embed parameters -> one embed job per pair
     assert counts(jobs) == {"embed": 2, "finetune": 4, "sample": 8, "score": 4, "pair_montage": 2,
-                            "overview_montage": 1, "sample_table": 1, "evaluate": 1}
+                            "overview_montage": 1, "sample_table": 1, "evaluate": 1, "experiment_plan": 1}
 
 
 def planned_resources(workdir: Path) -> dict[str, list[dict[str, str]]]:
@@ -219,7 +225,7 @@ def test_end_to_end_interrupted_then_cached_reruns(tmp_path):
     # interrupt the first run once samples exist; finished work must survive and not be redone
     command = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
                "--configfile", str(tmp_path / "config.yaml"), "--cores", "2"]
-    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=shared_umask)
     deadline = time.time() + 600
     while not list(results.glob("samples/*/*/*.png")) and first.poll() is None and time.time() < deadline:
         time.sleep(0.2)
@@ -246,6 +252,8 @@ def test_end_to_end_interrupted_then_cached_reruns(tmp_path):
         assert (results / figure).stat().st_size > 0
     assert "±" in (results / "tables/summary.md").read_text()
     assert not (tmp_path / "pwned").exists() and not (REPO / "pwned").exists()
+    private = [str(p.relative_to(results)) for p in results.rglob("*") if p.is_file() and p.stat().st_mode & 0o777 != 0o644]
+    assert not private, f"files not 0644 under umask 022: {private[:10]}"
     provenance = (next(results.glob("embed/cat/*/provenance.json"))).read_text()
     for field in ("code_version", "packages", "torch", "params", '"model": "tiny"'):
         assert field in provenance
@@ -257,7 +265,7 @@ def test_end_to_end_interrupted_then_cached_reruns(tmp_path):
     write_config(tmp_path, alphas=[0.0, 1.0, 0.5])
     jobs = planned_jobs(tmp_path)
     assert counts(jobs) == {"sample": 4, "score": 4, "pair_montage": 2, "overview_montage": 1, "sample_table": 1,
-                            "evaluate": 1}
+                            "evaluate": 1, "experiment_plan": 1}
     assert all(path.endswith("_alpha0.5.png") for path in jobs["sample"])
 
     # a new fine-tune lr for one variant: its fine-tunes and samples rerun, no embed
@@ -266,7 +274,7 @@ def test_end_to_end_interrupted_then_cached_reruns(tmp_path):
     write_config(tmp_path, alphas=[0.0, 1.0], variants=variants)
     jobs = planned_jobs(tmp_path)
     assert counts(jobs) == {"finetune": 2, "sample": 4, "score": 2, "pair_montage": 2, "overview_montage": 1,
-                            "sample_table": 1, "evaluate": 1}
+                            "sample_table": 1, "evaluate": 1, "experiment_plan": 1}
 
 
 def test_lint_has_only_the_documented_finding():

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ..diffusion import denoising_loss, draw_noise_and_timesteps, encode_prompts
 from ..figures import plot_losses
-from ..io import write_json
+from ..io import staging_dir, write_json
 from ..models import SDComponents, build_tiny_model, load_components
 from .digits import CAPTION_TEMPLATES, IMAGE_SIZE, caption, load_split
 
@@ -191,7 +190,7 @@ def train_digits_model(out: str | Path, config: TrainConfig = TrainConfig(), pro
     """Train the digits model and save it into `out` (replaced atomically); returns the training record."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging = staging_dir(out.parent, prefix=f".{out.name}.")
     try:
         record = _train_into(staging, config, progress)
         _replace_folder(staging, out)
@@ -250,7 +249,7 @@ def _replace_folder(new: Path, target: Path) -> None:
     """Put `new` at `target`, moving any previous `target` aside first so the swap never half-happens."""
     old = None
     if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        old = staging_dir(target.parent, prefix=f".{target.name}.old.")
         os.replace(target, old / target.name)
     os.replace(new, target)
     if old is not None:

@@ -6,6 +6,7 @@ import pandas as pd
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from imagic_steps.configuration import coerce_to_schema, config_error, default_scorer, load_schema
 from imagic_steps.images import ImageError, open_rgb
 from imagic_steps.locations import preset_folder
 from imagic_steps.memory import SD15, job_memory_mb, model_size, stage_estimate
@@ -23,6 +24,12 @@ from imagic_steps.provenance import code_version
 from imagic_steps.variants import VariantError
 
 
+# --config values arrive as strings inside lists and mappings: type them by the schema, then report the first
+# violation as one line (key, value, expected form) before Snakemake's validate fills in the defaults.
+CONFIG_SCHEMA = load_schema(workflow.source_path("../schemas/config.schema.yaml"))
+config.update(coerce_to_schema(dict(config), CONFIG_SCHEMA))
+if (problem := config_error(config, CONFIG_SCHEMA)) is not None:
+    raise WorkflowError(problem)
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = config.get("results", "results")
@@ -58,8 +65,8 @@ def load_pairs():
 try:
     PAIRS = load_pairs()
     VARIANT_SPECS, SWEEPS = expand_sweeps(config["variants"], config.get("sweeps", {}))
-    RUNS = plan_experiment(MODEL, PAIRS, VARIANT_SPECS, ALPHAS, SEEDS)
-    SDEDIT_RUNS = plan_sdedit(MODEL, PAIRS, config.get("sdedit"), config["seeds"])
+    RUNS = plan_experiment(MODEL, PAIRS, VARIANT_SPECS, ALPHAS, SEEDS, config.get("resolution"))
+    SDEDIT_RUNS = plan_sdedit(MODEL, PAIRS, config.get("sdedit"), SEEDS, config.get("resolution"))
 except (PlanError, VariantError) as error:
     raise WorkflowError(str(error)) from None
 
@@ -73,7 +80,7 @@ EMBED_RUNS = {(r.pair.pair_id, r.embed_key): r for r in RUNS}
 FINETUNE_RUNS = {(r.pair.pair_id, r.finetune_key): r for r in RUNS}
 SAMPLE_RUNS = {(r.pair.pair_id, r.sample_key): r for r in RUNS}
 SDEDIT_BY_KEY = {(r.pair.pair_id, r.key): r for r in SDEDIT_RUNS}
-SCORER = config.get("scorer", {"kind": "clip"})
+SCORER = config.get("scorer") or default_scorer(MODEL["id"])
 
 
 wildcard_constraints:
@@ -255,8 +262,24 @@ def sample_table_rows():
     return rows
 
 
+def experiment_plan():
+    """What the results folder was planned from (rule experiment_plan writes it as plan.json)."""
+    return {
+        "config": dict(config),
+        "model": MODEL,
+        "scorer": SCORER,
+        "seeds": list(SEEDS),
+        "pairs": [dataclasses.asdict(pair) for pair in PAIRS],
+        "runs": [{"pair_id": r.pair.pair_id, "variant": r.variant.to_dict(), "embed_key": r.embed_key,
+                  "finetune_key": r.finetune_key, "sample_key": r.sample_key} for r in RUNS],
+        "sdedit": [{"pair_id": r.pair.pair_id, "key": r.key, "strengths": list(r.strengths),
+                    "resolution": r.resolution, **r.params} for r in SDEDIT_RUNS],
+    }
+
+
 def get_final_outputs():
-    outputs = [f"{RESULTS}/montages/pairs/{pair.pair_id}.png" for pair in PAIRS]
+    outputs = [f"{RESULTS}/plan.json"]
+    outputs += [f"{RESULTS}/montages/pairs/{pair.pair_id}.png" for pair in PAIRS]
     outputs += [f"{RESULTS}/montages/overview.png", f"{RESULTS}/tables/samples.csv"]
     outputs += [f"{RESULTS}/tables/summary.md", f"{RESULTS}/montages/best_edits.png"]
     outputs += [f"{RESULTS}/finetune/{r.pair.pair_id}/{r.finetune_key}/preview.png" for r in RUNS]

@@ -1,0 +1,167 @@
+"""Every shipped config plans exactly its own experiment, as a user types it from the repository root.
+
+Each test runs `snakemake --configfile config/X.yaml` in the repository itself (the merge bug only showed there,
+where config/config.yaml exists) with the results redirected to a temporary folder, and reads the resolved plan
+that rule experiment_plan writes (no model is loaded).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from imagic_steps.io import save_image, save_tensors, staging_dir, write_text
+from imagic_steps.variants import resolve_variant
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = ["config.yaml", "tiny.yaml", "sd15.yaml", "tedbench.yaml"]
+
+
+def snakemake(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "--cores", "1", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def plan_of(results: Path, *args: str, config: tuple[str, ...] = (), cwd: Path = REPO) -> dict:
+    """The plan of `snakemake ARGS --config results=RESULTS CONFIG...` (Snakemake keeps only the last --config)."""
+    done = snakemake(*args, "--config", f"results={results}", *config, "--until", "experiment_plan", cwd=cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((results / "plan.json").read_text())
+
+
+def expected_variants(config: dict) -> dict[str, dict]:
+    """The file's variants plus one per swept value, as plan.expand_sweeps names them."""
+    specs = {name: dict(spec or {}) for name, spec in config["variants"].items()}
+    for sweep_name, sweep in config.get("sweeps", {}).items():
+        section, field = sweep["field"].split(".")
+        for value in sweep["values"]:
+            base = yaml.safe_load(yaml.safe_dump(specs[sweep["variant"]]))
+            base.setdefault(section, {})[field] = value
+            specs[f"{sweep_name}-{value}"] = base
+    return specs
+
+
+def pair_count(config: dict) -> int:
+    if "tedbench" in config:
+        return len(json.loads((REPO / config["tedbench"]["json"]).read_text()))
+    return len((REPO / config["pairs"]).read_text().strip().splitlines()) - 1
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_shipped_config_plans_exactly_its_own_experiment(tmp_path, name):
+    config = yaml.safe_load((REPO / "config" / name).read_text())
+    plan = plan_of(tmp_path / "results", "--configfile", f"config/{name}")
+
+    variants = expected_variants(config)
+    planned = {run["variant"]["name"]: run["variant"] for run in plan["runs"]}
+    assert set(planned) == set(variants)
+    for variant_name, spec in variants.items():  # every stage parameter is the file's (or its preset's)
+        expected = resolve_variant(variant_name, {"alphas": config["alphas"], **spec}).to_dict()
+        assert json.loads(json.dumps(planned[variant_name])) == json.loads(json.dumps(expected)), variant_name
+    assert len(plan["pairs"]) == pair_count(config)
+    assert len(plan["runs"]) == len(plan["pairs"]) * len(variants)
+    assert plan["model"]["id"] == config["model"]["id"]
+    assert plan["seeds"] == config["seeds"]
+    assert len(plan["sdedit"]) == (len(plan["pairs"]) if "sdedit" in config else 0)
+    if "scorer" in config:
+        assert {k: v for k, v in plan["scorer"].items() if k in config["scorer"]} == config["scorer"]
+    # nothing of the digits default leaks into another config
+    if name != "config.yaml":
+        assert plan["scorer"].get("kind") != "digits"
+        assert not {"imagic", "embed_only", "finetune_only"} & (set(planned) - set(variants))
+
+
+def test_sd15_config_plans_its_variants_and_the_clip_scorer(tmp_path):
+    plan = plan_of(tmp_path / "results", "--configfile", "config/sd15.yaml")
+    names = {run["variant"]["name"] for run in plan["runs"]}
+    assert names == {"original", "modified", "paper", "paper_lora", "finetune_steps-0", "finetune_steps-250",
+                     "finetune_steps-500", "finetune_steps-1000", "finetune_steps-1500"}
+    assert plan["scorer"]["kind"] == "clip" and plan["scorer"]["clip_arch"] == "ViT-B-32"
+    original = next(r["variant"] for r in plan["runs"] if r["variant"]["name"] == "original")
+    assert original["embed"]["steps"] == 500 and original["finetune"]["steps"] == 1000  # the preset's, not digits'
+    assert original["finetune"]["mixed_precision"] == "fp16"
+    assert plan["model"]["dtype"] == "fp16"
+
+
+def test_no_configfile_runs_the_digits_default(tmp_path):
+    plan = plan_of(tmp_path / "results")
+    default = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    assert {r["variant"]["name"] for r in plan["runs"]} == set(expected_variants(default))
+    assert plan["scorer"]["kind"] == "digits" and plan["model"]["id"] == "digits"
+
+
+def test_command_line_grids_and_results_override_the_file(tmp_path):
+    results = tmp_path / "other"
+    plan = plan_of(results, "--configfile", "config/tiny.yaml", config=("alphas=[0,0.5,1]", "seeds=[0,1,2]"))
+    assert plan["config"]["alphas"] == [0.0, 0.5, 1.0]
+    assert plan["seeds"] == [0, 1, 2]
+    assert plan["config"]["results"] == str(results)
+    assert all(run["variant"]["alphas"] == [0.0, 0.5, 1.0] for run in plan["runs"])
+    # nested values typed by the schema too, and the top-level resolution reaches every variant and SDEdit
+    plan = plan_of(tmp_path / "nested", "--configfile", "config/tiny.yaml",
+                   config=("resolution=32", "sdedit={strengths: [0.5], steps: 3}"))
+    assert {run["variant"]["resolution"] for run in plan["runs"]} == {32}
+    assert {(s["resolution"], s["steps"], tuple(s["strengths"])) for s in plan["sdedit"]} == {(32, 3, (0.5,))}
+
+
+@pytest.mark.parametrize("value, where", [
+    ("alphas=[0,x,1]", "alphas[1]"),
+    ("alphas=[0,nan]", "alphas[1]"),
+    ("seeds=[0,1.5]", "seeds[1]"),
+    ("seeds=[-1]", "seeds[0]"),
+    ("model={id: tiny, dtype: fp64}", "model.dtype"),
+    ("sdedit={strengths: [2]}", "sdedit.strengths[0]"),
+    ("scorer={kind: clip, colour: red}", "scorer"),
+    ("resolution=30", "resolution"),
+])
+def test_bad_command_line_values_give_one_line_naming_the_key(tmp_path, value, where):
+    done = snakemake("--configfile", "config/tiny.yaml", "--config", f"results={tmp_path}/r", value, "--dry-run")
+    assert done.returncode != 0
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, done.stderr[-2000:]
+    assert errors[0].startswith(f"error: config ({where}): ")
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_users_own_tedbench_config_with_only_the_essentials_plans(tmp_path):
+    listing = tmp_path / "input_list.json"
+    listing.write_text(json.dumps([{"img_name": "chelsea.png", "target_text": "a cat in a hat"}]))
+    own = tmp_path / "mine.yaml"
+    own.write_text(yaml.safe_dump({
+        "tedbench": {"json": str(listing), "images": str(REPO / "config/images")},
+        "model": {"id": "tiny"}, "seeds": [0], "alphas": [0.0, 1.0],
+        "variants": {"paper": {"preset": "paper"}},
+    }))
+    plan = plan_of(tmp_path / "results", "--configfile", str(own))
+    assert [r["variant"]["name"] for r in plan["runs"]] == ["paper"]
+    assert plan["scorer"] == {"tiny": True}  # a random-weight model gets the offline scorers
+    assert plan["sdedit"] == []
+
+
+def test_both_pairs_and_tedbench_is_one_clear_line(tmp_path):
+    done = snakemake("--config", f"results={tmp_path}/r", "tedbench={json: a.json, images: b}", "--dry-run")
+    assert done.returncode != 0
+    assert "error: config (pairs/tedbench): the config gives both 'pairs' and 'tedbench'" in done.stdout + done.stderr
+
+
+def test_written_files_get_the_umask_permissions(tmp_path):
+    from PIL import Image
+    import torch
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+        save_image(Image.new("RGB", (4, 4)), tmp_path / "a.png")
+        save_tensors(tmp_path / "a.safetensors", {"w": torch.zeros(2)})
+        folder = staging_dir(tmp_path, ".stage.")
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "a.png", "a.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary left behind
