@@ -165,3 +165,40 @@ def test_written_files_get_the_umask_permissions(tmp_path):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
     assert folder.stat().st_mode & 0o777 == 0o755
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary left behind
+
+
+@pytest.mark.slow
+def test_a_tedbench_list_of_awkward_photos_runs_through_configfile(tmp_path):
+    """RGBA with transparency, a JPEG named .png, non-square and 1251 px photos, on `tiny`, end to end."""
+    from PIL import Image
+    from skimage import data
+
+    originals = tmp_path / "originals"
+    originals.mkdir()
+    photo = Image.fromarray(data.chelsea())  # 451 x 300
+    rgba = Image.fromarray(data.astronaut()).convert("RGBA")
+    rgba.putalpha(Image.new("L", rgba.size, 0).point(lambda _: 128))
+    rgba.save(originals / "rgba.png")
+    photo.save(originals / "jpeg_named.png", format="JPEG")
+    photo.transpose(Image.Transpose.ROTATE_90).save(originals / "portrait.png")
+    photo.resize((1251, 832)).save(originals / "large.png")
+    entries = [{"img_name": name, "target_text": f"a photo of {name.split('.')[0]} in winter"}
+               for name in ("rgba.png", "jpeg_named.png", "portrait.png", "large.png")]
+    (tmp_path / "input_list.json").write_text(json.dumps(entries))
+    own = tmp_path / "mine.yaml"
+    steps = {"embed": {"steps": 2}, "finetune": {"steps": 2}, "sample": {"steps": 2}}
+    own.write_text(yaml.safe_dump({
+        "tedbench": {"json": str(tmp_path / "input_list.json"), "images": str(originals)},
+        "results": str(tmp_path / "results"), "model": {"id": "tiny"}, "seeds": [0], "alphas": [0.0, 1.0],
+        "variants": {"original": {"preset": "original", **steps}},
+    }))
+    done = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(own)], cwd=REPO,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = tmp_path / "results"
+    plan = json.loads((results / "plan.json").read_text())
+    assert len(plan["pairs"]) == 4 and [r["variant"]["name"] for r in plan["runs"]] == ["original"] * 4
+    samples = sorted(results.glob("samples/*/*/seed0_alpha*.png"))
+    assert len(samples) == 8 and all(Image.open(p).size == (64, 64) for p in samples)
+    scores = (results / "tables/scores.csv").read_text().splitlines()
+    assert len(scores) == 1 + 8
