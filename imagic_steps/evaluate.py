@@ -1,4 +1,4 @@
-"""From per-sample scores to the analysis: tables, confidence intervals, trade-off curves, best alphas, sweeps."""
+"""From per-sample scores to the analysis: tables, pair bootstrap intervals, trade-off curves, best alphas, sweeps."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from .aggregate import MIN_CELL, row_label_width
 from .figures import image_grid
 from .images import load_image
 from .io import atomic_path, save_image, write_text
-from .stats import markdown_table, pick_best_alpha, plot_tradeoff, summarise
+from .stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, markdown_table, pick_best_alpha, plot_tradeoff,
+                    summarise)
 
 SUMMARY_KEYS = ("method", "variant", "alpha")
 
@@ -39,7 +40,12 @@ def write_table_files(table: pd.DataFrame, csv_path, parquet_path) -> None:
 
 
 def summary_markdown(summary: pd.DataFrame, scorer_note: str) -> str:
-    return (f"Mean ± 95% confidence half-width over pairs and seeds (n per row). Scorer: {scorer_note}.\n\n"
+    return (f"Each cell: mean [lo, hi]. The mean is over pairs of each pair's mean over seeds; [lo, hi] is a "
+            f"{CONFIDENCE:.0%} percentile bootstrap interval that resamples pairs with replacement "
+            f"({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}). The pair is the unit of replication: all "
+            "seeds of a pair share one optimised embedding and one fine-tuned UNet, so n_pairs, not "
+            "n_pairs × n_seeds, is the sample size. With a single pair there is no interval (n/a). "
+            f"Scorer: {scorer_note}.\n\n"
             + markdown_table(summary) + "\n")
 
 
@@ -62,23 +68,46 @@ def scorer_note(table: pd.DataFrame) -> str:
     return note
 
 
+NO_EDIT_GREY = (128, 128, 128)
+
+
+def no_edit_tile(size: int, label: str = "no edit") -> Image.Image:
+    """A grey `size` x `size` tile saying `label`: the cell of a pair where no alpha achieved the edit."""
+    tile = Image.new("RGB", (size, size), NO_EDIT_GREY)
+    draw = ImageDraw.Draw(tile)
+    font = ImageFont.load_default()
+    left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+    draw.text(((size - (right - left)) // 2, (size - (bottom - top)) // 2), label, fill="white", font=font)
+    return tile
+
+
 def best_edits_montage(best: pd.DataFrame, table: pd.DataFrame, images: dict[str, str], seed: int) -> Image.Image:
-    """One row per pair: the input, then each (method, variant)'s sample at its best alpha for `seed`."""
+    """One row per pair: the input, then each (method, variant)'s sample at its best alpha for `seed`.
+
+    A (pair, method, variant) without a best alpha (edited False in `pick_best_alpha`) gets a grey
+    "no edit" tile, or "missing" where the table lacks it entirely.
+    """
     columns = sorted({(m, v) for m, v in zip(best["method"], best["variant"])})
     pairs = sorted(best["pair_id"].unique())
-    lookup = table[table["seed"] == seed].set_index(["pair_id", "method", "variant", "alpha"])["sample"]
-    rows, cell = [], None
+    seed_rows = table[table["seed"] == seed]
+    lookup = seed_rows.set_index(["pair_id", "method", "variant", "alpha"])["sample"]
+    with Image.open(seed_rows["sample"].iloc[0]) as first:
+        width = first.width
+    cell = max(width, MIN_CELL)
+    picks = best.set_index(["pair_id", "method", "variant"])
+    rows = []
     for pair in pairs:
-        row = []
+        row = [load_image(images[pair], width)]
         for method, variant in columns:
-            pick = best[(best["pair_id"] == pair) & (best["method"] == method) & (best["variant"] == variant)]
-            sample = Image.open(lookup[(pair, method, variant, pick["alpha"].iloc[0])])
-            cell = cell or sample.width
-            row.append(sample)
-        rows.append([load_image(images[pair], cell)] + row)
+            if (pair, method, variant) not in picks.index:
+                row.append(no_edit_tile(cell, "missing"))
+            elif not bool(picks.at[(pair, method, variant), "edited"]):
+                row.append(no_edit_tile(cell))
+            else:
+                row.append(Image.open(lookup[(pair, method, variant, picks.at[(pair, method, variant), "alpha"])]))
+        rows.append(row)
     labels = ["input"] + [f"{v}" for _, v in columns]
-    return image_grid(rows, column_labels=labels, row_labels=pairs, cell=max(cell, MIN_CELL),
-                      row_label_width=row_label_width(pairs))
+    return image_grid(rows, column_labels=labels, row_labels=pairs, cell=cell, row_label_width=row_label_width(pairs))
 
 
 def plot_sweep(table: pd.DataFrame, sweep: dict, path, title: str) -> None:
@@ -113,11 +142,15 @@ def write_evaluation(
     score_csvs: Sequence[str | Path],
     *,
     images: dict[str, str],
-    lpips_max: float,
+    text_min: float,
     sweeps: dict[str, dict],
     out: dict[str, str],
 ) -> pd.DataFrame:
-    """Everything downstream of the scores; `out` names the files (see workflow/rules/evaluate.smk)."""
+    """Everything downstream of the scores; `out` names the files (see workflow/rules/aggregate.smk).
+
+    `text_min` (config best_alpha.text_min) is the seed-mean text score (clip_score column) an alpha must
+    reach to count as an edit; `pick_best_alpha` explains the choice among those.
+    """
     table = score_table(sample_rows, score_csvs)
     for folder in ("tradeoff_pairs", "sweeps"):  # declared outputs even when empty (no sweep configured)
         Path(out[folder]).mkdir(parents=True, exist_ok=True)
@@ -131,11 +164,13 @@ def write_evaluation(
     main = table[~swept] if (~swept).any() else table  # the sweep's own variants get the sweep figure
     labels = axis_labels(table)
     plot_tradeoff(summarise(main, by=SUMMARY_KEYS), out["tradeoff"],
-                  "text alignment vs fidelity along alpha (SDEdit: strength), mean over pairs and seeds", **labels)
+                  "text alignment vs fidelity along alpha (SDEdit: strength)\n"
+                  f"mean over pairs of seed means, {CONFIDENCE:.0%} pair bootstrap intervals", **labels)
     for pair, pair_rows in main.groupby("pair_id"):
         plot_tradeoff(summarise(pair_rows, by=SUMMARY_KEYS), Path(out["tradeoff_pairs"]) / f"{pair}.png",
-                      f"pair {pair}: text alignment vs fidelity along alpha, mean over seeds", **labels)
-    best = pick_best_alpha(main, lpips_max=lpips_max)
+                      f"pair {pair}: text alignment vs fidelity along alpha\nmean over seeds (one pair: no interval)",
+                      **labels)
+    best = pick_best_alpha(main, text_min=text_min)
     with atomic_path(out["best_alpha"]) as tmp:
         best.to_csv(tmp, index=False)
     save_image(best_edits_montage(best, main, images, seed=int(main["seed"].min())), out["best_edits"])

@@ -4,6 +4,13 @@ a = 0 reconstructs the input image, a = 1 is the full edit, a > 1 extrapolates. 
 are denoised together in batches; every alpha of one seed starts from the same noise and, for stochastic
 schedulers, sees the same per-step noise, so the columns of a montage differ only by the embedding, and no
 sample depends on which others share its batch.
+
+Two random streams per seed, one per purpose, so they never repeat each other:
+  initial noise  x_T (or the noise added to the input latents): torch.Generator seeded with `seed` itself;
+  step noise     the noise stochastic schedulers inject at each step (DDPM, Euler ancestral, DDIM with
+                 eta > 0): torch.Generator seeded with `step_noise_seed(seed)`, 64 bits of
+                 numpy.random.SeedSequence(seed, spawn_key=(1,)), i.e. SeedSequence(seed).spawn(2)[1].
+Seeding both generators with `seed` (as before) made the first injected noise a copy of x_T's noise.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import inspect
 from typing import Sequence
 
 import diffusers
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -36,9 +44,29 @@ def make_scheduler(name: str, base_config):
     return getattr(diffusers, name).from_config(base_config)
 
 
+STEP_NOISE_STREAM = 1  # SeedSequence spawn key of the per-step noise; the initial noise uses the seed itself
+
+
 def initial_noise(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
     """The starting noise of one seed, drawn on the CPU so a seed means the same image on any device."""
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def step_noise_seed(seed: int) -> int:
+    """The seed of a sample's per-step noise generator: a stream derived from `seed`, independent of
+    `initial_noise(seed)`: the first 64 bits of numpy.random.SeedSequence(seed, spawn_key=(1,)).
+
+    Raises ValueError for a negative seed (SeedSequence takes non-negative entropy; the config schema
+    already requires seeds >= 0).
+    """
+    if seed < 0:
+        raise ValueError(f"seeds must be >= 0, got {seed}")
+    return int(np.random.SeedSequence(seed, spawn_key=(STEP_NOISE_STREAM,)).generate_state(1, dtype=np.uint64)[0])
+
+
+def step_noise_generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per sample for the noise stochastic schedulers inject at each step."""
+    return [torch.Generator().manual_seed(step_noise_seed(seed)) for seed in seeds]
 
 
 @torch.inference_mode()
@@ -56,7 +84,8 @@ def denoise(
     """Denoise a batch of B latents from `noise` (B, C, h, w) under embeddings `conditional` (B, 77, D).
 
     `unconditional` (1, 77, D) is the empty-prompt embedding, encoded once by the caller; `step_seeds` (B)
-    seed each sample's per-step noise (stochastic schedulers). With `params.init_timestep_rate` r > 0 the
+    are the samples' seeds; each sample's per-step noise (stochastic schedulers) comes from
+    `step_noise_seed(seed)`, a stream independent of its initial noise. With `params.init_timestep_rate` r > 0 the
     first r of the schedule is skipped and denoising starts from `init_latents` (1, C, h, w) noised to that
     level (the modified pipeline's option). Returns (B, C, h, w).
     """
@@ -76,9 +105,9 @@ def denoise(
     else:
         latents = noise * scheduler.init_noise_sigma
 
-    # One generator per batch element, seeded with its sample's seed: the per-step noise of a sample does not
-    # depend on which others share its batch.
-    generators = [torch.Generator().manual_seed(seed) for seed in step_seeds]
+    # One generator per batch element, seeded from its sample's seed (a stream apart from the initial
+    # noise's): the per-step noise of a sample does not depend on which others share its batch.
+    generators = step_noise_generators(step_seeds)
     step_kwargs = {}
     step_signature = inspect.signature(scheduler.step).parameters
     if "eta" in step_signature:

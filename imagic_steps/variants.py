@@ -90,22 +90,34 @@ class Variant:
 SECTIONS = {"embed": EmbedParams, "finetune": FinetuneParams, "sample": SampleParams}
 TOP_LEVEL = {"alphas", "resolution"}
 
+# Where each preset's numbers come from. "project choice" marks values that are ours, not the source's. Fields a
+# preset leaves out take the dataclass defaults above (e.g. embed.latents "sample", eta 0.0, batch_size 8).
 PRESETS: dict[str, dict[str, Any]] = {
-    # diffusers community pipeline examples/community/imagic_stable_diffusion.py: train() defaults
-    # (embedding_learning_rate=1e-3, text_embedding_optimization_steps=500,
-    # diffusion_model_learning_rate=2e-6, model_fine_tuning_optimization_steps=1000, full UNet, Adam,
-    # posterior sample of the VAE) and __call__() defaults (alpha=1.2, 50 steps, guidance 7.5, eta 0)
-    # with the DDIM scheduler of its README example.
+    # Source: huggingface/diffusers, examples/community/imagic_stable_diffusion.py (ImagicStableDiffusionPipeline).
+    #   train() defaults: text_embedding_optimization_steps=500, embedding_learning_rate=1e-3,
+    #     model_fine_tuning_optimization_steps=1000, diffusion_model_learning_rate=2e-6; Adam on the embedding,
+    #     then Adam on every UNet parameter (full fine-tune); latents = a sample of the VAE posterior.
+    #   __call__() defaults: alpha=1.2, num_inference_steps=50, guidance_scale=7.5, eta=0.0; the embedding is
+    #     alpha * e_tgt + (1 - alpha) * e_opt as in interpolate_embeddings.
+    #   Scheduler: the pipeline takes any; DDIM is the one in the Imagic example of huggingface/diffusers
+    #     examples/community/README.md (there with explicit SD betas; here built from the model's scheduler config).
     "original": {
         "embed": {"steps": 500, "lr": 1e-3},
         "finetune": {"steps": 1000, "lr": 2e-6, "mode": "full"},
         "sample": {"scheduler": "DDIMScheduler", "steps": 50, "guidance_scale": 7.5, "eta": 0.0},
         "alphas": [1.2],
     },
-    # The "modified" community variant: longer, gentler embedding optimisation (1000 steps at 5e-4),
-    # a much lower fine-tune rate (1000 steps at 1e-7) against overfitting, Euler sampling in 20 steps at
-    # alpha 1, starting from the noised input latents. Its init timestep rate default is not recorded in
-    # our sources; 0.3 is our choice, overridable.
+    # Source: disin7c9/Modified-Imagic-Stable-Diffusion-Pipeline, modules/modified_imagic_stable_diffusion.py.
+    #   train() defaults: text_embedding_optimization_steps=1000, embedding_learning_rate=5e-4,
+    #     model_fine_tuning_optimization_steps=1000, diffusion_model_learning_rate=1e-7 (full UNet, Adam),
+    #     num_inference_steps=20 (its progress previews).
+    #   __call__() defaults: alpha=1, num_inference_steps=20, guidance_scale=7.5, eta=0.0, init_timestep_rate=-1
+    #     (-1 = off: start from pure noise; a rate r in [0, 1) skips the first int(steps * r) steps and starts
+    #     from the input latents noised to that level).
+    #   scheduler "EulerDiscreteScheduler": project choice. The pipeline's type hint allows EulerDiscreteScheduler
+    #     or EulerAncestralDiscreteScheduler; the repository's notebook (imagic_pipeline.ipynb) loads
+    #     EulerAncestralDiscreteScheduler (stochastic) and uses guidance_scale 13.
+    #   init_timestep_rate 0.3: project choice (the source's default is off; its notebook tries 0, 0.1, ..., 0.4).
     "modified": {
         "embed": {"steps": 1000, "lr": 5e-4},
         "finetune": {"steps": 1000, "lr": 1e-7, "mode": "full"},
@@ -113,16 +125,21 @@ PRESETS: dict[str, dict[str, Any]] = {
                    "init_timestep_rate": 0.3},
         "alphas": [1.0],
     },
-    # Kawar et al., "Imagic", CVPR 2023, appendix (Stable Diffusion implementation): embedding 1000 steps
-    # at 2e-3, UNet fine-tune 1500 steps at 5e-7, Adam, DDIM sampling; alphas around 0.6-0.8.
+    # Source: Kawar et al., "Imagic: Text-Based Real Image Editing with Diffusion Models", CVPR 2023
+    # (arXiv:2210.09276), appendix on the Stable Diffusion implementation (a paper, not a repository; not
+    # re-checked against the PDF in this pass): embedding 1000 steps at 2e-3, UNet fine-tune 1500 steps at 5e-7,
+    # Adam, DDIM sampling; alphas around 0.6-0.8. steps 50, guidance 7.5 and eta 0 are not among the values
+    # recorded from the paper: project choice (the diffusers Stable Diffusion defaults).
     "paper": {
         "embed": {"steps": 1000, "lr": 2e-3},
         "finetune": {"steps": 1500, "lr": 5e-7, "mode": "full"},
         "sample": {"scheduler": "DDIMScheduler", "steps": 50, "guidance_scale": 7.5, "eta": 0.0},
         "alphas": [0.6, 0.7, 0.8],
     },
-    # Justin Pinkney's first public Stable Diffusion Imagic notebook: embedding 500 steps at 1e-3, UNet
-    # 1000 steps at 1e-6, DDIM 45 steps with eta 0, guidance 3, alphas 0.8-1.1.
+    # Source: justinpinkney/stable-diffusion, notebooks/imagic.ipynb (the notebook the diffusers community
+    # pipeline names as its model): generation parameters scale=3, ddim_steps=45, ddim_eta=0.0 (checked in a
+    # fork's copy of the notebook); embedding 500 steps at 1e-3, UNet 1000 steps at 1e-6 and alphas 0.8-1.1 as
+    # recorded here earlier, not re-checked in this pass.
     "pinkney": {
         "embed": {"steps": 500, "lr": 1e-3},
         "finetune": {"steps": 1000, "lr": 1e-6, "mode": "full"},

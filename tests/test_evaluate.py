@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from imagic_steps.evaluate import score_table, scorer_note, write_evaluation
+from imagic_steps.aggregate import row_label_width
+from imagic_steps.evaluate import NO_EDIT_GREY, score_table, scorer_note, write_evaluation
 from imagic_steps.sdedit import SdeditParams, sdedit
 
 
@@ -20,10 +21,12 @@ def sample_rows(tmp_path, pairs=("p1", "p2"), variants=("a", "b"), seeds=(0, 1),
     return rows
 
 
-def fake_scores(rows, path, scorer="tiny-random(clip+lpips-alex)"):
+def fake_scores(rows, path, scorer="tiny-random(clip+lpips-alex)", offsets=None):
+    """clip_score 10 + 10 · alpha + seed (+ a per-pair offset), lpips 0.1 + 0.4 · alpha."""
+    offsets = offsets or {}
     frame = pd.DataFrame({
         "sample": [r["sample"] for r in rows],
-        "clip_score": [10 + 10 * r["alpha"] + r["seed"] for r in rows],
+        "clip_score": [10 + 10 * r["alpha"] + r["seed"] + offsets.get(r["pair_id"], 0.0) for r in rows],
         "clip_image_sim": [1 - 0.3 * r["alpha"] for r in rows],
         "lpips": [0.1 + 0.4 * r["alpha"] for r in rows],
         "directional_clip": np.nan,
@@ -44,30 +47,65 @@ def test_score_table_joins_every_sample_and_refuses_missing_scores(tmp_path):
     assert "plumbing" in scorer_note(table)
 
 
-def test_write_evaluation_outputs(tmp_path):
-    rows = sample_rows(tmp_path)
-    fake_scores(rows, tmp_path / "scores.csv")
-    image = tmp_path / "input.png"
-    Image.new("RGB", (64, 64), "white").save(image)
+def evaluation_outputs(tmp_path):
     out = {name: str(tmp_path / "out" / name) for name in
            ("scores_csv", "scores_parquet", "summary_csv", "summary_md", "tradeoff", "tradeoff_pairs", "best_alpha",
             "best_edits", "sweeps")}
     out["tradeoff"] += ".png"
     out["best_edits"] += ".png"
-    write_evaluation(rows, [tmp_path / "scores.csv"], images={"p1": str(image), "p2": str(image)}, lpips_max=0.3,
+    return out
+
+
+def input_images(tmp_path):
+    image = tmp_path / "input.png"
+    Image.new("RGB", (64, 64), "white").save(image)
+    return {"p1": str(image), "p2": str(image)}
+
+
+def test_write_evaluation_outputs(tmp_path):
+    rows = sample_rows(tmp_path)
+    fake_scores(rows, tmp_path / "scores.csv")
+    out = evaluation_outputs(tmp_path)
+    # text_min 15: alpha 0 (seed-mean clip 10.5, lpips 0.1) is the more faithful but does not edit; alpha 1 does
+    write_evaluation(rows, [tmp_path / "scores.csv"], images=input_images(tmp_path), text_min=15.0,
                      sweeps={"s": {"field": "finetune.steps", "variants": {"b": 10}}}, out=out)
     summary = pd.read_csv(out["summary_csv"])
     first = summary[(summary["variant"] == "a") & (summary["alpha"] == 1.0)].iloc[0]
-    # clip = 20 + seed over 2 pairs x 2 seeds -> mean 20.5
-    assert first["n"] == 4 and first["clip_score_mean"] == pytest.approx(20.5)
-    assert "±" in open(out["summary_md"]).read()
+    # clip = 20 + seed: each pair's seed mean is 20.5, so the mean and both interval ends are 20.5
+    assert (first["n_pairs"], first["n_seeds"]) == (2, 2)
+    assert (first["clip_score_mean"], first["clip_score_lo"], first["clip_score_hi"]) == pytest.approx((20.5,) * 3)
+    assert "n" not in summary.columns and not any(c.endswith("_ci95") for c in summary.columns)
+    markdown = open(out["summary_md"]).read()
+    assert "20.500 [20.500, 20.500]" in markdown and "n_pairs" in markdown and "bootstrap" in markdown
     best = pd.read_csv(out["best_alpha"])
     assert list(best["variant"]) == ["a", "a"]  # sweep variants are left to the sweep figure
-    assert (best["alpha"] == 0.0).all()  # alpha 1 has lpips 0.5 > 0.3
+    assert best["edited"].all() and (best["alpha"] == 1.0).all()
     assert pd.read_parquet(out["scores_parquet"]).shape[0] == len(rows)
     assert Image.open(out["best_edits"]).size[1] > 2 * 16
     # the sweep's variants are plotted in the sweep figure; the main trade-off keeps the others
     assert (tmp_path / "out" / "sweeps" / "s.png").stat().st_size > 0
+    assert sorted(p.name for p in (tmp_path / "out" / "tradeoff_pairs").iterdir()) == ["p1.png", "p2.png"]
+
+
+def test_pairs_without_an_editing_alpha_are_no_edit_in_table_and_montage(tmp_path):
+    rows = sample_rows(tmp_path, variants=("a",))
+    fake_scores(rows, tmp_path / "scores.csv", offsets={"p2": -10.0})  # p2 peaks at 10.5 < 15
+    out = evaluation_outputs(tmp_path)
+    write_evaluation(rows, [tmp_path / "scores.csv"], images=input_images(tmp_path), text_min=15.0, sweeps={},
+                     out=out)
+    best = pd.read_csv(out["best_alpha"]).set_index("pair_id")
+    assert bool(best.loc["p1", "edited"]) and best.loc["p1", "alpha"] == 1.0
+    assert not bool(best.loc["p2", "edited"]) and np.isnan(best.loc["p2", "alpha"])
+    assert best.loc["p2", "clip_score_max"] == pytest.approx(10.5)
+    montage = np.asarray(Image.open(out["best_edits"]).convert("RGB"))
+    # rows p1, p2 below a 14 px label strip; columns input, a right of the row labels; cells 64 px (MIN_CELL)
+    left, top, cell = row_label_width(["p1", "p2"]), 14, 64
+    edited = montage[top + 2, left + cell + 2]
+    no_edit = montage[top + cell + 2, left + cell + 2]
+    assert tuple(edited) == (200, 0, 10)  # seed 0's sample at alpha 1
+    assert tuple(no_edit) == NO_EDIT_GREY
+    centre = montage[top + cell: top + 2 * cell, left + cell: left + 2 * cell]
+    assert (centre.min(axis=-1) > 220).any()  # the white "no edit" text
 
 
 def test_sdedit_is_seeded_and_follows_strength(tiny):

@@ -1,35 +1,27 @@
-"""Tests of imagic_steps.stats on small hand-made score tables."""
-
-import math
+"""Tests of imagic_steps.stats on small hand-made score tables with known answers."""
 
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import LineCollection
 from PIL import Image
 
-from imagic_steps.stats import markdown_table, mean_ci95, pick_best_alpha, plot_tradeoff, summarise
+from imagic_steps.stats import (
+    bootstrap_mean_interval,
+    markdown_table,
+    pick_best_alpha,
+    plot_tradeoff,
+    summarise,
+    tradeoff_figure,
+    unit_means,
+)
 
 SCORER = "tiny-random(clip+lpips-alex)"
-
-
-def test_mean_ci95_known_answer():
-    mean, half_width, n = mean_ci95(np.array([1.0, 2.0, 3.0, 4.0]))
-    # t_{0.975, 3} = 3.182446, sample std of [1, 2, 3, 4] = sqrt(5/3) = 1.290994, sqrt(4) = 2.
-    assert n == 4
-    assert mean == pytest.approx(2.5)
-    assert half_width == pytest.approx(3.182446 * 1.290994 / 2, rel=1e-6)
-
-
-def test_mean_ci95_small_samples():
-    mean, half_width, n = mean_ci95(np.array([3.0]))
-    assert (mean, n) == (3.0, 1) and math.isnan(half_width)
-    mean, half_width, n = mean_ci95(np.array([np.nan, 1.0, 3.0]))
-    assert n == 2 and mean == pytest.approx(2.0)
-    assert half_width == pytest.approx(12.706205 * math.sqrt(2) / math.sqrt(2), rel=1e-6)
+DIGITS = "digits-classifier"
 
 
 def score_table() -> pd.DataFrame:
-    """Two imagic alphas (3 seeds each) and one sdedit strength (2 seeds) on one pair."""
+    """One pair: two imagic alphas (3 seeds each) and one sdedit strength (2 seeds)."""
     rows = [
         # method, alpha, seed, clip_score, lpips, clip_image_sim
         ("imagic", 0.9, 0, 20.0, 0.30, 0.80),
@@ -50,25 +42,134 @@ def score_table() -> pd.DataFrame:
     return table
 
 
-def test_summarise_groups_and_counts():
+def pair_table(pair_seed_scores: dict[str, list[float]], metric: str = "clip_score", scorer: str = DIGITS,
+               alpha: float = 1.0) -> pd.DataFrame:
+    """One imagic variant at one alpha; `pair_seed_scores` maps pair -> its seeds' values of `metric`."""
+    rows = [{"pair_id": pair, "seed": seed, metric: value}
+            for pair, values in pair_seed_scores.items() for seed, value in enumerate(values)]
+    table = pd.DataFrame(rows)
+    table["method"], table["variant"], table["alpha"], table["scorer"] = "imagic", "imagic", alpha, scorer
+    return table
+
+
+def one_row(table: pd.DataFrame, metric: str = "clip_score") -> pd.Series:
+    summary = summarise(table, metrics=(metric,))
+    assert len(summary) == 1
+    return summary.iloc[0]
+
+
+# --- the bootstrap itself ------------------------------------------------------------------------------------------
+
+def test_bootstrap_constant_values_give_a_point_interval():
+    assert bootstrap_mean_interval(np.zeros(5)) == (0.0, 0.0, 0.0)
+    assert bootstrap_mean_interval(np.full(4, 100.0)) == (100.0, 100.0, 100.0)
+
+
+def test_bootstrap_zero_one_pairs_known_answer():
+    # Pair means 0, 1, 1: a resample of 3 pairs is all zeros with probability 1/27 = 3.7% > 2.5%, all ones with
+    # probability 8/27 = 30% > 2.5%, so the 95% percentile interval is exactly [0, 1]; the mean is 2/3.
+    mean, lo, hi = bootstrap_mean_interval(np.array([0.0, 1.0, 1.0]))
+    assert mean == pytest.approx(2 / 3) and (lo, hi) == (0.0, 1.0)
+
+
+def test_bootstrap_is_deterministic_and_seeded():
+    values = np.random.default_rng(7).uniform(0, 100, size=12)
+    assert bootstrap_mean_interval(values) == bootstrap_mean_interval(values.copy())
+    assert bootstrap_mean_interval(values, seed=1) != bootstrap_mean_interval(values, seed=2)
+
+
+def test_bootstrap_interval_stays_within_the_values_and_is_about_normal_for_many_pairs():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        values = rng.choice([0.0, 100.0, rng.uniform(0, 100)], size=rng.integers(2, 9))
+        mean, lo, hi = bootstrap_mean_interval(values)
+        assert values.min() <= lo <= hi <= values.max()
+    # 200 pairs: the percentile interval is close to the normal one, mean ± 1.96 · sd / sqrt(n)
+    values = rng.normal(50, 10, size=200)
+    mean, lo, hi = bootstrap_mean_interval(values)
+    half = 1.96 * values.std(ddof=1) / np.sqrt(values.size)
+    assert lo == pytest.approx(mean - half, abs=0.15 * half) and hi == pytest.approx(mean + half, abs=0.15 * half)
+
+
+def test_bootstrap_undefined_with_fewer_than_two_values():
+    mean, lo, hi = bootstrap_mean_interval(np.array([3.0, np.nan]))
+    assert mean == 3.0 and np.isnan(lo) and np.isnan(hi)
+    assert all(np.isnan(v) for v in bootstrap_mean_interval(np.array([np.nan])))
+
+
+# --- summaries: seeds averaged within a pair, pairs resampled --------------------------------------------------------
+
+def test_summary_of_an_all_zero_metric_is_zero_zero():
+    row = one_row(pair_table({"p1": [0, 0], "p2": [0, 0], "p3": [0, 0]}))
+    assert (row["clip_score_mean"], row["clip_score_lo"], row["clip_score_hi"]) == (0.0, 0.0, 0.0)
+
+
+def test_summary_zero_one_pairs_known_answer_and_counts():
+    # 100 · P(target) with a 0/1 outcome per seed: pair means 0, 100, 100
+    row = one_row(pair_table({"p1": [0, 0], "p2": [100, 100], "p3": [100, 100]}))
+    assert row["clip_score_mean"] == pytest.approx(200 / 3)
+    assert (row["clip_score_lo"], row["clip_score_hi"]) == (0.0, 100.0)
+    assert (row["n_pairs"], row["n_seeds"]) == (3, 2)
+    assert "n" not in row.index and "clip_score_ci95" not in row.index
+
+
+def test_seeds_are_averaged_within_a_pair_before_resampling():
+    # Seeds that vary inside a pair must give exactly the numbers of the table holding each pair's seed mean.
+    varying = pair_table({"p1": [0, 100, 50], "p2": [100, 100, 100], "p3": [10, 20, 30], "p4": [90, 0, 60]})
+    means = pair_table({"p1": [50], "p2": [100], "p3": [20], "p4": [50]})
+    a, b = one_row(varying), one_row(means)
+    for column in ("clip_score_mean", "clip_score_lo", "clip_score_hi", "n_pairs"):
+        assert a[column] == pytest.approx(b[column]), column
+    assert (a["n_seeds"], b["n_seeds"]) == (3, 1)
+    # Pooling the 12 samples as independent would give another, narrower interval: not what is reported.
+    pooled = bootstrap_mean_interval(varying["clip_score"].to_numpy())
+    assert (pooled[1], pooled[2]) != (a["clip_score_lo"], a["clip_score_hi"])
+
+
+def test_every_pair_weighs_the_same_however_many_seeds_it_has():
+    row = one_row(pair_table({"p1": [0], "p2": [100, 100, 100]}))
+    assert row["clip_score_mean"] == 50.0 and row["n_seeds"] == 3
+
+
+def test_intervals_lie_within_the_pair_means_and_the_metric_range():
+    rng = np.random.default_rng(11)
+    for _ in range(10):
+        table = pair_table({f"p{i}": list(rng.choice([0.0, 100.0, rng.uniform(0, 100)], size=3))
+                            for i in range(rng.integers(2, 7))})
+        row = one_row(table)
+        means = unit_means(table, "clip_score")
+        assert means.min() <= row["clip_score_lo"] <= row["clip_score_mean"] <= row["clip_score_hi"] <= means.max()
+        assert 0.0 <= row["clip_score_lo"] and row["clip_score_hi"] <= 100.0
+
+
+def test_summary_is_deterministic():
+    table = pair_table({"p1": [3, 9], "p2": [40, 41], "p3": [77, 70], "p4": [12, 15]})
+    first = summarise(table, metrics=("clip_score",))
+    again = summarise(table.sample(frac=1.0, random_state=0), metrics=("clip_score",))  # row order does not matter
+    pd.testing.assert_frame_equal(first, again, check_exact=True)
+    assert first["clip_score_lo"].item() < first["clip_score_hi"].item()
+
+
+def test_one_pair_has_no_interval():
     summary = summarise(score_table())
     assert list(summary[["method", "alpha"]].itertuples(index=False, name=None)) == [
-        ("imagic", 0.9),
-        ("imagic", 1.1),
-        ("sdedit", 0.6),
-    ]
-    assert summary["n"].tolist() == [3, 3, 2]
+        ("imagic", 0.9), ("imagic", 1.1), ("sdedit", 0.6)]
+    assert summary["n_pairs"].tolist() == [1, 1, 1] and summary["n_seeds"].tolist() == [3, 3, 2]
     assert summary["clip_score_mean"].tolist() == pytest.approx([22.0, 26.0, 26.0])
     assert summary["lpips_mean"].tolist() == pytest.approx([0.32, 0.52, 0.42])
-    # Constant clip scores at alpha 1.1 give a zero-width interval; [20, 22, 24] has std 2.
-    assert summary["clip_score_ci95"].tolist()[:2] == pytest.approx([4.302653 * 2 / math.sqrt(3), 0.0], rel=1e-6)
+    assert summary[["clip_score_lo", "clip_score_hi", "lpips_lo", "lpips_hi"]].isna().all().all()
     assert (summary["scorer"] == SCORER).all()
     assert "sample_path" not in summary.columns
+    assert list(summary.columns[:5]) == ["method", "variant", "alpha", "n_pairs", "n_seeds"]
 
 
 def test_summarise_ignores_nan_metric_values():
     summary = summarise(score_table(), metrics=("directional_clip",))
     assert summary["directional_clip_mean"].isna().all()
+    table = pair_table({"p1": [1.0, np.nan], "p2": [np.nan, np.nan], "p3": [0.5, 0.5]}, metric="directional_clip")
+    row = one_row(table, metric="directional_clip")
+    assert row["directional_clip_mean"] == pytest.approx(0.75)  # p2 has no value and is left out
+    assert (row["directional_clip_lo"], row["directional_clip_hi"]) == (0.5, 1.0)
 
 
 def test_summarise_rejects_mixed_scorers():
@@ -78,51 +179,121 @@ def test_summarise_rejects_mixed_scorers():
         summarise(table)
 
 
-def best_alpha_table(lpips_at_high_alpha: float, lpips_at_low_alpha: float) -> pd.DataFrame:
-    """One pair, alphas 0.8 / 1.0 / 1.2 with rising CLIP score, two seeds each."""
+# --- best alpha: the most faithful alpha that edits -----------------------------------------------------------------
+
+def best_alpha_table(per_alpha: dict, pair: str = "three_to_eight") -> pd.DataFrame:
+    """One pair, two seeds per alpha; `per_alpha` maps alpha -> (seed-mean clip_score, seed-mean lpips)."""
     rows = []
-    for alpha, clip, lpips in [(0.8, 20.0, 0.2), (1.0, 24.0, lpips_at_low_alpha), (1.2, 30.0, lpips_at_high_alpha)]:
-        for seed, offset in [(0, -0.05), (1, 0.05)]:
-            rows.append(("cat", "imagic", "original", seed, alpha, clip + 10 * offset, lpips + offset))
+    for alpha, (clip, lpips) in per_alpha.items():
+        for seed, offset in [(0, -1.0), (1, 1.0)]:
+            rows.append((pair, "imagic", "imagic", seed, alpha, clip + 5 * offset, lpips + 0.01 * offset))
     table = pd.DataFrame(rows, columns=["pair_id", "method", "variant", "seed", "alpha", "clip_score", "lpips"])
-    table["scorer"] = SCORER
+    table["scorer"] = DIGITS
     return table
 
 
-def test_pick_best_alpha_respects_lpips_threshold():
-    # alpha 1.2 has the highest CLIP score but mean lpips 0.7 > 0.6, so 1.0 (mean lpips 0.5) wins;
-    # one seed of alpha 1.0 exceeds 0.6, which must not matter because seeds are averaged first.
-    best = pick_best_alpha(best_alpha_table(lpips_at_high_alpha=0.7, lpips_at_low_alpha=0.58), lpips_max=0.6)
+def test_a_faithful_alpha_that_does_not_edit_is_never_picked():
+    # The old rule picked 0.6 here (lowest distance; P(target) ~ 0). Now 1.0 wins: the most faithful alpha
+    # reaching 50, ahead of 1.2 (edits too, but further from the input).
+    table = best_alpha_table({0.0: (0.0, 0.05), 0.6: (2.5e-7, 0.10), 1.0: (80.0, 0.30), 1.2: (95.0, 0.40)})
+    best = pick_best_alpha(table, text_min=50.0)
     assert len(best) == 1
     row = best.iloc[0]
-    assert row["alpha"] == 1.0
-    assert row["clip_score"] == pytest.approx(24.0) and row["lpips"] == pytest.approx(0.58)
-    assert bool(row["qualified"]) is True
-    assert list(best.columns[:5]) == ["pair_id", "method", "variant", "alpha", "clip_score"]
+    assert bool(row["edited"]) and row["alpha"] == 1.0
+    assert row["clip_score"] == pytest.approx(80.0) and row["lpips"] == pytest.approx(0.30)
+    assert row["clip_score_max"] == pytest.approx(95.0) and row["text_min"] == 50.0
+    assert list(best.columns) == ["pair_id", "method", "variant", "edited", "alpha", "clip_score", "lpips",
+                                  "clip_score_max", "text_min", "scorer"]
 
 
-def test_pick_best_alpha_falls_back_to_lowest_lpips():
-    table = best_alpha_table(lpips_at_high_alpha=0.9, lpips_at_low_alpha=0.8)
-    table.loc[table["alpha"] == 0.8, "lpips"] += 0.5  # now 0.7 at alpha 0.8: nothing qualifies
-    best = pick_best_alpha(table, lpips_max=0.6).iloc[0]
-    assert best["alpha"] == 0.8
-    assert best["lpips"] == pytest.approx(0.7)
-    assert bool(best["qualified"]) is False
+def test_threshold_applies_to_the_seed_mean():
+    # alpha 1.0: seeds score 47 and 57, mean 52 >= 50: it edits although one seed is below the threshold.
+    table = best_alpha_table({1.0: (52.0, 0.3), 1.2: (90.0, 0.5)})
+    assert pick_best_alpha(table, text_min=50.0).iloc[0]["alpha"] == 1.0
+    # alpha 1.0 at mean 48 (one seed at 53): it does not edit
+    table = best_alpha_table({1.0: (48.0, 0.3), 1.2: (90.0, 0.5)})
+    assert pick_best_alpha(table, text_min=50.0).iloc[0]["alpha"] == 1.2
+
+
+def test_a_pair_where_no_alpha_edits_is_reported_as_no_edit():
+    table = pd.concat([
+        best_alpha_table({0.0: (0.0, 0.05), 0.6: (1.0, 0.1), 1.0: (30.0, 0.3)}, pair="one_to_seven"),
+        best_alpha_table({0.0: (0.0, 0.05), 1.0: (70.0, 0.3)}, pair="three_to_eight"),
+    ])
+    best = pick_best_alpha(table, text_min=50.0).set_index("pair_id")
+    none = best.loc["one_to_seven"]
+    assert not bool(none["edited"])
+    assert np.isnan(none["alpha"]) and np.isnan(none["clip_score"]) and np.isnan(none["lpips"])
+    assert none["clip_score_max"] == pytest.approx(30.0)
+    assert bool(best.loc["three_to_eight", "edited"]) and best.loc["three_to_eight", "alpha"] == 1.0
+
+
+def test_best_alpha_never_names_an_alpha_below_the_threshold():
+    rng = np.random.default_rng(5)
+    tables = []
+    for p in range(8):
+        per_alpha = {alpha: (rng.uniform(0, 100), rng.uniform(0, 1)) for alpha in (0.0, 0.4, 0.8, 1.2)}
+        tables.append(best_alpha_table(per_alpha, pair=f"p{p}"))
+    table = pd.concat(tables)
+    for text_min in (0.0, 40.0, 70.0, 101.0):
+        best = pick_best_alpha(table, text_min=text_min)
+        seed_means = table.groupby(["pair_id", "alpha"])[["clip_score", "lpips"]].mean()
+        for row in best.itertuples():
+            if row.edited:
+                assert seed_means.at[(row.pair_id, row.alpha), "clip_score"] >= text_min
+                editing = seed_means.loc[row.pair_id]
+                editing = editing[editing["clip_score"] >= text_min]
+                assert row.lpips == pytest.approx(editing["lpips"].min())
+            else:
+                assert np.isnan(row.alpha) and (seed_means.loc[row.pair_id, "clip_score"] < text_min).all()
+        if text_min > 100:
+            assert not best["edited"].any()
+
+
+# --- plot and markdown ------------------------------------------------------------------------------------------------
+
+def multi_pair_table() -> pd.DataFrame:
+    """Three pairs with 0/1 digit outcomes: intervals reach the ends of the metric's range."""
+    tables = []
+    for alpha, outcomes in [(0.0, [0, 0, 0]), (0.6, [0, 100, 100]), (1.0, [100, 100, 100])]:
+        table = pair_table({f"p{i}": [o, o] for i, o in enumerate(outcomes)}, alpha=alpha)
+        table["lpips"] = [0.05 + 0.5 * alpha + 0.1 * (i % 3) for i in range(len(table))]
+        table["clip_image_sim"] = 1 - table["lpips"]
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True)
+    return pd.concat([table, table.assign(method="sdedit", variant="sdedit")], ignore_index=True)
+
+
+def test_tradeoff_error_bars_are_the_intervals_and_stay_in_range():
+    summary = summarise(multi_pair_table())
+    assert summary["clip_score_lo"].min() == 0.0 and summary["clip_score_hi"].max() == 100.0
+    figure = tradeoff_figure(summary, title="digits")
+    bars = [s for c in figure.axes[0].collections if isinstance(c, LineCollection) for s in c.get_segments()]
+    assert bars
+    ends = np.concatenate(bars)
+    assert ends[:, 1].min() >= 0.0 and ends[:, 1].max() <= 100.0  # 100 · P(target) in [0, 100], nothing clipped
+    assert ends[:, 0].min() >= 0.0 and ends[:, 0].max() <= 1.0  # 1 − distance in [0, 1]
+    # the alpha-0.6 bar spans the whole interval [0, 100]
+    vertical = [s for s in bars if s[0, 0] == s[1, 0]]
+    assert any(sorted(s[:, 1]) == [0.0, 100.0] for s in vertical)
 
 
 def test_plot_tradeoff_writes_png(tmp_path):
-    table = score_table()
-    table = pd.concat([table, table.assign(variant="modified", clip_score=table["clip_score"] + 1)])
+    table = multi_pair_table()
     path = tmp_path / "plots" / "tradeoff.png"
-    plot_tradeoff(summarise(table), path, title="cat: imagic vs sdedit")
-    assert path.stat().st_size > 0
-    with Image.open(path) as image:
-        assert image.format == "PNG" and image.size[0] > 100
-    assert [p.name for p in path.parent.iterdir()] == ["tradeoff.png"]  # no temporary file left behind
+    plot_tradeoff(summarise(table), path, title="imagic vs sdedit")
+    single = tmp_path / "plots" / "one_pair.png"
+    plot_tradeoff(summarise(score_table()), single, title="one pair: no interval")  # NaN intervals: no bars
+    for png in (path, single):
+        with Image.open(png) as image:
+            assert image.format == "PNG" and image.size[0] > 100
+    assert sorted(p.name for p in path.parent.iterdir()) == ["one_pair.png", "tradeoff.png"]  # no temporary file
 
 
-def test_markdown_table_has_mean_plus_minus_ci():
-    text = markdown_table(summarise(score_table()), float_digits=2)
-    assert "±" in text
-    assert "22.00 ± 4.97" in text  # clip_score at alpha 0.9: 4.302653 * 2 / sqrt(3) = 4.968
-    assert "clip_score_ci95" not in text and SCORER in text
+def test_markdown_table_prints_mean_and_interval():
+    text = markdown_table(summarise(multi_pair_table()), float_digits=2)
+    assert "66.67 [0.00, 100.00]" in text and "0.00 [0.00, 0.00]" in text
+    assert "n_pairs" in text and "n_seeds" in text
+    assert "clip_score_lo" not in text and "±" not in text and DIGITS in text
+    one_pair = markdown_table(summarise(score_table()), float_digits=2)
+    assert "22.00 [n/a: < 2 pairs]" in one_pair

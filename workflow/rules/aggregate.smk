@@ -119,7 +119,7 @@ rule evaluate:
     params:
         rows=sample_table_rows(),
         images={pair.pair_id: pair.image for pair in PAIRS},
-        lpips_max=config.get("best_alpha", {}).get("lpips_max", 0.6),
+        text_min=config["best_alpha"]["text_min"],  # the schema default when the config sets none
         sweeps=SWEEPS,
         code=code_version("evaluate"),
     log:

@@ -30,6 +30,7 @@ CONFIG_SCHEMA = load_schema(workflow.source_path("../schemas/config.schema.yaml"
 config.update(coerce_to_schema(dict(config), CONFIG_SCHEMA))
 if (problem := config_error(config, CONFIG_SCHEMA)) is not None:
     raise WorkflowError(problem)
+config.setdefault("best_alpha", {})  # so that validate fills in its rule's defaults
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = config.get("results", "results")
