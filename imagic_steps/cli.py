@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 
 import yaml
 
 from .figures import save_grid
-from .errors import USER_ERRORS
+from .errors import USER_ERRORS, PlanError
 from .images import load_image, open_rgb
 from .io import write_json
 from .stages import ModelSpec, run_embed, run_finetune, run_sample
-from .variants import PRESETS, resolve_variant
+from .plan import check_text
+from .variants import MAX_SEED, PRESETS, resolve_variant
+
+DEVICE_PATTERN = re.compile(r"cpu|auto|mps|cuda(:\d+)?")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's one-line error format and exit code 1 for bad input."""
+
+    def error(self, message: str):
+        print(f"error: command line ({self.prog}): {message}; see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
@@ -36,8 +48,8 @@ def variant_spec(preset: str, overrides: list[tuple[list[str], object]]) -> dict
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imagic-steps", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = ArgumentParser(prog="imagic-steps", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     edit = commands.add_parser("edit", help="edit one image with one prompt (stages A, B, C)")
     edit.add_argument("--image", required=True, type=Path)
     edit.add_argument("--prompt", required=True, help="the target text")
@@ -56,9 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """What argparse's types cannot say, checked before the model loads; PlanError names the option."""
+    check_text("command line", "--prompt", args.prompt, "give the target text")
+    for seed in args.seeds:
+        if not 0 <= seed <= MAX_SEED:
+            raise PlanError(f"command line (--seeds): {seed} is out of range; use seeds in 0..{MAX_SEED}")
+    if not DEVICE_PATTERN.fullmatch(args.device):
+        raise PlanError(f"command line (--device): {args.device!r} is not a device; use cpu, cuda, cuda:N, mps or auto")
+    if args.out.exists() and not args.out.is_dir():
+        raise PlanError(f"command line (--out): {args.out} is a file; give a folder (it is created if missing)")
+
+
 def edit(args: argparse.Namespace) -> None:
-    variant = resolve_variant(args.variant, variant_spec(args.variant, args.overrides))
-    alphas = tuple(args.alphas) if args.alphas else variant.alphas
+    check_arguments(args)
+    spec = variant_spec(args.variant, args.overrides)
+    if args.alphas:
+        spec["alphas"] = args.alphas  # checked with the variant: finite, within the allowed range
+    variant = resolve_variant(args.variant, spec)
+    alphas = variant.alphas
     out: Path = args.out
     open_rgb(args.image)  # fail on a bad image before spending time on the model
     components = ModelSpec(args.model, args.revision, args.device, args.dtype, args.channels_last, args.compile).load()
@@ -93,5 +121,5 @@ def main(argv: list[str] | None = None) -> int:
         edit(args)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return 1
     return 0

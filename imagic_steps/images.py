@@ -76,6 +76,9 @@ def open_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS, min_side:
             raise _image_error(path, "is too large to decode safely", error, "downscale it first") from None
         except OSError as error:
             raise _image_error(path, "cannot be read", error, "check the path and its permissions") from None
+        except ValueError as error:  # e.g. a PNG text chunk that decompresses past PIL's MAX_TEXT_CHUNK
+            raise _image_error(path, "has a chunk too large to decode safely", error,
+                               "re-export the image without metadata") from None
 
         with image:
             _check_size(path, image.size, max_pixels=max_pixels, min_side=min_side)

@@ -99,11 +99,11 @@ UNSAFE_PATH_CHARACTERS = re.compile(r"""[\s$`;&|<>()'"\\*?!{}\[\]#~]""")
 
 def check_image_path(pair_id: str, image: str, where: str) -> None:
     if not image:
-        raise PlanError(f"{where}: pair '{pair_id}' has no image path; fill the 'image' column")
+        raise PlanError(f"{where} (pair '{pair_id}', image): no image path; fill the 'image' column")
     bad = sorted(set(UNSAFE_PATH_CHARACTERS.findall(image)))
     if bad:
         raise PlanError(
-            f"{where}: pair '{pair_id}': image path {image!r} contains {''.join(bad)!r}, which a cluster job's shell "
+            f"{where} (pair '{pair_id}', image): the path {image!r} contains {''.join(bad)!r}, which a cluster job's shell "
             f"would interpret; rename the file or link it under a name of letters, digits and . _ - / + = , @"
         )
 
@@ -111,39 +111,104 @@ def check_image_path(pair_id: str, image: str, where: str) -> None:
 def check_pair_id(pair_id: str, where: str) -> None:
     if not re.fullmatch(PAIR_ID_PATTERN, pair_id):
         raise PlanError(
-            f"{where}: pair_id {pair_id!r} is not safe as a folder name; use 1-64 letters, digits, '_' or '-', "
+            f"{where} (pair_id {pair_id!r}): not safe as a folder name; use 1-64 letters, digits, '_' or '-', "
             f"starting with a letter or digit"
         )
 
 
-def read_pairs_sheet(path: str | Path) -> list[Pair]:
-    """Pairs from a TSV with columns pair_id, image, prompt [, source_prompt, overrides (JSON)].
+SHEET_COLUMNS = ("pair_id", "image", "prompt", "source_prompt", "overrides")
+REQUIRED_COLUMNS = ("pair_id", "image", "prompt")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
-    Image paths are taken relative to the working directory, as Snakemake does.
+
+def _read_text(path: Path, what: str, fix: str) -> str:
+    """The UTF-8 text of a sheet or list (a leading byte-order mark dropped), or a PlanError saying why not."""
+    if not path.is_file():
+        state = "is a folder" if path.is_dir() else "does not exist"
+        raise PlanError(f"{path} ({what}): the file {state}; {fix}")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise PlanError(f"{path} ({what}): not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
+                        "save the file as UTF-8") from None
+    if not text.strip():
+        raise PlanError(f"{path} ({what}): the file is empty; {fix}")
+    return text
+
+
+def check_text(where: str, subject: str, value: Any, fix: str, required: bool = True) -> str:
+    """`value` as a string without control characters (NUL, escapes, ...), non-empty when `required`."""
+    if not isinstance(value, str):
+        raise PlanError(f"{where} ({subject}): {value!r} is not text; {fix}")
+    if CONTROL_CHARACTERS.search(value):
+        raise PlanError(f"{where} ({subject}): {value!r} contains control characters; remove them")
+    if required and not value.strip():
+        raise PlanError(f"{where} ({subject}): the value is empty; {fix}")
+    return value
+
+
+def check_unique_ids(pairs: Sequence[Pair], where: str) -> None:
+    """Pair ids name folders, and ids that differ only in case are one folder on case-insensitive file systems."""
+    seen: dict[str, str] = {}
+    for pair in pairs:
+        folded = pair.pair_id.casefold()
+        if folded in seen:
+            raise PlanError(f"{where} (pair_id {pair.pair_id!r}): repeats pair_id {seen[folded]!r} (ids name folders; "
+                            "ids differing only in case share one on some file systems); give every pair its own id")
+        seen[folded] = pair.pair_id
+
+
+def read_pairs_sheet(path: str | Path) -> list[Pair]:
+    """Pairs from a UTF-8 TSV with columns pair_id, image, prompt [, source_prompt, overrides (JSON)].
+
+    Cells are taken literally (no CSV quoting: a prompt may contain quotes). Image paths are relative to the
+    working directory, as Snakemake takes them. Every problem is a PlanError naming the line and column.
     """
     path = Path(path)
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
+    fix = "write a header line pair_id<TAB>image<TAB>prompt and one line per pair (config/pairs.tsv)"
+    lines = _read_text(path, "pairs sheet", fix).splitlines()
+    header = lines[0].split("\t")
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise PlanError(f"{path}:1 (columns): column(s) {', '.join(duplicated)} appear twice; keep one of each")
+    unknown = [name for name in header if name not in SHEET_COLUMNS]
+    if unknown:
+        raise PlanError(f"{path}:1 (columns): unknown column(s) {', '.join(map(repr, unknown))}; the columns are "
+                        f"{', '.join(SHEET_COLUMNS)} (the last two optional)")
+    missing = [name for name in REQUIRED_COLUMNS if name not in header]
+    if missing:
+        raise PlanError(f"{path}:1 (columns): missing column(s) {', '.join(missing)}; {fix}")
     pairs = []
-    for line, row in enumerate(rows, start=2):
-        where = f"{path}:{line}"
-        pair_id = (row.get("pair_id") or "").strip()
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        where = f"{path}:{number}"
+        if len(cells) != len(header):
+            raise PlanError(f"{where} (row): {len(cells)} tab-separated cells for {len(header)} columns; "
+                            "separate cells with exactly one tab")
+        row = dict(zip(header, cells))
+        pair_id = row["pair_id"].strip()
         check_pair_id(pair_id, where)
-        prompt = row.get("prompt") or ""
-        if not prompt.strip():
-            raise PlanError(f"{where}: pair '{pair_id}' has an empty prompt; write the target text in the 'prompt' column")
-        overrides_text = (row.get("overrides") or "").strip()
+        subject = f"pair '{pair_id}'"
+        prompt = check_text(where, f"{subject}, prompt", row["prompt"], "write the target text in the 'prompt' column")
+        source_prompt = check_text(where, f"{subject}, source_prompt", row.get("source_prompt", ""), "", required=False)
+        overrides_text = check_text(where, f"{subject}, overrides", row.get("overrides", ""), "", required=False).strip()
         try:
             overrides = json.loads(overrides_text) if overrides_text else {}
         except json.JSONDecodeError as error:
-            raise PlanError(f"{where}: pair '{pair_id}' overrides are not valid JSON ({error.msg}); "
+            raise PlanError(f"{where} ({subject}, overrides): not valid JSON ({error.msg}); "
                             'write e.g. {"embed": {"steps": 100}}') from None
-        image = (row.get("image") or "").strip()
+        if not isinstance(overrides, dict):
+            raise PlanError(f"{where} ({subject}, overrides): {overrides_text} is not a JSON object; "
+                            'write e.g. {"embed": {"steps": 100}}')
+        image = check_text(where, f"{subject}, image", row["image"], "fill the 'image' column").strip()
         check_image_path(pair_id, image, where)
-        pairs.append(Pair(pair_id, image, prompt, (row.get("source_prompt") or "").strip(), overrides))
-    duplicates = sorted({p.pair_id for p in pairs if [q.pair_id for q in pairs].count(p.pair_id) > 1})
-    if duplicates:
-        raise PlanError(f"{path}: duplicate pair_id(s) {duplicates}; every row needs its own id")
+        pairs.append(Pair(pair_id, image, prompt, source_prompt.strip(), overrides))
+    if not pairs:
+        raise PlanError(f"{path} (pairs sheet): the sheet has a header but no pairs; add one line per pair")
+    check_unique_ids(pairs, str(path))
     return pairs
 
 
@@ -155,16 +220,43 @@ def tedbench_pair_id(img_name: str, target_text: str) -> str:
 
 
 def read_tedbench(json_path: str | Path, images_dir: str | Path) -> list[Pair]:
-    """Pairs from a TEdBench-style JSON list of {"img_name", "target_text"} and a folder of originals."""
-    entries = json.loads(Path(json_path).read_text(encoding="utf-8"))
-    pairs = []
+    """Pairs from a TEdBench-style JSON list of {"img_name", "target_text"} and a folder of originals.
+
+    `img_name` is a relative path inside `images_dir` (absolute paths and `..` are refused: the list names files
+    of the benchmark, not of this machine); repeated entries are refused, since they would score twice.
+    """
+    json_path = Path(json_path)
+    fix = 'write a JSON list of {"img_name": "file.png", "target_text": "..."} entries'
+    text = _read_text(json_path, "TEdBench list", fix)
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise PlanError(f"{json_path}:{error.lineno} (TEdBench list): not valid JSON ({error.msg}, column "
+                        f"{error.colno}); {fix}") from None
+    if not isinstance(entries, list) or not entries:
+        raise PlanError(f"{json_path} (TEdBench list): the file holds no entries list; {fix}")
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise PlanError(f"{images_dir} (tedbench.images): not a folder; point tedbench.images at the originals")
+    pairs, seen = [], {}
     for index, entry in enumerate(entries):
+        where = f"{json_path}: entry {index}"
         if not isinstance(entry, dict) or not {"img_name", "target_text"} <= set(entry):
-            raise PlanError(f"{json_path}: entry {index} needs 'img_name' and 'target_text'")
-        pair_id = tedbench_pair_id(entry["img_name"], entry["target_text"])
-        image = str(Path(images_dir) / entry["img_name"])
-        check_image_path(pair_id, image, f"{json_path}: entry {index}")
-        pairs.append(Pair(pair_id, image, entry["target_text"]))
+            raise PlanError(f"{where} (entry): needs 'img_name' and 'target_text'; {fix}")
+        name = check_text(where, "img_name", entry["img_name"], "give the image's file name")
+        target = check_text(where, "target_text", entry["target_text"], "give the edit's target text")
+        relative = Path(name)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise PlanError(f"{where} (img_name {name!r}): must be a path inside tedbench.images; "
+                            "give the file name relative to that folder")
+        if (name, target) in seen:
+            raise PlanError(f"{where} (img_name {name!r}): repeats entry {seen[(name, target)]}; remove the duplicate")
+        seen[(name, target)] = index
+        pair_id = tedbench_pair_id(name, target)
+        image = str(images_dir / relative)
+        check_image_path(pair_id, image, where)
+        pairs.append(Pair(pair_id, image, target))
+    check_unique_ids(pairs, str(json_path))
     return pairs
 
 

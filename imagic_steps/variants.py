@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import VariantError
 
 LATENT_MODES = ("sample", "mean")
+MAX_STEPS = 100_000  # per stage; the papers' longest schedules are 1,500 steps
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64-bit seeds; the JSON/YAML round trip keeps 63 bits
+ALPHA_RANGE = (-1.0, 3.0)  # interpolation weights: 0 reconstructs, 1 edits; beyond 3 is noise, not extrapolation
 FINETUNE_MODES = ("full", "lora")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SAVE_DTYPES = ("fp32", "fp16")
@@ -169,24 +173,28 @@ def resolve_variant(name: str, spec: dict[str, Any] | None = None) -> Variant:
     spec = dict(spec or {})
     preset = spec.pop("preset", name)
     if preset not in PRESETS:
-        raise VariantError(f"variant '{name}': unknown preset '{preset}'; choose one of {sorted(PRESETS)}")
+        raise VariantError(f"variant '{name}' (preset): unknown preset '{preset}'; choose one of {sorted(PRESETS)}")
     unknown = set(spec) - set(SECTIONS) - TOP_LEVEL
     if unknown:
         raise VariantError(
-            f"variant '{name}': unknown field(s) {sorted(unknown)}; allowed: preset, {', '.join(sorted(set(SECTIONS) | TOP_LEVEL))}"
+            f"variant '{name}' (fields): unknown field(s) {sorted(unknown)}; allowed: preset, {', '.join(sorted(set(SECTIONS) | TOP_LEVEL))}"
         )
     resolved = deep_merge(PRESETS[preset], spec)
     sections = {}
     for section, cls in SECTIONS.items():
         values = resolved.get(section, {})
         if not isinstance(values, dict):
-            raise VariantError(f"variant '{name}': '{section}' must be a mapping of fields, got {values!r}")
+            raise VariantError(f"variant '{name}' ({section}): must be a mapping of fields, got {values!r}; write e.g. {section}: {{steps: 100}}")
         known = {f.name: f.type for f in dataclasses.fields(cls)}
         bad = set(values) - set(known)
         if bad:
-            raise VariantError(f"variant '{name}': unknown {section} field(s) {sorted(bad)}; allowed: {sorted(known)}")
+            raise VariantError(f"variant '{name}' ({section}): unknown field(s) {sorted(bad)}; allowed: {sorted(known)}")
         sections[section] = cls(**{key: _coerce(name, section, key, value, cls) for key, value in values.items()})
-    alphas = tuple(float(a) for a in resolved.get("alphas", (1.0,)))
+    alphas = resolved.get("alphas", (1.0,))
+    try:
+        alphas = tuple(float(a) for a in alphas)
+    except (TypeError, ValueError):
+        raise VariantError(f"variant '{name}' (alphas): {alphas!r} is not a list of numbers; write e.g. [0, 0.5, 1]") from None
     variant = Variant(name=name, alphas=alphas, resolution=resolved.get("resolution"), **sections)
     validate_variant(variant)
     return variant
@@ -209,7 +217,7 @@ def _coerce(name: str, section: str, key: str, value: Any, cls: type) -> Any:
         return str(value)
     except (TypeError, ValueError):
         raise VariantError(
-            f"variant '{name}': {section}.{key} = {value!r} is not a {type(default).__name__}"
+            f"variant '{name}' ({section}.{key}): {value!r} is not a {type(default).__name__}; give a {type(default).__name__}"
         ) from None
 
 
@@ -219,8 +227,24 @@ def validate_variant(variant: Variant) -> None:
 
     def check(ok: bool, where: str, value: Any, rule: str) -> None:
         if not ok:
-            raise VariantError(f"variant '{variant.name}': {where} = {value!r} is invalid; {rule}")
+            raise VariantError(f"variant '{variant.name}' ({where}): {value!r} is invalid; {rule}")
 
+    # Planning-time limits, so no job runs for ever or draws from an invalid seed: finite numbers everywhere
+    # (a NaN learning rate or an infinite guidance scale "runs" and writes garbage), steps up to MAX_STEPS,
+    # seeds that a torch.Generator takes, alphas in ALPHA_RANGE.
+    for section, params in (("embed", e), ("finetune", f), ("sample", s)):
+        for item in dataclasses.fields(params):
+            value = getattr(params, item.name)
+            where = f"{section}.{item.name}"
+            if isinstance(value, float):
+                check(math.isfinite(value), where, value, "use a finite number")
+            if item.name == "steps":
+                check(value <= MAX_STEPS, where, value, f"use at most {MAX_STEPS} steps")
+            if item.name == "seed":
+                check(0 <= value <= MAX_SEED, where, value, f"use a seed in 0..{MAX_SEED}")
+    low, high = ALPHA_RANGE
+    for alpha in variant.alphas:
+        check(math.isfinite(alpha) and low <= alpha <= high, "alphas", alpha, f"use alphas in [{low}, {high}]")
     check(e.steps >= 0, "embed.steps", e.steps, "use 0 (skip) or a positive number")
     check(e.lr > 0, "embed.lr", e.lr, "use a positive learning rate")
     check(e.latents in LATENT_MODES, "embed.latents", e.latents, f"choose one of {LATENT_MODES}")
@@ -228,6 +252,7 @@ def validate_variant(variant: Variant) -> None:
     check(f.lr > 0, "finetune.lr", f.lr, "use a positive learning rate")
     check(f.mode in FINETUNE_MODES, "finetune.mode", f.mode, f"choose one of {FINETUNE_MODES}")
     check(f.lora_rank > 0, "finetune.lora_rank", f.lora_rank, "use a positive rank")
+    check(f.lora_alpha > 0, "finetune.lora_alpha", f.lora_alpha, "use a positive scale (often equal to the rank)")
     check(f.mixed_precision in MIXED_PRECISION, "finetune.mixed_precision", f.mixed_precision, f"choose one of {MIXED_PRECISION}")
     check(f.save_dtype in SAVE_DTYPES, "finetune.save_dtype", f.save_dtype, f"choose one of {SAVE_DTYPES}")
     check(f.preview_every >= 0, "finetune.preview_every", f.preview_every, "use 0 (off) or a positive number")

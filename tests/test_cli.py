@@ -27,5 +27,5 @@ def test_cli_bad_input_is_one_clear_line(tmp_path):
     command = [sys.executable, "-m", "imagic_steps", "edit", "--image", str(tmp_path / "missing.png"),
                "--prompt", "x", "--out", str(tmp_path / "o")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [f"error: image '{tmp_path / 'missing.png'}' does not exist; check the path"]

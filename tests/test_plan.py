@@ -71,11 +71,11 @@ def test_sheet_errors_name_the_row_and_the_fix(tmp_path):
     good = read_pairs_sheet(write_sheet(tmp_path, [["cat", "c.png", "a 'quoted' $cat\\n", '{"embed": {"steps": 3}}']]))
     assert good[0].prompt == "a 'quoted' $cat\\n" and good[0].overrides == {"embed": {"steps": 3}}
     for rows, words in [
-        ([["cat", "c.png", "x", ""], ["cat", "d.png", "y", ""]], "duplicate pair_id"),
+        ([["cat", "c.png", "x", ""], ["cat", "d.png", "y", ""]], "repeats pair_id 'cat'"),
         ([["../up", "c.png", "x", ""]], "not safe as a folder name"),
         ([[".hidden", "c.png", "x", ""]], "not safe"),
         ([["with space", "c.png", "x", ""]], "not safe"),
-        ([["cat", "c.png", "  ", ""]], "empty prompt"),
+        ([["cat", "c.png", "  ", ""]], r"\(pair 'cat', prompt\): the value is empty"),
         ([["cat", "c.png", "x", "{bad"]], "not valid JSON"),
     ]:
         with pytest.raises(PlanError, match=words):
@@ -83,11 +83,12 @@ def test_sheet_errors_name_the_row_and_the_fix(tmp_path):
 
 
 def test_tedbench_ids_are_safe_deterministic_and_distinct(tmp_path):
-    entries = [{"img_name": "sub/../.hidden.png", "target_text": "a"}, {"img_name": "sub/../.hidden.png", "target_text": "b"}]
+    entries = [{"img_name": "sub/.hidden.png", "target_text": "a"}, {"img_name": "sub/.hidden.png", "target_text": "b"}]
     (tmp_path / "list.json").write_text(json.dumps(entries))
+    (tmp_path / "originals").mkdir()
     pairs = read_tedbench(tmp_path / "list.json", tmp_path / "originals")
     assert pairs[0].pair_id != pairs[1].pair_id
-    assert pairs[0].pair_id == tedbench_pair_id("sub/../.hidden.png", "a")
+    assert pairs[0].pair_id == tedbench_pair_id("sub/.hidden.png", "a")
     for pair in pairs:
         assert "/" not in pair.pair_id and not pair.pair_id.startswith(".")
     (tmp_path / "bad.json").write_text(json.dumps([{"img_name": "x.png"}]))

@@ -33,7 +33,7 @@ def test_user_variant_overrides_a_preset_field_and_keeps_the_rest():
     "spec,words",
     [
         ({"preset": "nope"}, "unknown preset"),
-        ({"embed": {"stepz": 3}}, "unknown embed field"),
+        ({"embed": {"stepz": 3}}, "(embed): unknown field"),
         ({"sampler": {}}, "unknown field"),
         ({"embed": {"lr": 0}}, "embed.lr"),
         ({"finetune": {"steps": -1}}, "finetune.steps"),
@@ -45,6 +45,13 @@ def test_user_variant_overrides_a_preset_field_and_keeps_the_rest():
         ({"alphas": []}, "alphas"),
         ({"finetune": {"mode": "half"}}, "finetune.mode"),
         ({"resolution": 100}, "resolution"),
+        ({"embed": {"lr": float("nan")}}, "(embed.lr): nan is invalid; use a finite number"),
+        ({"sample": {"guidance_scale": float("inf")}}, "(sample.guidance_scale): inf"),
+        ({"finetune": {"lora_alpha": float("nan")}}, "(finetune.lora_alpha)"),
+        ({"finetune": {"steps": 10**12}}, "(finetune.steps): 1000000000000 is invalid; use at most"),
+        ({"embed": {"seed": 2**70}}, "(embed.seed)"),
+        ({"alphas": [0.0, float("nan")]}, "(alphas): nan"),
+        ({"alphas": [1e16]}, "(alphas)"),
     ],
 )
 def test_bad_variant_fields_name_the_variant_and_field(spec, words):

@@ -160,7 +160,7 @@ def test_per_variant_sample_jobs_plan_one_job_per_sample_set(tmp_path):
     variants["lora"]["alphas"] = [0.5]
     write_config(tmp_path, sample_jobs="per_variant", variants=variants)
     done = snakemake(tmp_path, "--dry-run", check=False)
-    assert done.returncode != 0 and "variant 'lora' sets its own alphas" in done.stdout + done.stderr
+    assert done.returncode != 0 and "config (variants.lora.alphas): the variant sets its own alphas" in done.stdout + done.stderr
 
 
 @pytest.mark.slow
@@ -209,7 +209,7 @@ def test_image_name_with_shell_syntax_is_refused_before_any_job(tmp_path):
 def test_unknown_variant_field_and_missing_image_are_named(tmp_path):
     write_config(tmp_path, variants={"v": {"preset": "original", "embed": {"stepz": 1}}})
     done = snakemake(tmp_path, "--dry-run", check=False)
-    assert done.returncode != 0 and "unknown embed field(s) ['stepz']" in done.stderr + done.stdout
+    assert done.returncode != 0 and "variant 'v' (embed): unknown field(s) ['stepz']" in done.stderr + done.stdout
 
     write_config(tmp_path)
     (tmp_path / "images" / "cat.png").unlink()

@@ -1,9 +1,8 @@
 # Config and sheet validation, the experiment plan, and the input functions of every rule.
 import dataclasses
 import sys
+from pathlib import Path
 
-import pandas as pd
-from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from imagic_steps.configuration import coerce_to_schema, config_error, default_scorer, load_schema
@@ -24,16 +23,24 @@ from imagic_steps.provenance import code_version
 from imagic_steps.variants import VariantError
 
 
+def fail(message):
+    """Stop planning with one line (no traceback): `error: <where> (<key/pair/file>): <what>; <fix>`."""
+    print(message if message.startswith("error: ") else f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
 # --config values arrive as strings inside lists and mappings: type them by the schema, then report the first
 # violation as one line (key, value, expected form) before Snakemake's validate fills in the defaults.
 CONFIG_SCHEMA = load_schema(workflow.source_path("../schemas/config.schema.yaml"))
 config.update(coerce_to_schema(dict(config), CONFIG_SCHEMA))
 if (problem := config_error(config, CONFIG_SCHEMA)) is not None:
-    raise WorkflowError(problem)
+    fail(problem)
 config.setdefault("best_alpha", {})  # so that validate fills in its rule's defaults
 validate(config, schema="../schemas/config.schema.yaml")
 
-RESULTS = config.get("results", "results")
+RESULTS = config["results"]
+if Path(RESULTS).exists() and not Path(RESULTS).is_dir():
+    fail(f"config (results): {RESULTS} is a file; give a folder for the results (it is created if missing)")
 SEEDS = config["seeds"]
 ALPHAS = config["alphas"]
 SAMPLE_JOBS = config.get("sample_jobs", "per_alpha")  # one sample job per alpha, or per sample set
@@ -52,14 +59,12 @@ def load_pairs():
     if "tedbench" in config:
         pairs = read_tedbench(config["tedbench"]["json"], config["tedbench"]["images"])
     else:
-        sheet = pd.read_csv(config["pairs"], sep="\t", dtype=str, keep_default_na=False)
-        validate(sheet, schema="../schemas/pairs.schema.yaml")
         pairs = read_pairs_sheet(config["pairs"])
     for pair in pairs:
         try:
             open_rgb(pair.image)
         except ImageError as error:
-            raise PlanError(f"pair '{pair.pair_id}': {error}") from None
+            raise PlanError(f"{pair.image} (pair '{pair.pair_id}'): {error}") from None
     return pairs
 
 
@@ -69,12 +74,12 @@ try:
     RUNS = plan_experiment(MODEL, PAIRS, VARIANT_SPECS, ALPHAS, SEEDS, config.get("resolution"))
     SDEDIT_RUNS = plan_sdedit(MODEL, PAIRS, config.get("sdedit"), SEEDS, config.get("resolution"))
 except (PlanError, VariantError) as error:
-    raise WorkflowError(str(error)) from None
+    fail(str(error))
 
 if SAMPLE_JOBS == "per_variant":
     for run in RUNS:
         if list(run.alphas) != list(ALPHAS):
-            raise WorkflowError(f"variant '{run.variant.name}' sets its own alphas, which 'sample_jobs: per_variant' "
+            fail(f"config (variants.{run.variant.name}.alphas): the variant sets its own alphas, which 'sample_jobs: per_variant' "
                                 "cannot batch (its jobs sample the config's alphas); remove them or use per_alpha")
 
 EMBED_RUNS = {(r.pair.pair_id, r.embed_key): r for r in RUNS}
