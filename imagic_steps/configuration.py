@@ -23,11 +23,11 @@ def default_scorer(model_id: str) -> dict:
     """The scorer a config without `scorer:` gets: the digits classifier for the digits model, small offline
     random-weight scorers for the random-weight presets (real CLIP would need a download and score noise anyway),
     real CLIP + LPIPS otherwise."""
-    from .locations import DIGITS_PRESET, TINY_PRESET
+    from .locations import DIGITS_PRESET, is_random_preset
 
     if model_id == DIGITS_PRESET:
         return {"kind": "digits"}
-    if model_id == TINY_PRESET:
+    if is_random_preset(model_id):
         return {"tiny": True}
     return {"kind": "clip"}
 
@@ -84,7 +84,7 @@ def _where(path) -> str:
     where = ""
     for part in path:
         where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
-    return where or "config"
+    return where or "top level"
 
 
 def _get(value: Any, path: tuple) -> Any:
@@ -104,6 +104,8 @@ def _expected(error) -> str:
     if validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         sign = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[validator]
         return f"a value {sign} {rule}"
+    if validator == "minProperties":
+        return f"a mapping of at least {rule} entry(ies)"
     if validator == "minItems":
         return f"a list of at least {rule} item(s)"
     if validator == "uniqueItems":

@@ -3,11 +3,40 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 TINY_PRESET = "tiny"
 DIGITS_PRESET = "digits"  # shipped in presets/digits/; retrain with `python -m imagic_steps.toy.train`
+SD15_SHAPED_PRESET = "sd15-shaped"
+SD21_SHAPED_PRESET = "sd21-shaped"
 TINY_VERSION = "tiny-sd-v1"  # bump when the tiny configs change, so stale caches are not reused
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """An offline model preset.
+
+    `folder`: the name of its diffusers folder, under `cache_dir()` where it is built on first use
+    (`imagic_steps.models.ensure_preset`), or under the package's presets/ when `shipped`; the built ones carry a
+    version, bumped when their configs change, so stale caches are not reused. `random_weights`: seeded random
+    initialisation, never trained, so what the preset produces checks the mechanics and means nothing about
+    quality. `architecture`: the published model whose exact architecture it has (`sd15`, `sd21`), if any.
+    """
+
+    name: str
+    folder: str
+    random_weights: bool
+    shipped: bool = False
+    architecture: str | None = None
+
+
+MODEL_PRESETS: dict[str, ModelPreset] = {preset.name: preset for preset in (
+    ModelPreset(TINY_PRESET, TINY_VERSION, random_weights=True),
+    ModelPreset(DIGITS_PRESET, DIGITS_PRESET, random_weights=False, shipped=True),
+    ModelPreset(SD15_SHAPED_PRESET, "sd15-shaped-v1", random_weights=True, architecture="sd15"),
+    ModelPreset(SD21_SHAPED_PRESET, "sd21-shaped-v1", random_weights=True, architecture="sd21"),
+)}
 
 
 def cache_dir() -> Path:
@@ -16,9 +45,16 @@ def cache_dir() -> Path:
 
 
 def preset_folder(model: str) -> Path | None:
-    """The diffusers folder of a preset (the tiny one may not be built yet), or None if `model` is no preset."""
-    if model == TINY_PRESET:
-        return cache_dir() / TINY_VERSION
-    if model == DIGITS_PRESET:
-        return Path(__file__).resolve().parent / "presets" / DIGITS_PRESET
-    return None
+    """The diffusers folder of a preset (a built one may not be built yet), or None if `model` is no preset."""
+    preset = MODEL_PRESETS.get(model)
+    if preset is None:
+        return None
+    if preset.shipped:
+        return Path(__file__).resolve().parent / "presets" / preset.folder
+    return cache_dir() / preset.folder
+
+
+def is_random_preset(model: str) -> bool:
+    """Whether `model` names a preset with random weights: whatever it produces must be labelled as such."""
+    preset = MODEL_PRESETS.get(model)
+    return preset is not None and preset.random_weights

@@ -30,7 +30,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .locations import preset_folder
+from .locations import MODEL_PRESETS, preset_folder
 from .variants import LORA_TARGET_MODULES, FinetuneParams
 
 GIB = 2**30
@@ -69,8 +69,11 @@ class ModelSize:
         return rank * self.lora_per_rank
 
 
-# Stable Diffusion 1.5, counted from the architectures (diffusers / transformers configs).
+# Stable Diffusion 1.5 and 2.1 (768-v), counted from the architectures (diffusers / transformers configs; the
+# `sd15-shaped` / `sd21-shaped` presets are built from the same ones).
 SD15 = ModelSize(unet=859_520_964, text_encoder=123_060_480, vae=83_653_863, lora_per_rank=199_296, resolution=512)
+SD21 = ModelSize(unet=865_910_724, text_encoder=340_387_840, vae=83_653_863, lora_per_rank=207_488, resolution=768)
+ARCHITECTURE_SIZES = {"sd15": SD15, "sd21": SD21}  # by `imagic_steps.locations.ModelPreset.architecture`
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,8 @@ def safetensors_shapes(path: str | Path) -> dict[str, list[int]]:
     """Tensor name -> shape, read from a safetensors file's JSON header only (no weights are read)."""
     with open(path, "rb") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
+        if length > Path(path).stat().st_size - 8:  # a corrupt length must not become a huge read
+            raise ValueError(f"{path}: safetensors header length {length} exceeds the file")
         header = json.loads(handle.read(length))
     header.pop("__metadata__", None)
     return {name: entry["shape"] for name, entry in header.items()}
@@ -189,6 +194,41 @@ def component_weight_files(folder: Path) -> list[Path]:
             if index.exists():
                 return sorted({folder / name for name in json.loads(index.read_text())["weight_map"].values()})
     return []
+
+
+MODEL_COMPONENTS = ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
+WEIGHTED_COMPONENTS = ("text_encoder", "vae", "unet")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def model_folder_problem(model_folder: str | Path) -> str | None:
+    """What keeps a local diffusers folder from loading, as one line, or None: the layout (model_index.json, each
+    component's folder and config), safetensors weights (pickle-only weights are refused unread: loading them
+    would run code) and readable safetensors headers."""
+    folder = Path(model_folder)
+    name = f"model folder '{model_folder}'"
+    fix = "point model.id at a diffusers folder (`huggingface-cli download ID --local-dir DIR` writes one)"
+    if not (folder / "model_index.json").is_file():
+        return f"{name} (model_index.json): not found; {fix}"
+    for component in MODEL_COMPONENTS:
+        if not (folder / component).is_dir():
+            return f"{name} ({component}/): not found; {fix}"
+    for component in WEIGHTED_COMPONENTS:
+        if not (folder / component / "config.json").is_file():
+            return f"{name} ({component}/config.json): not found; {fix}"
+        files = component_weight_files(folder / component)
+        if not files:
+            pickled = sorted(p.name for p in (folder / component).iterdir() if p.suffix in PICKLE_SUFFIXES)
+            what = f"only pickle weights ({', '.join(pickled)}), which are never loaded" if pickled else "no weights"
+            return (f"{name} ({component}): {what}; convert them to safetensors (e.g. load and `save_pretrained("
+                    "..., safe_serialization=True)` on a trusted machine)")
+        for path in files:
+            try:
+                safetensors_shapes(path)
+            except (OSError, ValueError, OverflowError, MemoryError, struct.error, KeyError, TypeError):
+                return (f"{name} ({path.relative_to(folder)}): not a readable safetensors file (corrupt or truncated "
+                        "header); download or convert it again")
+    return None
 
 
 def read_model_size(model_folder: str | Path) -> ModelSize | None:
@@ -233,6 +273,27 @@ def model_size(model: str, revision: str | None = None) -> ModelSize | None:
     """The size of a model reference, or None when its weights are not on this machine yet."""
     folder = local_model_folder(model, revision)
     return read_model_size(folder) if folder is not None else None
+
+
+def planning_model_size(model: str, revision: str | None = None) -> tuple[ModelSize | None, str | None]:
+    """The size to plan job memory with, and a note when it is not read from the model's own weights.
+
+    Weights on this machine: their size, no note. A preset with a published architecture that is not built yet:
+    that architecture's size (the preset has exactly it). Another preset not built yet (tiny): None, no note;
+    it is small. Any other model not on this machine yet: SD-1.5's size.
+    """
+    size = model_size(model, revision)
+    if size is not None:
+        return size, None
+    preset = MODEL_PRESETS.get(model)
+    if preset is None:
+        return SD15, (f"model '{model}' is not on this machine yet, so job memory resources assume Stable Diffusion "
+                      "1.5's size; download it first (huggingface-cli download) for figures from its own weights")
+    if preset.architecture is None:
+        return None, None
+    return ARCHITECTURE_SIZES[preset.architecture], (
+        f"preset '{model}' is not built yet (its first job builds it), so job memory resources assume its "
+        f"architecture's published size ({preset.architecture}), which it is built with")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """Load the five Stable Diffusion components Imagic needs, from a hub id, a local folder or a preset.
 
 A model reference is one of:
-  * a preset name (`tiny`): a deterministic, randomly initialised tiny Stable Diffusion that is built
-    offline from configs, written once with `save_pretrained` to a cache folder and then loaded through
-    the very same `from_pretrained` path as a real model;
+  * a built preset's name: a deterministic, randomly initialised Stable Diffusion that is built offline from
+    configs, written once with `save_pretrained` to a cache folder and then loaded through the very same
+    `from_pretrained` path as a real model. `tiny` is a ~1 M parameter one for fast tests; `sd15-shaped` and
+    `sd21-shaped` have exactly SD-1.5's and SD-2.1 (768-v)'s architectures, schedulers and tokenizers, so
+    memory, speed and the v-prediction path can be checked offline at full size;
+  * the shipped `digits` preset, trained on handwritten digits (`imagic_steps.toy`);
   * a local folder in the diffusers layout (`model_index.json`, `tokenizer/`, `text_encoder/`, `vae/`,
     `unet/`, `scheduler/`);
   * a hub id such as `stable-diffusion-v1-5/stable-diffusion-v1-5` (SD 1.x / 2.x).
@@ -13,22 +16,32 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, PNDMScheduler, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import logging as diffusers_logging
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
 from .errors import ModelNotAvailableError
-from .locations import DIGITS_PRESET, TINY_PRESET, TINY_VERSION, preset_folder
+from .locations import (  # DIGITS_PRESET is re-exported for the toy model's callers
+    DIGITS_PRESET,
+    MODEL_PRESETS,
+    SD15_SHAPED_PRESET,
+    SD21_SHAPED_PRESET,
+    TINY_PRESET,
+    is_random_preset,
+    preset_folder,
+)
+
+logger = logging.getLogger(__name__)
 
 TINY_RESOLUTION = 64  # pixels; latents are 8x8
 
@@ -69,18 +82,21 @@ class SDComponents:
         return int(self.unet.config.sample_size) * self.vae_scale_factor
 
     def provenance(self) -> dict:
-        """What a result folder records about the model it came from."""
-        return {"model": self.model_id, "revision": self.revision, "dtype": str(self.dtype).replace("torch.", ""),
-                "device": str(self.device), "channels_last": self.channels_last, "compile_unet": self.compile_unet}
+        """What a result folder records about the model it came from. `random_weights` marks the random presets'
+        results, which check the mechanics and mean nothing about quality."""
+        return {"model": self.model_id, "revision": self.revision, "random_weights": is_random_preset(self.model_id),
+                "prediction_type": self.scheduler.config.prediction_type,
+                "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device),
+                "channels_last": self.channels_last, "compile_unet": self.compile_unet}
 
 
 def resolve_model_path(model: str) -> str:
-    """Turn a model reference into something `from_pretrained` accepts (a folder path or a hub id)."""
-    if model == TINY_PRESET:
-        return str(ensure_tiny_model())
-    if model == DIGITS_PRESET:
-        return str(preset_folder(DIGITS_PRESET))
-    return model
+    """Turn a model reference into something `from_pretrained` accepts (a folder path or a hub id); a built
+    preset is built on first use."""
+    preset = MODEL_PRESETS.get(model)
+    if preset is None:
+        return model
+    return str(preset_folder(model) if preset.shipped else ensure_preset(model))
 
 
 def load_components(
@@ -119,6 +135,8 @@ def load_components(
         module.to(device)
     if channels_last:
         unet.to(memory_format=torch.channels_last)
+    if is_random_preset(model):
+        logger.info("model '%s' has seeded random weights: its outputs check the mechanics, not quality", model)
     return SDComponents(tokenizer, text_encoder, vae, unet, scheduler, model, revision, device, torch_dtype,
                         channels_last, compile_unet)
 
@@ -135,7 +153,7 @@ def _unavailable_message(model: str, error: Exception) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# The tiny preset
+# The built presets: tiny, sd15-shaped, sd21-shaped
 # --------------------------------------------------------------------------------------------------
 
 
@@ -187,7 +205,84 @@ def tiny_text_config() -> CLIPTextConfig:
     )
 
 
-def tiny_scheduler_config() -> dict:
+def sd15_unet_config() -> dict:
+    """SD-1.5's UNet (its unet/config.json; the other fields are diffusers' defaults, which are SD's):
+    859,520,964 parameters on 64x64x4 latents (512 px)."""
+    return dict(
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+
+
+def sd21_unet_config() -> dict:
+    """SD-2.1 (768-v)'s UNet: SD-1.5's blocks conditioned on 1024-d OpenCLIP states, with per-level head dims,
+    linear projections in the transformers and attention upcast to fp32 (as its config sets, against fp16
+    overflow); 865,910,724 parameters on 96x96x4 latents (768 px)."""
+    return {**sd15_unet_config(), "sample_size": 96, "cross_attention_dim": 1024,
+            "attention_head_dim": (5, 10, 20, 20), "use_linear_projection": True, "upcast_attention": True}
+
+
+def sd_vae_config(resolution: int) -> dict:
+    """SD's VAE (SD-1.x and 2.x share it; only `sample_size` differs): 83,653,863 parameters, 8x down-sampling."""
+    return dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=resolution,
+        scaling_factor=0.18215,
+    )
+
+
+def sd15_text_config() -> CLIPTextConfig:
+    """SD-1.5's text encoder, the text tower of OpenAI's CLIP ViT-L/14: 123,060,480 parameters."""
+    return CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        max_position_embeddings=77,
+        hidden_act="quick_gelu",
+        projection_dim=768,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+    )
+
+
+def sd21_text_config() -> CLIPTextConfig:
+    """SD-2.1's text encoder, OpenCLIP ViT-H/14's text tower without its last layer (SD-2 conditions on the
+    penultimate one) as a transformers CLIPTextModel: 340,387,840 parameters. The special-token ids are the
+    tokenizer's (the published config's 0/1/2 are placeholders; only pooling reads them, which SD does not use)."""
+    return CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=23,
+        num_attention_heads=16,
+        max_position_embeddings=77,
+        hidden_act="gelu",
+        projection_dim=512,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=0,
+    )
+
+
+def sd15_scheduler_config() -> dict:
     """SD 1.x's scheduler config (a PNDM scheduler over scaled-linear betas, 1000 steps, epsilon prediction)."""
     return dict(
         num_train_timesteps=1000,
@@ -200,6 +295,42 @@ def tiny_scheduler_config() -> dict:
         prediction_type="epsilon",
         skip_prk_steps=True,
     )
+
+
+def sd21_scheduler_config() -> dict:
+    """SD-2.1 (768-v)'s scheduler config: SD 1.x's betas for a DDIM scheduler, and v prediction."""
+    return {**sd15_scheduler_config(), "prediction_type": "v_prediction"}
+
+
+@dataclass(frozen=True)
+class PresetRecipe:
+    """What a built preset is made of: component configs, the scheduler, the tokenizer's padding token (SD-1.x
+    pads with the end-of-text token, SD-2.x with "!", id 0) and the dtype its weights are stored in."""
+
+    unet: dict
+    vae: dict
+    text_encoder: CLIPTextConfig
+    scheduler_class: type[SchedulerMixin]
+    scheduler: dict
+    pad_token: str = "<|endoftext|>"
+    # The SD-shaped presets store fp16: random weights lose nothing by the rounding, and it halves their disk
+    # use (2.1 / 2.6 GB instead of 4.3 / 5.2). `load_components` casts to the requested dtype (an fp32 load
+    # converts for ~5 s on the CPU, where fp32 files would be mapped lazily).
+    storage_dtype: torch.dtype = torch.float32
+
+
+def preset_recipe(name: str) -> PresetRecipe:
+    """The recipe of the built preset `name` (see `imagic_steps.locations.MODEL_PRESETS`)."""
+    if name == TINY_PRESET:
+        return PresetRecipe(tiny_unet_config(), tiny_vae_config(), tiny_text_config(), PNDMScheduler,
+                            sd15_scheduler_config())
+    if name == SD15_SHAPED_PRESET:
+        return PresetRecipe(sd15_unet_config(), sd_vae_config(512), sd15_text_config(), PNDMScheduler,
+                            sd15_scheduler_config(), storage_dtype=torch.float16)
+    if name == SD21_SHAPED_PRESET:
+        return PresetRecipe(sd21_unet_config(), sd_vae_config(768), sd21_text_config(), DDIMScheduler,
+                            sd21_scheduler_config(), pad_token="!", storage_dtype=torch.float16)
+    raise KeyError(f"'{name}' is not a built preset")
 
 
 def write_clip_bpe_files(folder: Path) -> None:
@@ -222,31 +353,41 @@ def write_clip_bpe_files(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
 
 
-def build_tiny_model(folder: Path, seed: int = 0) -> None:
-    """Build the tiny preset deterministically from `seed` and `save_pretrained` it into `folder`."""
+def write_clip_tokenizer(folder: Path, pad_token: str = "<|endoftext|>") -> CLIPTokenizer:
+    """Save SD's CLIP tokenizer (77-token context, padding with `pad_token`) into `folder`, and return it."""
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory() as bpe:
+        write_clip_bpe_files(Path(bpe))
+        tokenizer = CLIPTokenizer(vocab=f"{bpe}/vocab.json", merges=f"{bpe}/merges.txt", model_max_length=77,
+                                  pad_token=pad_token)
+        tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def build_preset(name: str, folder: Path, seed: int = 0) -> None:
+    """Build the preset `name` deterministically from `seed` and `save_pretrained` it into `folder`.
+
+    The components are built, saved and freed one at a time, so the build holds at most one of them (SD's
+    UNet: 3.4 GB in fp32) in memory.
+    """
+    recipe = preset_recipe(name)
     folder = Path(folder)
     transformers_logging.disable_progress_bar()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**tiny_unet_config())
-        vae = AutoencoderKL(**tiny_vae_config())
-        text_encoder = CLIPTextModel(tiny_text_config())
-    write_clip_bpe_files(folder / "bpe")
-    tokenizer = CLIPTokenizer(vocab=str(folder / "bpe" / "vocab.json"), merges=str(folder / "bpe" / "merges.txt"),
-                              model_max_length=77)
-    shutil.rmtree(folder / "bpe")
-    tokenizer.save_pretrained(folder / "tokenizer")
-    text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
-    vae.save_pretrained(folder / "vae", safe_serialization=True)
-    unet.save_pretrained(folder / "unet", safe_serialization=True)
-    PNDMScheduler.from_config(tiny_scheduler_config()).save_pretrained(folder / "scheduler")
+        # One random stream in this order (UNet, VAE, text encoder): the order the tiny preset was drawn in.
+        _save_component(UNet2DConditionModel(**recipe.unet), folder / "unet", recipe.storage_dtype)
+        _save_component(AutoencoderKL(**recipe.vae), folder / "vae", recipe.storage_dtype)
+        _save_component(CLIPTextModel(recipe.text_encoder), folder / "text_encoder", recipe.storage_dtype)
+    write_clip_tokenizer(folder / "tokenizer", recipe.pad_token)
+    recipe.scheduler_class.from_config(recipe.scheduler).save_pretrained(folder / "scheduler")
     model_index = {
         "_class_name": "StableDiffusionPipeline",
         "_diffusers_version": "0.42.1",
         "feature_extractor": [None, None],
         "requires_safety_checker": False,
         "safety_checker": [None, None],
-        "scheduler": ["diffusers", "PNDMScheduler"],
+        "scheduler": ["diffusers", recipe.scheduler_class.__name__],
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"],
         "unet": ["diffusers", "UNet2DConditionModel"],
@@ -255,16 +396,30 @@ def build_tiny_model(folder: Path, seed: int = 0) -> None:
     (folder / "model_index.json").write_text(json.dumps(model_index, indent=2))
 
 
-@lru_cache(maxsize=None)
-def ensure_tiny_model() -> Path:
-    """Return the tiny preset's folder, building it on first use (atomically: concurrent jobs may race)."""
-    folder = preset_folder(TINY_PRESET)
+def _save_component(module: torch.nn.Module, folder: Path, dtype: torch.dtype) -> None:
+    """Save one freshly built component in `dtype` (cast in place, one parameter at a time)."""
+    # torch's own `to`: diffusers' override warns about fp32-only modules on every dtype cast, even with none
+    torch.nn.Module.to(module, dtype).save_pretrained(folder, safe_serialization=True)
+
+
+def build_tiny_model(folder: Path, seed: int = 0) -> None:
+    """Build the tiny preset deterministically from `seed` and `save_pretrained` it into `folder`."""
+    build_preset(TINY_PRESET, folder, seed)
+
+
+def ensure_preset(name: str) -> Path:
+    """Return the built preset `name`'s folder, building it on first use (atomically: concurrent jobs may race).
+
+    The SD-shaped presets take ~20 s and 4 GiB of memory to build on two CPU cores, and 2.1 / 2.6 GB of disk.
+    """
+    folder = preset_folder(name)
     if (folder / "model_index.json").exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{TINY_VERSION}.", dir=folder.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        build_tiny_model(staging)
+        logger.info("building the %s preset (seeded random weights) into %s", name, folder)
+        build_preset(name, staging)
         try:
             os.rename(staging, folder)
         except OSError:
@@ -273,3 +428,8 @@ def ensure_tiny_model() -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def ensure_tiny_model() -> Path:
+    """Return the tiny preset's folder, building it on first use."""
+    return ensure_preset(TINY_PRESET)

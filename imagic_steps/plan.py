@@ -298,7 +298,8 @@ def expand_sweeps(
     for name, sweep in sweeps.items():
         base = sweep["variant"]
         if base not in variant_specs:
-            raise PlanError(f"sweep '{name}': variant '{base}' is not defined under 'variants'")
+            raise PlanError(f"config (sweeps.{name}.variant): '{base}' is not a variant of this config; "
+                            "name one defined under 'variants'")
         section, _, field_name = sweep["field"].partition(".")
         members = {}
         for value in sweep["values"]:

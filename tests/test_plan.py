@@ -104,7 +104,7 @@ def test_sweeps_expand_into_variants_sharing_keys_with_equal_ones():
     runs = {r.variant.name: r for r in plan_experiment(MODEL, PAIRS[:1], all_specs, [1.0], [0])}
     assert runs["ft-20"].sample_key == runs["original"].sample_key
     assert runs["ft-0"].variant.finetune.steps == 0
-    with pytest.raises(PlanError, match="not defined"):
+    with pytest.raises(PlanError, match="is not a variant of this config"):
         expand_sweeps(specs, {"ft": {"variant": "nope", "field": "finetune.steps", "values": [1]}})
 
 

@@ -7,8 +7,7 @@ from snakemake.utils import validate
 
 from imagic_steps.configuration import coerce_to_schema, config_error, default_scorer, load_schema
 from imagic_steps.images import ImageError, open_rgb
-from imagic_steps.locations import preset_folder
-from imagic_steps.memory import SD15, job_memory_mb, model_size, stage_estimate
+from imagic_steps.memory import job_memory_mb, model_folder_problem, planning_model_size, stage_estimate
 from imagic_steps.plan import (
     PAIR_ID_PATTERN,
     PlanError,
@@ -46,12 +45,11 @@ ALPHAS = config["alphas"]
 SAMPLE_JOBS = config.get("sample_jobs", "per_alpha")  # one sample job per alpha, or per sample set
 MODEL = {"revision": None, "dtype": "fp32", "device": "cpu", **config["model"]}
 GPU_PER_JOB = 0 if MODEL["device"] == "cpu" else 1
-MODEL_SIZE = model_size(MODEL["id"], MODEL["revision"])  # None until the weights are on this machine
-if MODEL_SIZE is None and preset_folder(MODEL["id"]) is None:
-    MODEL_SIZE = SD15
-    print(f"note: model '{MODEL['id']}' is not on this machine yet, so job memory resources assume Stable "
-          "Diffusion 1.5's size; download it first (huggingface-cli download) for figures from its own weights",
-          file=sys.stderr)
+if Path(MODEL["id"]).is_dir() and (problem := model_folder_problem(MODEL["id"])) is not None:
+    fail(problem)
+MODEL_SIZE, MODEL_SIZE_NOTE = planning_model_size(MODEL["id"], MODEL["revision"])  # None: tiny, not built yet
+if MODEL_SIZE_NOTE:
+    print(f"note: {MODEL_SIZE_NOTE}", file=sys.stderr)
 
 
 def load_pairs():
