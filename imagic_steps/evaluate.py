@@ -49,11 +49,16 @@ def summary_markdown(summary: pd.DataFrame, scorer_note: str) -> str:
             + markdown_table(summary) + "\n")
 
 
-def axis_labels(table: pd.DataFrame) -> dict[str, str]:
-    """Trade-off axis labels that say what the scorer measured."""
+def tradeoff_options(table: pd.DataFrame) -> dict:
+    """Trade-off plot options that say what the scorer measured: axis labels and, for the digits classifier,
+    its calibrated reference bands of the identity distance (imagic_steps/toy/classifier.py)."""
     if table["scorer"].str.startswith("digits-classifier").all():
-        return {"xlabel": "pixel fidelity to input (1 − RMSE, grey levels in [0, 1]; higher = closer)",
-                "ylabel": "100 · P(target digit) (digit classifier; higher = edit achieved)"}
+        # imported here: the CLIP path needs neither the classifier nor its calibration file
+        from .toy.classifier import reference_bands
+
+        return {"xlabel": "identity similarity to input (1 − classifier-feature cosine distance; higher = closer)",
+                "ylabel": "100 · P(target digit) (digit classifier; higher = edit achieved)",
+                "references": reference_bands()}
     return {}
 
 
@@ -63,8 +68,10 @@ def scorer_note(table: pd.DataFrame) -> str:
     if any(name.startswith("tiny-random") for name in names):
         note += " (random-weight scorers: these numbers check the plumbing and mean nothing about quality)"
     if any(name.startswith("digits-classifier") for name in names):
-        note += (" (digits domain: clip_score = 100 · P(target digit) from a digit classifier, lpips = 1 − pixel"
-                 " fidelity, clip_image_sim = SSIM)")
+        note += (" (digits domain: clip_score = 100 · P(target digit) from a digit classifier, lpips = identity"
+                 " distance, 1 − cosine similarity of the classifier's features, calibrated in"
+                 " imagic_steps/presets/digits_classifier/calibration.json; clip_image_sim = SSIM; pixel_fidelity"
+                 " = 1 − RMSE of grey levels)")
     return note
 
 
@@ -120,7 +127,7 @@ def plot_sweep(table: pd.DataFrame, sweep: dict, path, title: str) -> None:
     means = rows.groupby(["alpha", "value"], sort=True)[["clip_score", "lpips", "clip_image_sim"]].mean().reset_index()
     figure = Figure(figsize=(10, 3.6), dpi=110)
     FigureCanvasAgg(figure)
-    panels = [("clip_score", "CLIP score (text alignment)"), ("lpips", "1 − LPIPS (fidelity)"),
+    panels = [("clip_score", "CLIP score (text alignment)"), ("lpips", "1 − distance (LPIPS; digits: identity)"),
               ("clip_image_sim", "CLIP image similarity (identity)")]
     for index, (metric, label) in enumerate(panels):
         axes = figure.add_subplot(1, 3, index + 1)
@@ -162,14 +169,14 @@ def write_evaluation(
     write_text(out["summary_md"], summary_markdown(summary, note))
     swept = table["variant"].isin([v for sweep in sweeps.values() for v in sweep["variants"]])
     main = table[~swept] if (~swept).any() else table  # the sweep's own variants get the sweep figure
-    labels = axis_labels(table)
+    options = tradeoff_options(table)
     plot_tradeoff(summarise(main, by=SUMMARY_KEYS), out["tradeoff"],
                   "text alignment vs fidelity along alpha (SDEdit: strength)\n"
-                  f"mean over pairs of seed means, {CONFIDENCE:.0%} pair bootstrap intervals", **labels)
+                  f"mean over pairs of seed means, {CONFIDENCE:.0%} pair bootstrap intervals", **options)
     for pair, pair_rows in main.groupby("pair_id"):
         plot_tradeoff(summarise(pair_rows, by=SUMMARY_KEYS), Path(out["tradeoff_pairs"]) / f"{pair}.png",
                       f"pair {pair}: text alignment vs fidelity along alpha\nmean over seeds (one pair: no interval)",
-                      **labels)
+                      **options)
     best = pick_best_alpha(main, text_min=text_min)
     with atomic_path(out["best_alpha"]) as tmp:
         best.to_csv(tmp, index=False)

@@ -19,9 +19,9 @@ STAGE_MODULES = {
     "finetune": ("models", "diffusion", "embed", "finetune", "io"),
     "sample": ("models", "images", "diffusion", "sample", "finetune", "io"),
     "sdedit": ("models", "images", "sample", "sdedit", "io"),
-    "score": ("images", "score", "io"),
+    "score": ("images", "score", "io", "stats", "toy/classifier", "toy/digits"),
     "aggregate": ("figures", "images", "aggregate", "io"),
-    "evaluate": ("figures", "images", "stats", "aggregate", "evaluate", "io"),
+    "evaluate": ("figures", "images", "stats", "aggregate", "evaluate", "io", "toy/classifier"),
 }
 
 

@@ -15,6 +15,7 @@ the range of the pair means, hence inside the metric's own range (e.g. [0, 100] 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -29,7 +30,7 @@ BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # fixed, so every table and figure is reproducible bit for bit
 CONFIDENCE = 0.95
 TEXT_METRIC = "clip_score"  # text alignment, higher = better (digits: 100 * P(target digit))
-DISTANCE_METRIC = "lpips"  # distance to the input, lower = closer (digits: 1 - pixel fidelity)
+DISTANCE_METRIC = "lpips"  # distance to the input, lower = closer (digits: the classifier's identity distance)
 
 
 def unit_means(table: pd.DataFrame, metric: str, unit: str = UNIT) -> np.ndarray:
@@ -190,21 +191,44 @@ def _interval_errors(mean: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.nda
     return np.maximum(np.where(finite, errors, 0.0), 0.0)
 
 
+@dataclass(frozen=True)
+class ReferenceBand:
+    """A calibrated reference level of the distance metric (e.g. two images of the same digit by different
+    writers): its median and interquartile range [q25, q75], in the metric's own units."""
+
+    label: str
+    q25: float
+    median: float
+    q75: float
+
+
+REFERENCE_COLORS = ("tab:green", "tab:orange", "tab:grey")  # cycled over the bands of one figure
+
+
 def tradeoff_figure(summary: pd.DataFrame, title: str,
                     xlabel: str = "1 − LPIPS (fidelity to input, unitless; higher = closer)",
-                    ylabel: str = "CLIP score (100 · cosine; higher = better text alignment)") -> Figure:
+                    ylabel: str = "CLIP score (100 · cosine; higher = better text alignment)",
+                    references: Sequence[ReferenceBand] = ()) -> Figure:
     """The fidelity / text-alignment trade-off of a `summarise` table as a matplotlib Figure.
 
     x = 1 - mean LPIPS (fidelity to the input), y = mean CLIP score; one line per (method, variant),
     ordered by alpha, each point labelled with its alpha. Error bars are the pair bootstrap intervals
     [lo, hi] (asymmetric, drawn as they are: they lie inside the metric's range by construction; none
-    with a single pair). The title names the scorer(s) so random-weight numbers are recognisable.
+    with a single pair). Each of `references` (distance levels, drawn at x = 1 - distance) is a vertical
+    band over its interquartile range with a dashed line at its median, named in the legend, so a curve's
+    fidelity reads against what e.g. another writer's drawing of the same digit scores. The title names
+    the scorer(s) so random-weight numbers are recognisable.
     """
     _require_columns(summary, ["method", "variant", "alpha", "lpips_mean", "clip_score_mean", "scorer"])
     # A bare Figure on the Agg canvas: no pyplot global state, no display backend needed.
     figure = Figure(figsize=(7, 5), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
+    for index, band in enumerate(references):
+        color = REFERENCE_COLORS[index % len(REFERENCE_COLORS)]
+        axes.axvspan(1.0 - band.q75, 1.0 - band.q25, color=color, alpha=0.15, lw=0,
+                     label=f"{band.label} (median, IQR)")
+        axes.axvline(1.0 - band.median, color=color, ls="--", lw=1)
     for (method, variant), curve in summary.groupby(["method", "variant"], sort=True):
         curve = curve.sort_values("alpha")
         lpips_mean = curve["lpips_mean"].to_numpy(dtype=np.float64)
@@ -225,14 +249,14 @@ def tradeoff_figure(summary: pd.DataFrame, title: str,
     scorer_names = ", ".join(sorted(map(str, summary["scorer"].unique())))
     axes.set_title(f"{title}\nscorer: {scorer_names}", fontsize=10)
     axes.grid(True, alpha=0.3)
-    axes.legend(title="method / variant", fontsize=8)
+    axes.legend(title="method / variant" + (", reference" if references else ""), fontsize=8)
     figure.tight_layout()
     return figure
 
 
-def plot_tradeoff(summary: pd.DataFrame, path: str | os.PathLike, title: str, **labels) -> None:
-    """`tradeoff_figure` saved as PNG at `path` (atomically); `labels` are its xlabel / ylabel."""
-    figure = tradeoff_figure(summary, title, **labels)
+def plot_tradeoff(summary: pd.DataFrame, path: str | os.PathLike, title: str, **options) -> None:
+    """`tradeoff_figure` saved as PNG at `path` (atomically); `options` are its xlabel, ylabel, references."""
+    figure = tradeoff_figure(summary, title, **options)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
 

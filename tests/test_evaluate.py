@@ -1,11 +1,14 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from imagic_steps.aggregate import row_label_width
-from imagic_steps.evaluate import NO_EDIT_GREY, score_table, scorer_note, write_evaluation
+from imagic_steps.evaluate import NO_EDIT_GREY, score_table, scorer_note, tradeoff_options, write_evaluation
 from imagic_steps.sdedit import SdeditParams, sdedit
+from imagic_steps.stats import summarise, tradeoff_figure
 
 
 def sample_rows(tmp_path, pairs=("p1", "p2"), variants=("a", "b"), seeds=(0, 1), alphas=(0.0, 1.0)):
@@ -123,3 +126,24 @@ def test_sdedit_is_seeded_and_follows_strength(tiny):
     assert np.abs(weak - original).mean() < np.abs(full - original).mean()
     with pytest.raises(ValueError, match="strength"):
         sdedit(tiny, image, "a cat", 0.0, [0], params)[0]
+
+
+def reference_labels(table: pd.DataFrame) -> list[str]:
+    """The reference bands' legend entries of the trade-off figure `write_evaluation` would draw for `table`."""
+    figure = tradeoff_figure(summarise(table), "t", **tradeoff_options(table))
+    return [t.get_text() for t in figure.axes[0].get_legend().get_texts() if t.get_text().endswith("(median, IQR)")]
+
+
+def test_tradeoff_draws_the_calibration_bands_for_the_digits_scorer_only(tmp_path):
+    rows = sample_rows(tmp_path)
+    fake_scores(rows, tmp_path / "clip.csv")
+    fake_scores(rows, tmp_path / "digits.csv", scorer="digits-classifier")
+    clip = score_table(rows, [tmp_path / "clip.csv"])
+    digits = score_table(rows, [tmp_path / "digits.csv"])
+    assert reference_labels(clip) == []
+    assert reference_labels(digits) == [f"{label} (median, IQR)" for label in
+                                        ("same digit, other writer", "target digit, other writer", "blank")]
+    assert "identity" in tradeoff_options(digits)["xlabel"] and "identity distance" in scorer_note(digits)
+    out = evaluation_outputs(tmp_path)
+    write_evaluation(rows, [tmp_path / "digits.csv"], images=input_images(tmp_path), text_min=15.0, sweeps={}, out=out)
+    assert Path(out["tradeoff"]).stat().st_size > 0

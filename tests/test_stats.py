@@ -7,6 +7,7 @@ from matplotlib.collections import LineCollection
 from PIL import Image
 
 from imagic_steps.stats import (
+    ReferenceBand,
     bootstrap_mean_interval,
     markdown_table,
     pick_best_alpha,
@@ -297,3 +298,19 @@ def test_markdown_table_prints_mean_and_interval():
     assert "clip_score_lo" not in text and "±" not in text and DIGITS in text
     one_pair = markdown_table(summarise(score_table()), float_digits=2)
     assert "22.00 [n/a: < 2 pairs]" in one_pair
+
+
+def test_reference_bands_are_drawn_at_one_minus_the_distance_and_named_in_the_legend():
+    bands = [ReferenceBand("same digit, other writer", 0.16, 0.24, 0.34), ReferenceBand("blank", 0.62, 0.67, 0.71)]
+    figure = tradeoff_figure(summarise(multi_pair_table()), title="digits", references=bands)
+    axes = figure.axes[0]
+    spans = [patch for patch in axes.patches if patch.get_label().endswith("(median, IQR)")]
+    assert len(spans) == 2
+    for patch, band in zip(spans, bands):
+        assert (patch.get_x(), patch.get_x() + patch.get_width()) == pytest.approx((1 - band.q75, 1 - band.q25))
+    legend = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert "same digit, other writer (median, IQR)" in legend and "blank (median, IQR)" in legend
+    medians = sorted(line.get_xdata()[0] for line in axes.get_lines() if line.get_linestyle() == "--")
+    assert medians == pytest.approx([1 - 0.67, 1 - 0.24])
+    plain = tradeoff_figure(summarise(multi_pair_table()), title="digits").axes[0]
+    assert not [patch for patch in plain.patches if patch.get_label().endswith("(median, IQR)")]

@@ -12,8 +12,8 @@ are unseen by both.
 
 from __future__ import annotations
 
+import hashlib
 import re
-
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -64,6 +64,21 @@ def split_indices(seed: int = SPLIT_SEED, held_out_fraction: float = HELD_OUT_FR
     return DigitsSplit(np.sort(np.concatenate(train)), np.sort(np.concatenate(held_out)))
 
 
+def split_record(seed: int = SPLIT_SEED, held_out_fraction: float = HELD_OUT_FRACTION) -> dict:
+    """What a training record says about its data: the split's seed and fraction, the counts (overall and per
+    digit) and a sha256 of the held-out indices, so a record can be checked against the code that made it."""
+    split = split_indices(seed, held_out_fraction)
+    _, labels = raw_digits()
+    return {
+        "seed": seed,
+        "held_out_fraction": held_out_fraction,
+        "train": len(split.train),
+        "held_out": len(split.held_out),
+        "held_out_per_digit": np.bincount(labels[split.held_out], minlength=10).tolist(),
+        "held_out_sha256": hashlib.sha256(split.held_out.astype("<i8").tobytes()).hexdigest(),
+    }
+
+
 def digit_tensors(indices: np.ndarray | list[int], size: int = IMAGE_SIZE) -> torch.Tensor:
     """Images (N, 3, size, size) in [-1, 1], white on black, of the digits at `indices`."""
     ink, _ = raw_digits()
@@ -94,14 +109,20 @@ def digit_image(index: int, size: int = DEMO_SIZE) -> Image.Image:
     return tensor_to_pil(digit_tensors([index], size))[0]
 
 
-def demo_digit(label: int, which: int = 0, size: int = DEMO_SIZE) -> Image.Image:
-    """The `which`-th held-out example of digit `label` (in dataset order) as a size x size RGB image."""
+def demo_index(label: int, which: int = 0) -> int:
+    """The dataset index of the `which`-th held-out example of digit `label` (in dataset order)."""
     _, labels = raw_digits()
     held_out = split_indices().held_out
     examples = held_out[labels[held_out] == label]
     if not 0 <= which < len(examples):
         raise ValueError(f"digit {label} has {len(examples)} held-out examples; `which` = {which} is out of range")
-    return digit_image(int(examples[which]), size)
+    return int(examples[which])
+
+
+def demo_digit(label: int, which: int = 0, size: int = DEMO_SIZE) -> Image.Image:
+    """The `which`-th held-out example of digit `label` as a size x size RGB image. The shipped demo inputs
+    (config/images/digits/{3,1,0}.png) are `demo_digit(label)`, i.e. `which` = 0."""
+    return digit_image(demo_index(label, which), size)
 
 
 def label_from_prompt(prompt: str) -> int:

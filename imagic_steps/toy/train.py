@@ -14,7 +14,8 @@ loads and runs through exactly the code a real model does:
 3. a `UNet2DConditionModel` with cross-attention is trained on the scaled latents with the epsilon loss over
    SD's scaled-linear DDPM schedule (1000 steps), captions dropped to "" 10% of the time so classifier-free
    guidance works;
-4. the VAE and UNet replace the tiny preset's, loss curves and a `training.json` record are written, and the
+4. the VAE and UNet replace the tiny preset's, loss curves and a `training.json` record (configuration, data
+   split, parameter counts, final losses, seconds, package versions, git commit) are written, and the
    staging folder is renamed onto `--out`.
 
 Every random draw (initialisation, batches, captions, posterior samples, noise, timesteps) follows `--seed`.
@@ -39,7 +40,8 @@ from ..diffusion import denoising_loss, draw_noise_and_timesteps, encode_prompts
 from ..figures import plot_losses
 from ..io import staging_dir, write_json
 from ..models import SDComponents, build_tiny_model, load_components
-from .digits import CAPTION_TEMPLATES, IMAGE_SIZE, caption, load_split
+from ..provenance import git_commit, package_versions
+from .digits import CAPTION_TEMPLATES, IMAGE_SIZE, SPLIT_SEED, caption, load_split, split_record
 
 LOSS_WINDOW = 100  # steps averaged into the reported final loss
 
@@ -206,7 +208,7 @@ def _train_into(folder: Path, config: TrainConfig, progress: bool) -> dict:
     # is most of it); training uses the rounded weights upcast to fp32, exactly what load_components gives.
     components.text_encoder.half().save_pretrained(folder / "text_encoder")
     components.text_encoder.float()
-    images, labels = load_split("train")
+    images, labels = load_split("train", SPLIT_SEED)
     generator = torch.Generator().manual_seed(config.seed)
 
     started = time.perf_counter()
@@ -236,6 +238,9 @@ def _train_into(folder: Path, config: TrainConfig, progress: bool) -> dict:
         },
         "seconds": {"vae": round(vae_seconds, 1), "unet": round(unet_seconds, 1)},
         "torch_threads": torch.get_num_threads(),
+        "data": split_record(SPLIT_SEED),  # trained on the "train" part of this split
+        "packages": package_versions(),
+        "git_commit": git_commit(),
     }
     write_json(folder / "training.json", record)
     return record
