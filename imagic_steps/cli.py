@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from .figures import save_grid
+from .configuration import dtype_device_problem
 from .errors import USER_ERRORS, PlanError
 from .images import load_image, open_rgb
 from .io import write_json
@@ -76,6 +77,8 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise PlanError(f"command line (--seeds): {seed} is out of range; use seeds in 0..{MAX_SEED}")
     if not DEVICE_PATTERN.fullmatch(args.device):
         raise PlanError(f"command line (--device): {args.device!r} is not a device; use cpu, cuda, cuda:N, mps or auto")
+    if (problem := dtype_device_problem(args.dtype, args.device, "command line (--dtype)")) is not None:
+        raise PlanError(problem.removeprefix("error: "))
     if args.out.exists() and not args.out.is_dir():
         raise PlanError(f"command line (--out): {args.out} is a file; give a folder (it is created if missing)")
 

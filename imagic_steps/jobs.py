@@ -16,8 +16,18 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import USER_ERRORS
+from .runs import exit_with_parent
 
 LOCK_DIR = Path(os.environ.get("IMAGIC_STEPS_GPU_LOCKS", Path(tempfile.gettempdir()) / "imagic_steps_gpu_locks"))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB. Exact, unlike Snakemake's benchmark `max_rss`, which
+    samples every 0.5 s (every 30 s after the first 30) and so misses short peaks such as model loading."""
+    import resource
+
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib / 1024
 
 
 def physical_gpu_ids() -> list[str]:
@@ -87,6 +97,7 @@ def job_context(log_path: str | os.PathLike, threads: int = 1, device: str = "cp
     code 1 instead of a traceback.
     """
     terminal = sys.stderr
+    exit_with_parent()  # a job must not outlive a killed Snakemake and run on into the rerun
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", buffering=1, encoding="utf-8") as log, \
             contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
@@ -108,6 +119,7 @@ def job_context(log_path: str | os.PathLike, threads: int = 1, device: str = "cp
                     if warning:
                         logger.warning(warning)
                 yield chosen
+                logger.info("peak RSS %.0f MiB (the kernel's high-water mark of this job process)", peak_rss_mib())
         except USER_ERRORS as error:
             line = f"error: {error}"
             print(line, file=log)

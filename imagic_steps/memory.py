@@ -24,6 +24,7 @@ allocator fragmentation (`SAFETY_FACTOR`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import struct
@@ -43,6 +44,7 @@ SD15_ACTIVATION_GIB_512 = {False: 1.743, True: 0.426}
 # inference-mode forward of the SD-1.5 UNet architecture on the CPU, batch 1).
 SD15_INFERENCE_GIB_512 = 0.23
 ADAM_STEP_TEMPORARIES = {"foreach": 1.0, "single": 0.0, "fused": 0.0}  # x trainable fp32 bytes
+SAVE_DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}  # a fine-tune artefact's dtype
 DTYPE_BYTES = {"fp32": 4, "float32": 4, "fp16": 2, "float16": 2, "bf16": 2, "bfloat16": 2}
 
 LIBRARY_RSS_GIB = 1.0  # torch + diffusers + transformers in a job process (measured ~0.9 GiB on the CPU)
@@ -64,6 +66,12 @@ class ModelSize:
     vae: int
     lora_per_rank: int
     resolution: int = 512
+    largest_weight_file: int | None = None  # bytes on disk of the largest component's weights; None: fp32 UNet
+
+    @property
+    def load_transient_bytes(self) -> int:
+        """While a component loads, its weight file stays mapped (and resident) beside the tensors made from it."""
+        return self.largest_weight_file if self.largest_weight_file is not None else 4 * self.unet
 
     def lora(self, rank: int) -> int:
         return rank * self.lora_per_rank
@@ -86,6 +94,7 @@ class MemoryEstimate:
     adam_moments: float = 0.0
     activations: float = 0.0
     optimizer_temporaries: float = 0.0
+    loading: float = 0.0  # host only: a weight file mapped while its tensors are built (model or artefact)
 
     @property
     def resident(self) -> float:
@@ -93,8 +102,15 @@ class MemoryEstimate:
         return self.frozen_weights + self.unet_copy + self.gradients + self.adam_moments
 
     @property
-    def total(self) -> float:
+    def device_total(self) -> float:
+        """Peak on the compute device: the resident part plus the largest transient of the computation."""
         return self.resident + max(self.activations, self.optimizer_temporaries)
+
+    @property
+    def total(self) -> float:
+        """Peak in host memory when the stage runs on the CPU: loading a weight file is a transient too (measured
+        on sd15-shaped: +1.47 GiB beyond the loaded weights, the size of the UNet's file)."""
+        return self.resident + max(self.activations, self.optimizer_temporaries, self.loading)
 
 
 def _frozen_gib(size: ModelSize, weights_bytes: int) -> float:
@@ -247,7 +263,9 @@ def read_model_size(model_folder: str | Path) -> ModelSize | None:
     unet_config = json.loads((model_folder / "unet" / "config.json").read_text())
     vae_config = json.loads((model_folder / "vae" / "config.json").read_text())
     resolution = unet_config["sample_size"] * 2 ** (len(vae_config["block_out_channels"]) - 1)
-    return ModelSize(totals["unet"], totals["text_encoder"], totals["vae"], lora_per_rank, resolution)
+    largest_file = max(sum(path.stat().st_size for path in component_weight_files(model_folder / component))
+                       for component in ("unet", "text_encoder", "vae"))
+    return ModelSize(totals["unet"], totals["text_encoder"], totals["vae"], lora_per_rank, resolution, largest_file)
 
 
 def local_model_folder(model: str, revision: str | None = None) -> Path | None:
@@ -308,19 +326,24 @@ def stage_estimate(stage: str, size: ModelSize, dtype: str, resolution: int | No
     weights_bytes = DTYPE_BYTES[dtype]
     resolution = resolution or size.resolution
     finetune = finetune or FinetuneParams(steps=0)
-    if stage == "embed":
-        return estimate_embedding_memory(size, weights_bytes, resolution)
+    loading = size.load_transient_bytes / GIB
     mode = None if finetune.steps == 0 else finetune.mode
-    if stage == "finetune":
-        if mode is None:  # the embed-only marker: nothing trained, the base weights shared
-            return MemoryEstimate(frozen_weights=_frozen_gib(size, weights_bytes))
-        return estimate_training_memory(size, weights_bytes, mode, finetune.lora_rank,
-                                        finetune.gradient_checkpointing, finetune.mixed_precision, resolution,
-                                        preview=finetune.preview_every > 0)
-    if stage in ("sample", "sdedit"):
+    if stage == "embed":
+        estimate = estimate_embedding_memory(size, weights_bytes, resolution)
+    elif stage == "finetune" and mode is None:  # the embed-only marker: nothing trained, the base weights shared
+        estimate = MemoryEstimate(frozen_weights=_frozen_gib(size, weights_bytes))
+    elif stage == "finetune":
+        estimate = estimate_training_memory(size, weights_bytes, mode, finetune.lora_rank,
+                                            finetune.gradient_checkpointing, finetune.mixed_precision, resolution,
+                                            preview=finetune.preview_every > 0)
+    elif stage in ("sample", "sdedit"):
         mode = mode if stage == "sample" else None
-        return estimate_sampling_memory(size, weights_bytes, mode, finetune.lora_rank, resolution, sample_batch)
-    raise ValueError(f"no memory estimate for stage {stage!r}")
+        estimate = estimate_sampling_memory(size, weights_bytes, mode, finetune.lora_rank, resolution, sample_batch)
+        if mode == "full":  # the full artefact's file is mapped while it is loaded into the UNet copy
+            loading = max(loading, SAVE_DTYPE_BYTES[finetune.save_dtype] * size.unet / GIB)
+    else:
+        raise ValueError(f"no memory estimate for stage {stage!r}")
+    return dataclasses.replace(estimate, loading=loading)
 
 
 def job_memory_mb(estimate: MemoryEstimate, device: str) -> dict[str, int]:
@@ -332,6 +355,6 @@ def job_memory_mb(estimate: MemoryEstimate, device: str) -> dict[str, int]:
     if device == "cpu":
         return {"mem_mb": math.ceil((LIBRARY_RSS_GIB + SAFETY_FACTOR * estimate.total) * GIB / MB)}
     return {
-        "mem_mb": math.ceil((LIBRARY_RSS_GIB + SAFETY_FACTOR * estimate.frozen_weights) * GIB / MB),
-        "gpu_mem_mb": math.ceil((CUDA_OVERHEAD_GIB + SAFETY_FACTOR * estimate.total) * GIB / MB),
+        "mem_mb": math.ceil((LIBRARY_RSS_GIB + SAFETY_FACTOR * (estimate.frozen_weights + estimate.loading)) * GIB / MB),
+        "gpu_mem_mb": math.ceil((CUDA_OVERHEAD_GIB + SAFETY_FACTOR * estimate.device_total) * GIB / MB),
     }

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -59,3 +60,82 @@ def test_sigkill_mid_finetune_then_resume_is_bit_identical(tmp_path):
     a = load_tensors(tmp_path / "reference.safetensors")
     b = load_tensors(tmp_path / "resumed.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+KILL_STEPS = {"embed": {"steps": 40}, "finetune": {"steps": 40, "checkpoint_every": 5}, "sample": {"steps": 10}}
+COMPARED = ("embed/**/*.safetensors", "finetune/**/*.safetensors", "samples/**/*.png", "scores/**/*.csv")
+
+
+def kill_workdir(folder):
+    """A one-pair tiny experiment whose stages each take seconds, with fine-tune checkpoints."""
+    import shutil
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    (folder / "images").mkdir(parents=True)
+    shutil.copy(repo / "config/images/chelsea.png", folder / "images/cat.png")
+    (folder / "pairs.tsv").write_text("pair_id\timage\tprompt\ncat\timages/cat.png\ta photo of a gray cat\n")
+    config = {"pairs": "pairs.tsv", "model": {"id": "tiny"}, "seeds": [0, 1], "alphas": [0.0, 1.0],
+              "variants": {"original": {"preset": "original", **KILL_STEPS}}, "scorer": {"tiny": True}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    return [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "--directory", str(folder),
+            "--configfile", str(folder / "config.yaml"), "--cores", "2"]
+
+
+def compared_files(results):
+    return {str(p.relative_to(results)): p.read_bytes() for pattern in COMPARED for p in sorted(results.glob(pattern))}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    done = subprocess.run(kill_workdir(folder), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return compared_files(folder / "results")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment, ready", [
+    ("embed", lambda results: list(results.glob("logs/embed/*/*.log"))),
+    ("finetune", lambda results: list(results.glob("resume/**/latest.json"))),
+    ("sample", lambda results: list(results.glob("samples/*/*/*.png"))),
+])
+def test_sigkill_of_snakemake_then_a_plain_rerun_is_byte_identical(tmp_path, uninterrupted, moment, ready):
+    import psutil
+
+    command = kill_workdir(tmp_path)
+    results = tmp_path / "results"
+    victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not ready(results) and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert victim.poll() is None, f"the run finished before the {moment} stage could be interrupted"
+    jobs = psutil.Process(victim.pid).children(recursive=True)
+    assert jobs, f"no job was running during {moment}"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    _, running = psutil.wait_procs(jobs, timeout=10)
+    assert not running, f"jobs outlived the killed Snakemake: {[p.cmdline() for p in running]}"
+    assert list((tmp_path / ".snakemake/locks").glob("*.lock")), "the kill left no lock: nothing was tested"
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)  # the plain rerun, no --unlock
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "left by a Snakemake run that is no longer running" in rerun.stderr
+    assert compared_files(results) == uninterrupted
+
+
+@pytest.mark.slow
+def test_a_live_snakemake_keeps_its_locks(tmp_path):
+    """Lock cleaning must never break into a run that is still going: a second run meanwhile is refused."""
+    command = kill_workdir(tmp_path)
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not list((tmp_path / ".snakemake/locks").glob("*.lock")) and time.time() < deadline:
+            time.sleep(0.05)
+        second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr
+    finally:
+        first.kill()
+        first.wait()

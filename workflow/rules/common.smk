@@ -5,7 +5,13 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from imagic_steps.configuration import coerce_to_schema, config_error, default_scorer, load_schema
+from imagic_steps.configuration import (
+    coerce_to_schema,
+    config_error,
+    default_scorer,
+    dtype_device_problem,
+    load_schema,
+)
 from imagic_steps.images import ImageError, open_rgb
 from imagic_steps.memory import job_memory_mb, model_folder_problem, planning_model_size, stage_estimate
 from imagic_steps.plan import (
@@ -19,7 +25,13 @@ from imagic_steps.plan import (
     read_tedbench,
 )
 from imagic_steps.provenance import code_version
+from imagic_steps.runs import claim_working_directory
 from imagic_steps.variants import VariantError
+
+
+if workflow.is_main_process:
+    for lock in claim_working_directory():
+        print(f"note: removed {lock}, left by a Snakemake run that is no longer running", file=sys.stderr)
 
 
 def fail(message):
@@ -45,6 +57,8 @@ ALPHAS = config["alphas"]
 SAMPLE_JOBS = config.get("sample_jobs", "per_alpha")  # one sample job per alpha, or per sample set
 MODEL = {"revision": None, "dtype": "fp32", "device": "cpu", **config["model"]}
 GPU_PER_JOB = 0 if MODEL["device"] == "cpu" else 1
+if (problem := dtype_device_problem(MODEL["dtype"], MODEL["device"], "config (model.dtype)")) is not None:
+    fail(problem)
 if Path(MODEL["id"]).is_dir() and (problem := model_folder_problem(MODEL["id"])) is not None:
     fail(problem)
 MODEL_SIZE, MODEL_SIZE_NOTE = planning_model_size(MODEL["id"], MODEL["revision"])  # None: tiny, not built yet

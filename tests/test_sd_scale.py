@@ -1,0 +1,117 @@
+"""config/sd15.yaml's own experiment through the workflow on the SD-1.5-shaped model (random weights), on the CPU.
+
+The overlay tests/configs/sd15_shaped_overlay.yaml keeps sd15.yaml's variants (LoRA included), its fine-tune-steps
+sweep, SDEdit and its scorer architectures (CLIP ViT-B-32, LPIPS-alex, random weights), and cuts pairs, seeds,
+alphas, steps and resolution (256 px) to fit a 2-core CI machine. What it proves: every stage runs at Stable
+Diffusion's real size and each job's peak memory is what imagic_steps.memory planned for it. What it cannot:
+anything about edit quality.
+"""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from imagic_steps.memory import GIB, LIBRARY_RSS_GIB, MB, SAFETY_FACTOR
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = ["--configfile", "config/sd15.yaml", "tests/configs/sd15_shaped_overlay.yaml"]
+MEMORY_LIMIT_MB = 23000  # one full fine-tune (~17 GiB here) at a time, and nothing beside it, on 24 GiB
+MODEL_RULES = ("embed", "finetune", "sample", "sdedit")
+MIB = 2**20  # Snakemake's benchmark max_rss is in MiB
+
+
+def snakemake(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--resources", f"mem_mb={MEMORY_LIMIT_MB}", *args]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=2400,
+                          preexec_fn=lambda: __import__("os").umask(0o022))
+
+
+def planned_memory(results: Path) -> dict[str, tuple[int, str]]:
+    """benchmark path -> (the job's mem_mb, its log path), from a verbose dry run."""
+    done = snakemake(*CONFIGS, "--config", f"results={results}", "--dry-run", "--verbose")
+    assert done.returncode == 0, done.stderr[-3000:]
+    planned = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", done.stdout + done.stderr):
+        rule = re.match(r"(?:local)?rule (\w+):", block)
+        bench = re.search(r"^\s+benchmark: (\S+)$", block, re.M)
+        memory = re.search(r"\bmem_mb=(\d+)", block)
+        log = re.search(r"^\s+log: (\S+)", block, re.M)
+        if rule and rule.group(1) in MODEL_RULES and bench and memory:
+            planned[bench.group(1)] = (int(memory.group(1)), log.group(1).split(" ")[0])
+    return planned
+
+
+def estimate_before_safety_mib(mem_mb: int) -> float:
+    """A CPU job's mem_mb is libraries + SAFETY_FACTOR x the stage estimate; undo the factor."""
+    stage_gib = (mem_mb * MB / GIB - LIBRARY_RSS_GIB) / SAFETY_FACTOR
+    return (LIBRARY_RSS_GIB + stage_gib) * GIB / MIB
+
+
+@pytest.fixture(scope="module")
+def sd15_run(tmp_path_factory):
+    from imagic_steps.models import ensure_preset
+
+    ensure_preset("sd15-shaped")  # once, before parallel jobs would each build it
+    results = tmp_path_factory.mktemp("sd15_shaped") / "results"
+    planned = planned_memory(results)
+    done = snakemake(*CONFIGS, "--config", f"results={results}")
+    assert done.returncode == 0, done.stderr[-5000:]
+    return results, planned
+
+
+@pytest.mark.slow
+def test_sd15_yaml_fp16_on_the_cpu_is_one_clear_line():
+    done = snakemake("--configfile", "config/sd15.yaml", "--config", "model={id: sd15-shaped, device: cpu}",
+                     "--dry-run")
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 1 and len(errors) == 1
+    assert errors[0].startswith("error: config (model.dtype): fp16 weights on the CPU")
+
+
+@pytest.mark.slow
+def test_sd15_experiment_runs_at_sd_scale_with_the_planned_memory(sd15_run, capsys):
+    results, planned = sd15_run
+    sd15 = yaml.safe_load((REPO / "config/sd15.yaml").read_text())
+    plan = json.loads((results / "plan.json").read_text())
+    expected = set(sd15["variants"]) | {f"finetune_steps-{v}" for v in
+                                        yaml.safe_load((REPO / "tests/configs/sd15_shaped_overlay.yaml").read_text())
+                                        ["sweeps"]["finetune_steps"]["values"]}
+    assert {run["variant"]["name"] for run in plan["runs"]} == expected
+    assert {run["variant"]["finetune"]["mode"] for run in plan["runs"]} == {"full", "lora"}
+    assert plan["model"] == {"id": "sd15-shaped", "revision": None, "dtype": "bf16", "device": "cpu"}
+    assert plan["scorer"]["clip_arch"] == "ViT-B-32" and plan["scorer"]["lpips_net"] == "alex"
+
+    # every stage finished, and the scores say their networks were random
+    assert (results / "tables/summary.md").exists() and (results / "montages/best_edits.png").exists()
+    assert len(list(results.glob("sdedit/*/*/*.png"))) == 1
+    scores = (results / "tables/scores.csv").read_text()
+    assert "random-init(clip:ViT-B-32+lpips:alex)" in scores
+    for record in results.glob("embed/*/*/provenance.json"):
+        assert json.loads(record.read_text())["model"]["random_weights"] is True
+
+    # peak memory of each model job within 20 % of its estimate before the safety factor. The peak is the kernel's
+    # high-water mark that each job logs; Snakemake's benchmark max_rss is shown too, but it samples every 0.5 s
+    # and misses short peaks (loading a model is one).
+    rows = []
+    for bench, (mem_mb, log) in sorted(planned.items()):
+        max_rss = float(Path(bench).read_text().splitlines()[1].split("\t")[2])
+        peak = float(re.findall(r"peak RSS (\d+) MiB", Path(log).read_text())[-1])
+        estimate = estimate_before_safety_mib(mem_mb)
+        rows.append((str(Path(bench).relative_to(results / "benchmark")), mem_mb, estimate, max_rss, peak,
+                     peak / estimate))
+    with capsys.disabled():
+        print("\n| job | mem_mb | estimate before x1.2 (MiB) | benchmark max_rss (MiB) | peak RSS (MiB) | peak / estimate |")
+        print("|---|---|---|---|---|---|")
+        for job, mem_mb, estimate, max_rss, peak, ratio in rows:
+            print(f"| {job} | {mem_mb} | {estimate:.0f} | {max_rss:.0f} | {peak:.0f} | {ratio:.2f} |")
+    assert len(rows) == len(planned) >= 12
+    off = [(job, round(ratio, 2)) for job, *_, ratio in rows if not 0.8 <= ratio <= 1.2]
+    assert not off, f"jobs whose peak memory is more than 20 % off their estimate: {off}"
+
+    private = [str(p) for p in results.rglob("*") if p.is_file() and p.stat().st_mode & 0o777 != 0o644]
+    assert not private, private[:5]
