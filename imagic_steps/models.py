@@ -173,36 +173,41 @@ def tiny_unet_config() -> dict:
     )
 
 
-def tiny_vae_config() -> dict:
-    """VAE with SD's 8x down-sampling (four blocks, three down-samplers) and 4 latent channels."""
+def vae_config(block_out_channels: tuple[int, ...], layers_per_block: int, norm_num_groups: int,
+               sample_size: int) -> dict:
+    """An AutoencoderKL with SD's layout: four blocks (8x down-sampling), 4 latent channels, SD's scaling factor."""
     return dict(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 16),
-        layers_per_block=1,
+        block_out_channels=block_out_channels,
+        layers_per_block=layers_per_block,
         latent_channels=4,
-        norm_num_groups=8,
-        sample_size=TINY_RESOLUTION,
+        norm_num_groups=norm_num_groups,
+        sample_size=sample_size,
         scaling_factor=0.18215,
     )
 
 
+def tiny_vae_config() -> dict:
+    """VAE with SD's 8x down-sampling (four blocks, three down-samplers) and 4 latent channels."""
+    return vae_config((8, 16, 16, 16), layers_per_block=1, norm_num_groups=8, sample_size=TINY_RESOLUTION)
+
+
+def clip_text_config(hidden_size: int, intermediate_size: int, num_hidden_layers: int, num_attention_heads: int,
+                     projection_dim: int, pad_token_id: int = 49407, **extra) -> CLIPTextConfig:
+    """A CLIP text tower over SD's 49,408-token BPE vocabulary and 77-token context."""
+    return CLIPTextConfig(vocab_size=49408, hidden_size=hidden_size, intermediate_size=intermediate_size,
+                          num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
+                          max_position_embeddings=77, projection_dim=projection_dim, bos_token_id=49406,
+                          eos_token_id=49407, pad_token_id=pad_token_id, **extra)
+
+
 def tiny_text_config() -> CLIPTextConfig:
     """Two-layer CLIP text encoder with SD 1.x's vocabulary and 77-token context."""
-    return CLIPTextConfig(
-        vocab_size=49408,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        projection_dim=32,
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=49407,
-    )
+    return clip_text_config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            projection_dim=32)
 
 
 def sd15_unet_config() -> dict:
@@ -232,54 +237,21 @@ def sd21_unet_config() -> dict:
 
 def sd_vae_config(resolution: int) -> dict:
     """SD's VAE (SD-1.x and 2.x share it; only `sample_size` differs): 83,653,863 parameters, 8x down-sampling."""
-    return dict(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(128, 256, 512, 512),
-        layers_per_block=2,
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=resolution,
-        scaling_factor=0.18215,
-    )
+    return vae_config((128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, sample_size=resolution)
 
 
 def sd15_text_config() -> CLIPTextConfig:
     """SD-1.5's text encoder, the text tower of OpenAI's CLIP ViT-L/14: 123,060,480 parameters."""
-    return CLIPTextConfig(
-        vocab_size=49408,
-        hidden_size=768,
-        intermediate_size=3072,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        max_position_embeddings=77,
-        hidden_act="quick_gelu",
-        projection_dim=768,
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=49407,
-    )
+    return clip_text_config(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                            projection_dim=768, hidden_act="quick_gelu")
 
 
 def sd21_text_config() -> CLIPTextConfig:
     """SD-2.1's text encoder, OpenCLIP ViT-H/14's text tower without its last layer (SD-2 conditions on the
     penultimate one) as a transformers CLIPTextModel: 340,387,840 parameters. The special-token ids are the
     tokenizer's (the published config's 0/1/2 are placeholders; only pooling reads them, which SD does not use)."""
-    return CLIPTextConfig(
-        vocab_size=49408,
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=23,
-        num_attention_heads=16,
-        max_position_embeddings=77,
-        hidden_act="gelu",
-        projection_dim=512,
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=0,
-    )
+    return clip_text_config(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
+                            projection_dim=512, pad_token_id=0, hidden_act="gelu")
 
 
 def sd15_scheduler_config() -> dict:
