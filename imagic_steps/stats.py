@@ -202,7 +202,8 @@ class ReferenceBand:
     q75: float
 
 
-REFERENCE_COLORS = ("tab:green", "tab:orange", "tab:grey")  # cycled over the bands of one figure
+# Grey bands told apart by hatching, so that no band shares a colour with a method's curve.
+REFERENCE_STYLES = (("0.45", "//"), ("0.65", ".."), ("0.25", "\\\\"))  # (grey level, hatch), cycled
 
 
 def tradeoff_figure(summary: pd.DataFrame, title: str,
@@ -225,9 +226,9 @@ def tradeoff_figure(summary: pd.DataFrame, title: str,
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     for index, band in enumerate(references):
-        color = REFERENCE_COLORS[index % len(REFERENCE_COLORS)]
-        axes.axvspan(1.0 - band.q75, 1.0 - band.q25, color=color, alpha=0.15, lw=0,
-                     label=f"{band.label} (median, IQR)")
+        color, hatch = REFERENCE_STYLES[index % len(REFERENCE_STYLES)]
+        axes.axvspan(1.0 - band.q75, 1.0 - band.q25, facecolor=color, edgecolor=color, hatch=hatch, alpha=0.2,
+                     lw=0, label=f"{band.label} (median, IQR)")
         axes.axvline(1.0 - band.median, color=color, ls="--", lw=1)
     for (method, variant), curve in summary.groupby(["method", "variant"], sort=True):
         curve = curve.sort_values("alpha")
