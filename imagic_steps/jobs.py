@@ -21,6 +21,16 @@ from .runs import exit_with_parent
 LOCK_DIR = Path(os.environ.get("IMAGIC_STEPS_GPU_LOCKS", Path(tempfile.gettempdir()) / "imagic_steps_gpu_locks"))
 
 
+def is_disk_full(error: BaseException) -> bool:
+    """A full disk, however the writer reports it: OSError ENOSPC/EDQUOT (Python, PIL), or the text of Rust's
+    io error that safetensors and torch.save pass on ("No space left on device (os error 28)")."""
+    import errno
+
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(error) or "os error 28" in str(error)
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident memory so far, in MiB. Exact, unlike Snakemake's benchmark `max_rss`, which
     samples every 0.5 s (every 30 s after the first 30) and so misses short peaks such as model loading."""
@@ -123,5 +133,13 @@ def job_context(log_path: str | os.PathLike, threads: int = 1, device: str = "cp
         except USER_ERRORS as error:
             line = f"error: {error}"
             print(line, file=log)
+            print(line, file=terminal)
+            raise SystemExit(1) from None
+        except Exception as error:
+            if not is_disk_full(error):
+                raise
+            line = (f"error: {getattr(error, 'filename', None) or Path(log_path).parent} (disk): no space left on "
+                    "the device; free space there and rerun the same command (finished work is kept, nothing "
+                    "half-written looks complete)")
             print(line, file=terminal)
             raise SystemExit(1) from None

@@ -139,3 +139,27 @@ def test_a_live_snakemake_keeps_its_locks(tmp_path):
     finally:
         first.kill()
         first.wait()
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_clear_line_and_the_rerun_after_freeing_space_completes(tmp_path, uninterrupted):
+    """results/ on a 2 MB tmpfs: the embed artefacts fit, the tiny model's 4.5 MB fine-tuned UNet does not."""
+    command = kill_workdir(tmp_path)
+    results = tmp_path / "results"
+    results.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(results)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        full = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert full.returncode != 0
+        errors = [line for line in full.stderr.splitlines() if line.startswith("error: ")]
+        assert errors and "(disk): no space left on the device" in errors[0], full.stderr[-3000:]
+        assert not list(results.glob("finetune/*/*/finetune.safetensors"))  # nothing that looks complete
+        assert not list(results.rglob("*.tmp*"))
+        subprocess.run(["mount", "-o", "remount,size=200m", str(results)], check=True)
+        rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert compared_files(results) == uninterrupted
+    finally:
+        subprocess.run(["umount", "-l", str(results)], capture_output=True)
