@@ -12,6 +12,7 @@ import yaml
 
 from .figures import save_grid
 from .configuration import dtype_device_problem
+from .memory import model_folder_problem
 from .errors import USER_ERRORS, PlanError
 from .images import load_image, open_rgb
 from .io import write_json
@@ -79,6 +80,11 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise PlanError(f"command line (--device): {args.device!r} is not a device; use cpu, cuda, cuda:N, mps or auto")
     if (problem := dtype_device_problem(args.dtype, args.device, "command line (--dtype)")) is not None:
         raise PlanError(problem.removeprefix("error: "))
+    if Path(args.model).is_dir() and (problem := model_folder_problem(args.model)) is not None:
+        raise PlanError(problem)
+    if args.model.startswith((".", "/", "~")) and not Path(args.model).expanduser().exists():
+        raise PlanError(f"command line (--model): folder {args.model} does not exist; give a diffusers folder, "
+                        "a hub id or a preset (tiny, digits, sd15-shaped, sd21-shaped)")
     if args.out.exists() and not args.out.is_dir():
         raise PlanError(f"command line (--out): {args.out} is a file; give a folder (it is created if missing)")
 

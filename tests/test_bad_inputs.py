@@ -292,6 +292,8 @@ CLI_CASES = [
     CliCase("cli_seed_text", ["--seeds", "x"], "command line (imagic-steps edit): argument --seeds"),
     CliCase("cli_device_tpu", ["--device", "tpu"], "command line (--device): 'tpu' is not a device"),
     CliCase("cli_fp16_on_cpu", ["--dtype", "fp16"], "command line (--dtype): fp16 weights on the CPU"),
+    CliCase("cli_model_folder_missing", ["--model", "/no/such/model"], "command line (--model): folder /no/such/model"),
+    CliCase("cli_model_folder_without_index", ["--model", "{empty}"], "(model_index.json): not found"),
     CliCase("cli_out_is_file", ["--out", "{file}"], "command line (--out)"),
     CliCase("cli_bad_set", ["--set", "embed.steps=abc"], "variant 'original' (embed.steps): 'abc' is not a int"),
     CliCase("cli_set_without_value", ["--set", "embed.steps"], "--set expects section.field=value"),
@@ -307,7 +309,9 @@ def test_bad_cli_arguments_are_one_line_before_loading_the_model(tmp_path, case)
     (tmp_path / "file").write_text("x")
     defaults = {"--image": str(REPO / "config/images/chelsea.png"), "--prompt": "a cat", "--out": str(tmp_path / "out"),
                 "--model": "no-such-model-folder"}  # the model is never reached: loading it would fail differently
-    args = [a.format(file=tmp_path / "file", missing=tmp_path / "missing.png") for a in case.args]
+    (tmp_path / "empty").mkdir()
+    args = [a.format(file=tmp_path / "file", missing=tmp_path / "missing.png", empty=tmp_path / "empty")
+            for a in case.args]
     given = {a for a in args if a.startswith("--")}
     command = [sys.executable, "-m", "imagic_steps", "edit", *args]
     for option, value in defaults.items():

@@ -120,3 +120,10 @@ def test_image_paths_with_shell_syntax_are_refused(tmp_path):
         with pytest.raises(PlanError, match="rename the file"):
             read_pairs_sheet(write_sheet(tmp_path, [["cat", name, "x", ""]]))
     assert read_pairs_sheet(write_sheet(tmp_path, [["cat", "dir/cat_1-2.v3+x=y,z@w.png", "x", ""]]))[0].image
+
+
+def test_a_sheet_with_a_byte_order_mark_and_quotes_reads_literally(tmp_path):
+    sheet = tmp_path / "pairs.tsv"
+    sheet.write_bytes("\ufeffpair_id\timage\tprompt\ncat\tc.png\t\"big\" gray cat \"unclosed\n".encode("utf-8"))
+    (pair,) = read_pairs_sheet(sheet)
+    assert pair.pair_id == "cat" and pair.prompt == '"big" gray cat "unclosed'
