@@ -79,7 +79,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     if not DEVICE_PATTERN.fullmatch(args.device):
         raise PlanError(f"command line (--device): {args.device!r} is not a device; use cpu, cuda, cuda:N, mps or auto")
     if (problem := dtype_device_problem(args.dtype, args.device, "command line (--dtype)")) is not None:
-        raise PlanError(problem.removeprefix("error: "))
+        raise PlanError(problem)
     if Path(args.model).is_dir() and (problem := model_folder_problem(args.model)) is not None:
         raise PlanError(problem)
     if args.model.startswith((".", "/", "~")) and not Path(args.model).expanduser().exists():

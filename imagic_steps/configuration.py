@@ -36,7 +36,7 @@ def dtype_device_problem(dtype: str, device: str, where: str) -> str | None:
     """fp16 weights on the CPU: PyTorch has no fast half-precision CPU kernels, so every stage crawls (an SD-1.5 UNet
     forward at 256 px took 90 s in fp16 against 2.2 s in fp32 and 1.0 s in bf16 on this project's 2-core CPU)."""
     if dtype == "fp16" and device == "cpu":
-        return (f"error: {where}: fp16 weights on the CPU are ~40x slower than fp32 (no half-precision CPU kernels); "
+        return (f"{where}: fp16 weights on the CPU are ~40x slower than fp32 (no half-precision CPU kernels); "
                 "use fp32 or bf16 on the CPU, fp16 on a GPU")
     return None
 

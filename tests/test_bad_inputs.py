@@ -56,7 +56,7 @@ def sheet(text: str | bytes) -> dict:
     return {"pairs.tsv": text}
 
 
-def tedbench(entries, images: str = "images") -> Callable[[dict], None]:
+def tedbench(images: str = "images") -> Callable[[dict], None]:
     def change(config: dict) -> None:
         config.pop("pairs")
         config["tedbench"] = {"json": "list.json", "images": images}
@@ -119,25 +119,25 @@ IMAGE_CASES = [
     Case("passwd_as_image", "/etc/passwd (pair 'mine')", with_pairs("/etc/passwd")),
 ]
 TEDBENCH_CASES = [
-    Case("tedbench_bad_json", "list.json:1 (TEdBench list): not valid JSON", {"list.json": "[{"}, tedbench(None)),
-    Case("tedbench_not_list", "holds no entries list", {"list.json": '{"a": 1}'}, tedbench(None)),
-    Case("tedbench_empty_list", "holds no entries list", {"list.json": "[]"}, tedbench(None)),
+    Case("tedbench_bad_json", "list.json:1 (TEdBench list): not valid JSON", {"list.json": "[{"}, tedbench()),
+    Case("tedbench_not_list", "holds no entries list", {"list.json": '{"a": 1}'}, tedbench()),
+    Case("tedbench_empty_list", "holds no entries list", {"list.json": "[]"}, tedbench()),
     Case("tedbench_missing_key", "entry 0 (entry): needs 'img_name' and 'target_text'",
-         {"list.json": json.dumps([{"img_name": "cat.png"}])}, tedbench(None)),
+         {"list.json": json.dumps([{"img_name": "cat.png"}])}, tedbench()),
     Case("tedbench_empty_text", "(target_text): the value is empty",
-         {"list.json": json.dumps([{**TED, "target_text": " "}])}, tedbench(None)),
+         {"list.json": json.dumps([{**TED, "target_text": " "}])}, tedbench()),
     Case("tedbench_numeric_text", "(target_text): 7 is not text",
-         {"list.json": json.dumps([{**TED, "target_text": 7}])}, tedbench(None)),
+         {"list.json": json.dumps([{**TED, "target_text": 7}])}, tedbench()),
     Case("tedbench_absolute_name", "(img_name '/etc/passwd'): must be a path inside",
-         {"list.json": json.dumps([{**TED, "img_name": "/etc/passwd"}])}, tedbench(None)),
+         {"list.json": json.dumps([{**TED, "img_name": "/etc/passwd"}])}, tedbench()),
     Case("tedbench_parent_name", "(img_name '../pairs.tsv'): must be a path inside",
-         {"list.json": json.dumps([{**TED, "img_name": "../pairs.tsv"}])}, tedbench(None)),
+         {"list.json": json.dumps([{**TED, "img_name": "../pairs.tsv"}])}, tedbench()),
     Case("tedbench_duplicates", "entry 1 (img_name 'cat.png'): repeats entry 0",
-         {"list.json": json.dumps([TED, TED])}, tedbench(None)),
+         {"list.json": json.dumps([TED, TED])}, tedbench()),
     Case("tedbench_images_missing", "nowhere (tedbench.images): not a folder",
-         {"list.json": json.dumps([TED])}, tedbench(None, images="nowhere")),
+         {"list.json": json.dumps([TED])}, tedbench(images="nowhere")),
     Case("tedbench_image_missing", "does not exist",
-         {"list.json": json.dumps([{**TED, "img_name": "gone.png"}])}, tedbench(None)),
+         {"list.json": json.dumps([{**TED, "img_name": "gone.png"}])}, tedbench()),
     Case("pairs_and_tedbench", "gives both 'pairs' and 'tedbench'",
          config=setting("tedbench", {"json": "list.json", "images": "images"})),
 ]

@@ -8,6 +8,7 @@ anything about edit quality.
 """
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -28,7 +29,7 @@ MIB = 2**20  # Snakemake's benchmark max_rss is in MiB
 def snakemake(*args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "snakemake", "--cores", "2", "--resources", f"mem_mb={MEMORY_LIMIT_MB}", *args]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=2400,
-                          preexec_fn=lambda: __import__("os").umask(0o022))
+                          preexec_fn=lambda: os.umask(0o022))
 
 
 def planned_memory(results: Path) -> dict[str, tuple[int, str]]:
