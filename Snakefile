@@ -1,4 +1,5 @@
-# Imagic experiment pipeline: embed -> finetune -> sample -> score -> aggregate, cached per stage.
+# Imagic experiment pipeline: embed -> finetune -> sample (and the SDEdit baseline) -> score -> montage, evaluate;
+# cached per stage.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -21,7 +22,8 @@ include: "workflow/rules/finetune.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/sdedit.smk"
 include: "workflow/rules/score.smk"
-include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/montage.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

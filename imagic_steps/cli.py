@@ -10,15 +10,19 @@ from pathlib import Path
 
 import yaml
 
-from .figures import save_grid
-from .configuration import dtype_device_problem
-from .memory import model_folder_problem
+from .configuration import ModelSpec, dtype_device_problem
+from .drawing import save_grid
+from .embed import run_embed
 from .errors import USER_ERRORS, PlanError
+from .finetune import run_finetune
 from .images import load_image, open_rgb
 from .io import write_json
-from .stages import ModelSpec, run_embed, run_finetune, run_sample
+from .memory import model_folder_problem
 from .plan import check_text
+from .sample import run_sample
 from .variants import MAX_SEED, PRESETS, resolve_variant
+
+DEFAULT_MODEL = ModelSpec()
 
 DEVICE_PATTERN = re.compile(r"cpu|auto|mps|cuda(:\d+)?")
 
@@ -60,10 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                       metavar="SECTION.FIELD=VALUE", help="override a variant field, e.g. embed.steps=20 (repeatable)")
     edit.add_argument("--alphas", type=float, nargs="+", help="default: the variant's alphas")
     edit.add_argument("--seeds", type=int, nargs="+", default=[0])
-    edit.add_argument("--model", default="tiny", help="'tiny', a local diffusers folder or a hub id")
-    edit.add_argument("--revision")
-    edit.add_argument("--device", default="cpu")
-    edit.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    edit.add_argument("--model", default=DEFAULT_MODEL.id, help="'tiny', a local diffusers folder or a hub id")
+    edit.add_argument("--revision", default=DEFAULT_MODEL.revision)
+    edit.add_argument("--device", default=DEFAULT_MODEL.device)
+    edit.add_argument("--dtype", default=DEFAULT_MODEL.dtype, choices=["fp32", "fp16", "bf16"])
     edit.add_argument("--channels-last", action="store_true", help="UNet weights in channels-last memory format")
     edit.add_argument("--compile", action="store_true", help="run the UNet through torch.compile")
     edit.add_argument("--out", required=True, type=Path)
@@ -98,7 +102,8 @@ def edit(args: argparse.Namespace) -> None:
     alphas = variant.alphas
     out: Path = args.out
     open_rgb(args.image)  # fail on a bad image before spending time on the model
-    components = ModelSpec(args.model, args.revision, args.device, args.dtype, args.channels_last, args.compile).load()
+    components = ModelSpec(id=args.model, revision=args.revision, dtype=args.dtype, device=args.device,
+                           channels_last=args.channels_last, compile=args.compile).load()
     resolution = variant.resolution or components.resolution
     input_image = load_image(args.image, resolution)
     write_json(out / "variant.json", {**variant.to_dict(), "alphas": list(alphas), "seeds": args.seeds})
@@ -112,9 +117,9 @@ def edit(args: argparse.Namespace) -> None:
         checkpoint_dir=out / "resume",
     )
     outputs = {(s, a): str(out / "samples" / f"seed{s}_alpha{a:g}.png") for s in args.seeds for a in alphas}
-    run_sample(components, out / "embed.safetensors", out / "finetune.safetensors", variant.sample, alphas=alphas,
-               seeds=args.seeds, resolution=resolution, outputs=outputs, record=out / "sample.json",
-               unet=finetuned.unet)
+    run_sample(components, out / "embed.safetensors", out / "finetune.safetensors", variant.sample,
+               samples=[(s, a, path) for (s, a), path in outputs.items()], resolution=resolution,
+               record=out / "sample.json", unet=finetuned.unet)
     from PIL import Image
 
     rows = [[input_image] + [Image.open(outputs[(s, a)]) for a in alphas] for s in args.seeds]

@@ -11,12 +11,45 @@ Import-light (no torch): the workflow plans with it.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 FIX = "set it in your config file or once with --config KEY=VALUE (config/README.md lists every key)"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to load and how: the config's `model:` block (the same keys) and the CLI's model options.
+
+    The one home of the block's defaults: the schema checks the block's form and leaves the defaults to this class.
+    """
+
+    id: str = "tiny"  # a preset ('tiny', 'digits', 'sd15-shaped', 'sd21-shaped'), a local diffusers folder or a hub id
+    revision: str | None = None
+    dtype: str = "fp32"  # storage dtype of the frozen weights: fp32, fp16 or bf16
+    device: str = "cpu"  # cpu, cuda, cuda:N, mps or auto
+    channels_last: bool = False  # UNet weights in channels-last memory format (GPU convolution speed)
+    compile: bool = False  # run every UNet forward through torch.compile
+
+    @classmethod
+    def from_config(cls, block: dict) -> "ModelSpec":
+        """From a `model:` block; keys it leaves out take the defaults above."""
+        known = {field.name for field in fields(cls)}
+        return cls(**{key: value for key, value in block.items() if key in known})
+
+    def to_config(self) -> dict:
+        """The block with every key filled in: what rules pass to their jobs and plan.json records."""
+        return asdict(self)
+
+    def load(self):
+        """The model's `SDComponents` (imagic_steps.models; imported here, since planning never loads a model)."""
+        from .models import load_components
+
+        return load_components(self.id, revision=self.revision, device=self.device, dtype=self.dtype,
+                               channels_last=self.channels_last, compile_unet=self.compile)
 
 
 def default_scorer(model_id: str) -> dict:

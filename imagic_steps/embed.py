@@ -16,14 +16,18 @@ fp32's exponent range) need no scaling and run exactly as before.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
-from .diffusion import check_finite, denoising_loss, draw_noise_and_timesteps, encode_image, encode_prompts
-from .io import load_tensors, save_tensors
+from .diffusion import check_finite, denoising_loss, draw_noise_and_timesteps, encode_image, encode_prompts, \
+    truncated_prompt
+from .drawing import write_loss_curve
+from .images import load_image, pil_to_tensor
+from .io import load_tensors, save_tensors, write_json
 from .models import SDComponents
+from .provenance import provenance
 from .variants import EmbedParams
 
 logger = logging.getLogger(__name__)
@@ -100,3 +104,30 @@ def optimize_embedding(
     if skipped:
         logger.info("embed: fp16 loss scaling skipped %d of %d steps (gradient overflow)", skipped, params.steps)
     return EmbedResult(target_embedding, embedding.detach(), latents, losses)
+
+
+def run_embed(
+    components: SDComponents,
+    image_path,
+    prompt: str,
+    params: EmbedParams,
+    *,
+    resolution: int | None,
+    artefact,
+    losses_csv,
+    loss_plot,
+    record,
+    pair_id: str = "",
+    progress: bool = True,
+) -> EmbedResult:
+    """Stage A from an image file: writes e_tgt/e_opt/latents (safetensors), losses and provenance."""
+    resolution = resolution or components.resolution
+    image = pil_to_tensor(load_image(image_path, resolution))
+    result = optimize_embedding(components, image, prompt, params, progress=progress)
+    result.save(artefact)
+    write_loss_curve(result.losses, losses_csv, loss_plot, f"stage A (embedding) {pair_id}")
+    write_json(record, provenance(
+        "embed", asdict(params), components.provenance(), pair_id=pair_id, image=str(image_path), prompt=prompt,
+        prompt_truncated_to=truncated_prompt(components, prompt), resolution=resolution,
+    ))
+    return result

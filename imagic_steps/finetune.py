@@ -1,18 +1,16 @@
 """Stage B: fine-tune the UNet on the input image with the optimised embedding e_opt held fixed.
 
 The base UNet is never modified: training happens on a copy, so the next pair starts from the
-untouched weights. The saved artefact is the smallest one that reproduces the fine-tuned UNet:
-LoRA weights in `lora` mode, the UNet's state dict (optionally fp16) in `full` mode, and nothing
-but a marker when `steps = 0` (the embed-only ablation).
+untouched weights. The artefact written is the smallest one that reproduces the fine-tuned UNet
+(`finetune_artefact`). Preview grids sample the model being trained (the one use of `sample` here).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -20,25 +18,18 @@ from tqdm.auto import tqdm
 
 from .diffusion import check_finite, denoising_loss, draw_noise_and_timesteps
 from .embed import EmbedResult
-from .figures import save_grid
+from .drawing import save_grid, write_loss_curve
+from .finetune_artefact import FinetuneResult, save_finetuned, shared_weights_copy, trainable_state
 from .images import tensor_to_pil
-from .io import atomic_path, load_tensors, read_json, read_metadata, save_tensors, write_json
+from .io import atomic_path, load_tensors, read_json, save_tensors, write_json
 from .models import SDComponents
+from .provenance import provenance
 from .sample import sample_alphas
 from .variants import LORA_TARGET_MODULES, FinetuneParams, SampleParams
 
 logger = logging.getLogger(__name__)
 
 PREVIEW_ALPHAS = (0.0, 0.3, 0.6, 0.9, 1.2)  # the modified pipeline's progress grid
-SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-
-
-@dataclass
-class FinetuneResult:
-    unet: torch.nn.Module  # the fine-tuned copy (fp32 trainable weights)
-    mode: str  # "full", "lora" or "base" (no steps)
-    params: FinetuneParams
-    losses: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -50,15 +41,6 @@ class PreviewSpec:
     steps: int = 10  # denoising steps of a preview sample
     height: int | None = None
     width: int | None = None
-
-
-def shared_weights_copy(module: torch.nn.Module) -> torch.nn.Module:
-    """A copy of `module`'s layers whose parameters and buffers are the original's tensors: no weight memory.
-
-    Adapters can be added to the copy without touching `module`; nothing may change the shared (frozen) tensors.
-    """
-    memo = {id(tensor): tensor for tensor in (*module.parameters(), *module.buffers())}
-    return copy.deepcopy(module, memo)
 
 
 def trainable_unet(base_unet: torch.nn.Module, params: FinetuneParams) -> torch.nn.Module:
@@ -83,15 +65,6 @@ def trainable_unet(base_unet: torch.nn.Module, params: FinetuneParams) -> torch.
     if params.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     return unet.train()
-
-
-def trainable_state(unet: torch.nn.Module, mode: str) -> dict[str, torch.Tensor]:
-    """The tensors that define the fine-tune: all weights (`full`) or the LoRA weights (`lora`)."""
-    if mode == "full":
-        return dict(unet.state_dict())
-    from peft import get_peft_model_state_dict
-
-    return get_peft_model_state_dict(unet)
 
 
 def _autocast_and_scaler(device: torch.device, mixed_precision: str):
@@ -177,67 +150,6 @@ def write_preview(components, unet, embed: EmbedResult, preview: PreviewSpec, se
 
 
 # --------------------------------------------------------------------------------------------------
-# Artefacts
-# --------------------------------------------------------------------------------------------------
-
-
-def save_finetuned(path: str | Path, result: FinetuneResult, save_dtype: str = "fp32") -> None:
-    """Write the smallest artefact that reproduces the fine-tuned UNet (safetensors, atomically)."""
-    metadata = {"mode": result.mode}
-    tensors: dict[str, torch.Tensor] = {}
-    if result.mode == "full":
-        tensors = {k: v.to(SAVE_DTYPES[save_dtype]) for k, v in trainable_state(result.unet, "full").items()}
-    elif result.mode == "lora":
-        tensors = {k: v.to(SAVE_DTYPES[save_dtype]) for k, v in trainable_state(result.unet, "lora").items()}
-        metadata.update(lora_rank=str(result.params.lora_rank), lora_alpha=str(result.params.lora_alpha),
-                        target_modules=json.dumps(LORA_TARGET_MODULES))
-    save_tensors(path, tensors, metadata=metadata)
-
-
-def _copy_weights_from_file(unet: torch.nn.Module, path: str | Path) -> None:
-    """Write a full artefact's tensors into `unet`'s weights one at a time (converted to their dtype), so loading
-    never holds a second whole state dict: for SD-1.5 that would be 1.6 GiB more per copy (measured: a sampling
-    job's peak fell from 7.6 to the estimate's 6.2 GiB on sd15-shaped, bf16)."""
-    from safetensors import safe_open
-
-    state = unet.state_dict()  # tensors that share the module's storage
-    with safe_open(str(path), framework="pt") as handle:
-        names = set(handle.keys())
-        if names != set(state):
-            raise ValueError(f"{path}: the artefact's tensors do not match the UNet (missing "
-                             f"{sorted(set(state) - names)[:3]}, unexpected {sorted(names - set(state))[:3]}); "
-                             "rerun the finetune stage")
-        with torch.no_grad():
-            for name in names:
-                state[name].copy_(handle.get_tensor(name))
-
-
-def load_finetuned_unet(base_unet: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    """A new UNet: `base_unet` with the artefact at `path` applied; `base_unet` is left as it was.
-
-    A full artefact is loaded into a copy; LoRA adapters and the base marker reuse the base's weights.
-    """
-    metadata = read_metadata(path)
-    mode = metadata.get("mode")
-    unet = copy.deepcopy(base_unet) if mode == "full" else shared_weights_copy(base_unet)
-    if mode == "full":
-        _copy_weights_from_file(unet, path)
-    elif mode == "lora":
-        from peft import LoraConfig, set_peft_model_state_dict
-
-        config = LoraConfig(r=int(metadata["lora_rank"]), lora_alpha=float(metadata["lora_alpha"]),
-                            target_modules=json.loads(metadata["target_modules"]))
-        unet.add_adapter(config)
-        tensors = load_tensors(path, next(base_unet.parameters()).device)
-        result = set_peft_model_state_dict(unet, {k: v.float() for k, v in tensors.items()})
-        if getattr(result, "unexpected_keys", None):
-            raise ValueError(f"LoRA artefact {path} has keys the UNet does not: {result.unexpected_keys[:3]}")
-    elif mode != "base":
-        raise ValueError(f"{path} is not a fine-tune artefact of this project (mode={mode!r}); rerun the finetune stage")
-    return unet.eval()
-
-
-# --------------------------------------------------------------------------------------------------
 # Resume checkpoints
 # --------------------------------------------------------------------------------------------------
 
@@ -305,3 +217,41 @@ class ResumeCheckpoints:
             for path in self.folder.iterdir():
                 path.unlink()
             self.folder.rmdir()
+
+
+def run_finetune(
+    components: SDComponents,
+    embed_artefact,
+    params: FinetuneParams,
+    *,
+    preview_sample: SampleParams,
+    resolution: int | None,
+    artefact,
+    losses_csv,
+    loss_plot,
+    previews_dir,
+    record,
+    final_preview=None,
+    checkpoint_dir=None,
+    pair_id: str = "",
+    progress: bool = True,
+) -> FinetuneResult:
+    """Stage B from an embed artefact: writes the fine-tune artefact, losses, preview grids and provenance.
+
+    `final_preview` (optional path) gets a preview grid of the finished model.
+
+    Resume checkpoints live in `checkpoint_dir` while training and are removed once the artefact exists.
+    """
+    embed = EmbedResult.load(embed_artefact, components.device)
+    Path(previews_dir).mkdir(parents=True, exist_ok=True)
+    preview = PreviewSpec(Path(previews_dir), preview_sample, params.preview_steps, resolution, resolution)
+    result = finetune_unet(components, embed, params, preview=preview, checkpoint_dir=checkpoint_dir, progress=progress)
+    save_finetuned(artefact, result, params.save_dtype)
+    if final_preview:
+        write_preview(components, result.unet, embed, preview, params.seed, params.steps, final_preview)
+    write_loss_curve(result.losses, losses_csv, loss_plot, f"stage B (fine-tune, {result.mode}) {pair_id}")
+    write_json(record, provenance("finetune", asdict(params), components.provenance(), pair_id=pair_id,
+                                  embed=str(embed_artefact), preview_sample=asdict(preview_sample)))
+    if checkpoint_dir:
+        ResumeCheckpoints(checkpoint_dir, params).remove()
+    return result

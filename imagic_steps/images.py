@@ -13,7 +13,7 @@ import os
 import struct
 import warnings
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -202,3 +202,12 @@ def _image_error(path: str | os.PathLike, problem: str, cause: BaseException, fi
     """Build a one-line ImageError: what is wrong with the file, PIL's reason, and what to do."""
     reason = " ".join(str(cause).split()) or type(cause).__name__
     return ImageError(f"image '{path}' {problem} ({reason}); {fix}")
+
+
+def check_same_length(**lists: Sequence) -> int:
+    """The common length of paired lists (samples and their inputs, prompts, labels); ValueError naming each
+    list's length if they differ."""
+    lengths = {name: len(values) for name, values in lists.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"inputs must have the same length, got {lengths}")
+    return next(iter(lengths.values()))

@@ -1,4 +1,4 @@
-"""Running one workflow job: its log file, thread count, device, and a one-line error on bad input.
+"""Running one workflow job: its log file, thread count, device, the model, and a one-line error on bad input.
 
 Snakemake does not assign GPUs to concurrent local jobs, so a job that wants CUDA takes an exclusive
 lock on one visible device (a lock file per physical device id) and holds it for its lifetime.
@@ -7,6 +7,7 @@ lock on one visible device (a lock file per physical device id) and holds it for
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -15,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from .configuration import ModelSpec
 from .errors import USER_ERRORS
 from .runs import exit_with_parent
 
@@ -143,3 +145,13 @@ def job_context(log_path: str | os.PathLike, threads: int = 1, device: str = "cp
                     "half-written looks complete)")
             print(line, file=terminal)
             raise SystemExit(1) from None
+
+
+@contextlib.contextmanager
+def model_job(log_path, threads: int, model: dict, gpu_mem_mb: int | None = None):
+    """A workflow job that runs the model: `job_context` (log file, threads, a device of its own, the memory
+    check, one-line user errors) with the workflow's `model:` block (`ModelSpec.to_config`) loaded on that
+    device; yields its `SDComponents`."""
+    spec = ModelSpec.from_config(model)
+    with job_context(log_path, threads, spec.device, gpu_mem_mb) as device:
+        yield dataclasses.replace(spec, device=device).load()

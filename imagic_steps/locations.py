@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TINY_PRESET = "tiny"
-DIGITS_PRESET = "digits"  # shipped in presets/digits/; retrain with `python -m imagic_steps.toy.train`
+DIGITS_PRESET = "digits"  # shipped in presets/digits/; retrain with `python -m imagic_steps.digits.train`
 SD15_SHAPED_PRESET = "sd15-shaped"
 SD21_SHAPED_PRESET = "sd21-shaped"
 TINY_VERSION = "tiny-sd-v1"  # bump when the tiny configs change, so stale caches are not reused

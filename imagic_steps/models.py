@@ -6,7 +6,7 @@ A model reference is one of:
     `from_pretrained` path as a real model. `tiny` is a ~1 M parameter one for fast tests; `sd15-shaped` and
     `sd21-shaped` have exactly SD-1.5's and SD-2.1 (768-v)'s architectures, schedulers and tokenizers, so
     memory, speed and the v-prediction path can be checked offline at full size;
-  * the shipped `digits` preset, trained on handwritten digits (`imagic_steps.toy`);
+  * the shipped `digits` preset, trained on handwritten digits (`imagic_steps.digits`);
   * a local folder in the diffusers layout (`model_index.json`, `tokenizer/`, `text_encoder/`, `vae/`,
     `unet/`, `scheduler/`);
   * a hub id such as `stable-diffusion-v1-5/stable-diffusion-v1-5` (SD 1.x / 2.x).

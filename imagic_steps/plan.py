@@ -50,10 +50,6 @@ class PlannedRun:
     alphas: tuple[float, ...]
     seeds: tuple[int, ...]
 
-    @property
-    def run_key(self) -> str:
-        return f"{self.embed_key}-{self.finetune_key}-{self.sample_key}"
-
 
 def stage_key(identity: dict[str, Any]) -> str:
     """Short, stable hash of a JSON-serialisable identity."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.metadata
 import platform
@@ -9,29 +10,85 @@ import subprocess
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
+PACKAGE_NAME = PACKAGE_ROOT.name
 PACKAGES = ("imagic-steps", "torch", "diffusers", "transformers", "peft", "safetensors", "open-clip-torch", "lpips",
             "numpy", "pillow", "snakemake")
 
-# The modules whose code defines each stage's result: editing one of them reruns that stage (and what
-# depends on it) in the workflow, and nothing else.
-STAGE_MODULES = {
-    "embed": ("models", "images", "diffusion", "embed", "io"),
-    "finetune": ("models", "diffusion", "embed", "finetune", "io"),
-    "sample": ("models", "images", "diffusion", "sample", "finetune", "io"),
-    "sdedit": ("models", "images", "sample", "sdedit", "io"),
-    "score": ("images", "score", "io", "stats", "toy/classifier", "toy/digits"),
-    "aggregate": ("figures", "images", "aggregate", "io"),
-    "evaluate": ("figures", "images", "stats", "aggregate", "evaluate", "io", "toy/classifier"),
+# Each stage's entry module: the code that defines a stage's result is that module and every module of this package
+# it imports, directly or not (`stage_modules`). Editing one of them reruns that stage (and what depends on it) in
+# the workflow, and nothing else.
+STAGE_ENTRY_MODULES = {
+    "embed": "embed",
+    "finetune": "finetune",
+    "sample": "sample",
+    "sdedit": "sdedit",
+    "score": "score",
+    "montage": "figures",
+    "evaluate": "evaluate",
 }
 
 
-def code_version(stage: str) -> str:
-    """A short hash of the source of the modules `stage` uses (12 hex digits)."""
+def module_file(name: str, root: Path = PACKAGE_ROOT) -> Path | None:
+    """The source of in-package module `name` ("digits.classifier"; "" is the package itself), or None."""
+    base = root.joinpath(*name.split(".")) if name else root
+    for candidate in (base.with_suffix(".py") if name else None, base / "__init__.py"):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_names(name: str, root: Path) -> set[str]:
+    """In-package modules that module `name`'s source imports anywhere (top level or inside functions)."""
+    path = module_file(name, root)
+    package = name if path is not None and path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".") if package else []
+                parts = parts[: len(parts) - (node.level - 1)] if node.level > 1 else parts
+                module = ".".join(parts + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            targets = [module] + [f"{module}.{alias.name}" if module else alias.name for alias in node.names]
+            if not node.level:
+                targets = [t for t in targets if t.startswith(f"{PACKAGE_NAME}.") or t == PACKAGE_NAME]
+            else:
+                targets = [f"{PACKAGE_NAME}.{t}" if t else PACKAGE_NAME for t in targets]
+        else:
+            continue
+        for target in targets:
+            if target == PACKAGE_NAME or target.startswith(f"{PACKAGE_NAME}."):
+                relative = target[len(PACKAGE_NAME) + 1:]
+                if module_file(relative, root) is not None:
+                    found.add(relative)
+    return found
+
+
+def stage_modules(stage: str, root: Path = PACKAGE_ROOT) -> list[str]:
+    """Every in-package module the stage's entry module imports, transitively, with the packages they live in
+    (whose `__init__` runs on import), sorted; "" is the package's own `__init__`."""
+    seen: set[str] = set()
+    todo = [STAGE_ENTRY_MODULES[stage]]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parents = [".".join(name.split(".")[:i]) for i in range(len(name.split(".")))]
+        todo.extend(parent for parent in parents if module_file(parent, root) is not None)
+        todo.extend(_imported_names(name, root))
+    return sorted(seen)
+
+
+def code_version(stage: str, root: Path = PACKAGE_ROOT) -> str:
+    """A short hash of the source of every module `stage` uses (`stage_modules`; 12 hex digits)."""
     digest = hashlib.sha256()
-    for module in sorted(STAGE_MODULES[stage]):
-        source = PACKAGE_ROOT / f"{module}.py"
+    for module in stage_modules(stage, root):
         digest.update(module.encode())
-        digest.update(source.read_bytes() if source.exists() else b"")
+        digest.update(module_file(module, root).read_bytes())
     return digest.hexdigest()[:12]
 
 

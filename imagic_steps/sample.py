@@ -16,6 +16,7 @@ Seeding both generators with `seed` (as before) made the first injected noise a 
 from __future__ import annotations
 
 import inspect
+from dataclasses import asdict
 from typing import Sequence
 
 import diffusers
@@ -24,7 +25,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .diffusion import decode_latents, encode_prompts
+from .embed import EmbedResult
+from .finetune_artefact import load_finetuned_unet
+from .images import tensor_to_pil
+from .io import save_image, write_json
 from .models import SDComponents
+from .provenance import provenance
 from .variants import SCHEDULERS, SampleParams
 
 
@@ -173,3 +179,45 @@ def sample_alphas(
                           init_latents=init_latents)
         images.update(zip(chunk, decode_latents(components, latents).cpu()))
     return torch.stack([torch.stack([images[(s, a)] for a in range(len(alphas))]) for s in range(len(seeds))])
+
+
+def sample_grid(samples: Sequence[tuple[int, float, str]]) -> tuple[list[int], list[float]]:
+    """The seeds and alphas (in first-seen order) of a sample job's (seed, alpha, path) triples, which must
+    cover every seed x alpha once: `sample_alphas` denoises whole grids."""
+    seeds = list(dict.fromkeys(seed for seed, _, _ in samples))
+    alphas = list(dict.fromkeys(alpha for _, alpha, _ in samples))
+    if sorted((seed, alpha) for seed, alpha, _ in samples) != sorted((s, a) for s in seeds for a in alphas):
+        raise ValueError(f"a sample job's (seed, alpha) pairs must form a full seeds x alphas grid; got "
+                         f"{[(seed, alpha) for seed, alpha, _ in samples]}")
+    return seeds, alphas
+
+
+def run_sample(
+    components: SDComponents,
+    embed_artefact,
+    finetune_artefact,
+    params: SampleParams,
+    *,
+    samples: Sequence[tuple[int, float, str]],
+    resolution: int | None,
+    record,
+    unet: torch.nn.Module | None = None,
+    pair_id: str = "",
+    progress: bool = True,
+) -> None:
+    """Stage C: one PNG per (seed, alpha, path) of `samples`, sampled from the fine-tuned UNet.
+
+    `unet` skips loading the artefact when the caller still holds the fine-tuned model.
+    """
+    seeds, alphas = sample_grid(samples)
+    embed = EmbedResult.load(embed_artefact, components.device)
+    unet = unet if unet is not None else load_finetuned_unet(components.unet, finetune_artefact)
+    resolution = resolution or components.resolution
+    images = sample_alphas(components, unet, embed.target_embedding, embed.optimized_embedding, alphas, seeds, params,
+                           height=resolution, width=resolution, init_latents=embed.image_latents, progress=progress)
+    for seed, alpha, path in samples:
+        save_image(tensor_to_pil(images[seeds.index(seed), alphas.index(alpha)][None])[0], path)
+    write_json(record, provenance("sample", asdict(params), components.provenance(), pair_id=pair_id,
+                                  alphas=alphas, seeds=seeds, embed=str(embed_artefact),
+                                  finetune=str(finetune_artefact),
+                                  outputs={f"{seed}:{alpha:g}": str(path) for seed, alpha, path in samples}))

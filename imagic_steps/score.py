@@ -1,10 +1,11 @@
-"""CLIP text alignment and LPIPS fidelity of edited samples.
+"""Scores of edited samples: one row per sample, the same columns whatever the scorer, the scorer in its own column.
 
-Four numbers per sample, following the Imagic paper's evaluation:
-  clip_score        100 * max(cos(E_img(sample), E_txt(target prompt)), 0)   (CLIPScore, no 2.5 weight)
-  clip_image_sim    cos(E_img(sample), E_img(input))                          in [-1, 1]
-  lpips             LPIPS(sample, input), both resized to a fixed square      >= 0, lower = closer
-  directional_clip  cos(E_img(edit) - E_img(src), E_txt(tgt) - E_txt(src))    NaN without a source prompt
+The columns say what is measured; the `scorer` column says how. With CLIP and LPIPS (the Imagic paper's
+evaluation; the digits domain's classifier scorer is `imagic_steps.digits.classifier.digit_evaluation_scores`):
+  text_alignment          100 * max(cos(E_img(sample), E_txt(target prompt)), 0)   (CLIPScore, no 2.5 weight)
+  distance                LPIPS(sample, input), both resized to a fixed square      >= 0, lower = closer
+  image_similarity        cos(E_img(sample), E_img(input))                          in [-1, 1]
+  directional_similarity  cos(E_img(edit) - E_img(src), E_txt(tgt) - E_txt(src))    NaN without a source prompt
 
 `ScorerSpec(tiny=True)` builds random-weight scorers offline for tests and the tiny model; their
 numbers only check the plumbing, and every score row carries `ScorerSpec.name` so they are never
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .images import load_image
+from .images import check_same_length, load_image
 from .io import atomic_path
 
 LPIPS_NETS = ("alex", "vgg")
@@ -137,13 +138,6 @@ def _batches(n: int, batch_size: int) -> list[slice]:
     return [slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
 
 
-def _check_same_length(**lists: Sequence) -> int:
-    lengths = {name: len(values) for name, values in lists.items()}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"inputs must have the same length, got {lengths}")
-    return next(iter(lengths.values()))
-
-
 @torch.inference_mode()
 def _encode_images(scorers: Scorers, images: Sequence[Image.Image], batch_size: int) -> torch.Tensor:
     """Unit-norm CLIP image embeddings, shape (N, D), float32 on CPU."""
@@ -190,7 +184,7 @@ def clip_text_score(
     scorers: Scorers, images: list[Image.Image], prompts: list[str], batch_size: int = 16
 ) -> np.ndarray:
     """CLIPScore of each image against its prompt: 100 * max(cos, 0), shape (N,), in [0, 100]."""
-    _check_same_length(images=images, prompts=prompts)
+    check_same_length(images=images, prompts=prompts)
     return _clip_score_from_embeddings(
         _encode_images(scorers, images, batch_size), _encode_texts(scorers, prompts, batch_size)
     )
@@ -200,7 +194,7 @@ def clip_image_similarity(
     scorers: Scorers, images_a: list[Image.Image], images_b: list[Image.Image], batch_size: int = 16
 ) -> np.ndarray:
     """Cosine similarity of the CLIP embeddings of paired images, shape (N,), in [-1, 1]."""
-    _check_same_length(images_a=images_a, images_b=images_b)
+    check_same_length(images_a=images_a, images_b=images_b)
     emb_a = _encode_images(scorers, images_a, batch_size)
     emb_b = _encode_images(scorers, images_b, batch_size)
     return (emb_a * emb_b).sum(-1).numpy()
@@ -222,7 +216,7 @@ def lpips_distance(
     batch_size: int = 16,
 ) -> np.ndarray:
     """LPIPS distance of paired images, shape (N,), >= 0; both resized to resolution x resolution px."""
-    n = _check_same_length(images_a=images_a, images_b=images_b)
+    n = check_same_length(images_a=images_a, images_b=images_b)
     distances = []
     for batch in _batches(n, batch_size):
         a = torch.stack([_lpips_tensor(image, resolution) for image in images_a[batch]]).to(scorers.device)
@@ -269,7 +263,7 @@ def directional_clip_similarity(
 
     NaN where the source prompt is None or empty (the edit direction in text space is undefined).
     """
-    _check_same_length(sources=sources, edits=edits, source_prompts=source_prompts, target_prompts=target_prompts)
+    check_same_length(sources=sources, edits=edits, source_prompts=source_prompts, target_prompts=target_prompts)
     return _directional(
         scorers,
         _encode_images(scorers, sources, batch_size),
@@ -295,23 +289,26 @@ def score_samples(
         inputs: the input image each sample was edited from.
         prompts: target prompt of each sample.
         source_prompts: description of each input image; None (or None entries) leaves
-            directional_clip NaN.
+            directional_similarity NaN.
 
     Returns:
-        One row per sample with columns clip_score, clip_image_sim, lpips, directional_clip, scorer.
+        One row per sample with the evaluation's columns (`EVALUATION_COLUMNS`), measured by CLIP and LPIPS:
+        text_alignment (CLIP score, 100 * cosine of image and prompt), distance (LPIPS to the input),
+        image_similarity (CLIP image cosine to the input), directional_similarity (directional CLIP) and scorer.
     """
     if source_prompts is None:
         source_prompts = [None] * len(samples)
-    _check_same_length(samples=samples, inputs=inputs, prompts=prompts, source_prompts=source_prompts)
+    check_same_length(samples=samples, inputs=inputs, prompts=prompts, source_prompts=source_prompts)
     # Each image set is encoded once and shared by the three CLIP metrics.
     sample_emb = _encode_images(scorers, samples, batch_size)
     input_emb = _encode_images(scorers, inputs, batch_size)
     return pd.DataFrame(
         {
-            "clip_score": _clip_score_from_embeddings(sample_emb, _encode_texts(scorers, prompts, batch_size)),
-            "clip_image_sim": (sample_emb * input_emb).sum(-1).numpy(),
-            "lpips": lpips_distance(scorers, samples, inputs, batch_size=batch_size),
-            "directional_clip": _directional(scorers, input_emb, sample_emb, source_prompts, prompts, batch_size),
+            "text_alignment": _clip_score_from_embeddings(sample_emb, _encode_texts(scorers, prompts, batch_size)),
+            "distance": lpips_distance(scorers, samples, inputs, batch_size=batch_size),
+            "image_similarity": (sample_emb * input_emb).sum(-1).numpy(),
+            "directional_similarity": _directional(scorers, input_emb, sample_emb, source_prompts, prompts,
+                                                   batch_size),
             "scorer": scorers.spec.name,
         },
         index=pd.RangeIndex(len(samples)),
@@ -331,14 +328,14 @@ def score_sample_files(
     """Score sample files against their input image and target prompt; writes one CSV row per sample.
 
     `scorer` holds `ScorerSpec` fields, or `kind: digits` for the digits domain's classifier scorer
-    (`imagic_steps.toy.classifier.digit_evaluation_scores`). Each sample is compared with the input resized
+    (`imagic_steps.digits.classifier.digit_evaluation_scores`): the same columns. Each sample is compared with the input resized
     and centre-cropped to the sample's size, i.e. the image the model was given.
     """
     images = [Image.open(path).convert("RGB") for path in samples]
     reference = load_image(image_path, images[0].width)
     spec = dict(scorer)
     if spec.pop("kind", "clip") == "digits":
-        from .toy.classifier import digit_evaluation_scores
+        from .digits.classifier import digit_evaluation_scores
 
         table = digit_evaluation_scores(images, [reference] * len(images), prompt)
     else:

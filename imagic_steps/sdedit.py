@@ -3,14 +3,17 @@ it under the target prompt, with diffusers' own img2img pipeline on the already 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline
 from PIL import Image
 
+from .images import load_image
+from .io import save_image, write_json
 from .models import SDComponents
+from .provenance import provenance
 from .sample import make_scheduler
 
 
@@ -47,3 +50,15 @@ def sdedit(components: SDComponents, image: Image.Image, prompt: str, strength: 
                      guidance_scale=params.guidance_scale, generator=torch.Generator().manual_seed(seed),
                      output_type="pil").images[0]
             for seed in seeds]
+
+
+def run_sdedit(components: SDComponents, image_path, prompt: str, params: SdeditParams, *, strength: float,
+               samples: Sequence[tuple[int, str]], resolution: int | None, record, pair_id: str = "") -> None:
+    """The SDEdit baseline for one strength: a PNG per (seed, path) of `samples` and one provenance record."""
+    resolution = resolution or components.resolution
+    seeds = [seed for seed, _ in samples]
+    images = sdedit(components, load_image(image_path, resolution), prompt, strength, seeds, params)
+    for edited, (_, path) in zip(images, samples):
+        save_image(edited, path)
+    write_json(record, provenance("sdedit", asdict(params), components.provenance(), pair_id=pair_id,
+                                  image=str(image_path), prompt=prompt, strength=strength, seeds=seeds))

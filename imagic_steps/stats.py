@@ -1,8 +1,9 @@
-"""Summary statistics, best-alpha selection, trade-off plots and tables for score tables.
+"""Summary statistics, best-alpha selection and summary tables of score tables (numbers only; figures.py draws).
 
 A score table has one row per scored sample with at least the columns pair_id, variant, method
-("imagic" or "sdedit"), seed, alpha (SDEdit's strength is stored in alpha), clip_score,
-clip_image_sim, lpips, directional_clip and scorer; other columns are ignored.
+("imagic" or "sdedit"), seed, alpha (Imagic's interpolation weight; empty for SDEdit), strength (SDEdit's;
+empty for Imagic), text_alignment, distance, image_similarity and scorer; other columns are ignored. What
+the metric columns measure depends on the scorer, named in the scorer column (imagic_steps/score.py).
 
 The unit of replication is the pair: every seed of a pair shares one optimised embedding and one
 fine-tuned UNet, so its seeds are not independent evidence. Summaries therefore average the seeds of
@@ -14,23 +15,24 @@ the range of the pair means, hence inside the metric's own range (e.g. [0, 100] 
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
-from .io import atomic_path
 
 UNIT = "pair_id"  # the unit of replication: seeds are averaged within it, then units are resampled
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # fixed, so every table and figure is reproducible bit for bit
 CONFIDENCE = 0.95
-TEXT_METRIC = "clip_score"  # text alignment, higher = better (digits: 100 * P(target digit))
-DISTANCE_METRIC = "lpips"  # distance to the input, lower = closer (digits: the classifier's identity distance)
+TEXT_METRIC = "text_alignment"  # higher = better (CLIP: 100 * cosine; digits: 100 * P(target digit))
+DISTANCE_METRIC = "distance"  # to the input, lower = closer (CLIP scorer: LPIPS; digits: identity distance)
+METRICS = (TEXT_METRIC, DISTANCE_METRIC, "image_similarity")  # what summaries report
+SETTING_COLUMNS = ("alpha", "strength")  # an edit's setting: Imagic's alpha or SDEdit's strength (the other empty)
+
+
+def edit_setting(table: pd.DataFrame) -> pd.Series:
+    """Each row's position along its method's edit axis: alpha for Imagic, strength for SDEdit."""
+    return table["alpha"].fillna(table["strength"])
 
 
 def unit_means(table: pd.DataFrame, metric: str, unit: str = UNIT) -> np.ndarray:
@@ -87,7 +89,7 @@ def _single_scorer(group: pd.DataFrame, key) -> str:
     return scorers[0]
 
 
-def _require_columns(table: pd.DataFrame, columns: Sequence[str]) -> None:
+def require_columns(table: pd.DataFrame, columns: Sequence[str]) -> None:
     missing = [column for column in columns if column not in table.columns]
     if missing:
         raise KeyError(f"score table lacks columns {missing}")
@@ -95,8 +97,8 @@ def _require_columns(table: pd.DataFrame, columns: Sequence[str]) -> None:
 
 def summarise(
     table: pd.DataFrame,
-    by: Sequence[str] = ("method", "variant", "alpha"),
-    metrics: Sequence[str] = ("clip_score", "lpips", "clip_image_sim"),
+    by: Sequence[str] = ("method", "variant", *SETTING_COLUMNS),
+    metrics: Sequence[str] = METRICS,
     n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> pd.DataFrame:
@@ -105,7 +107,7 @@ def summarise(
     Seeds are averaged within each pair first (they share the pair's embedding and fine-tuned UNet),
     then pairs are resampled with replacement (`bootstrap_mean_interval`). Every pair weighs the same,
     however many seeds it has. NaN values are ignored; a pair without any value of a metric is left
-    out of that metric (e.g. directional_clip of a pair without a source prompt).
+    out of that metric (e.g. directional_similarity of a pair without a source prompt).
 
     Returns:
         One row per group, sorted by `by`, with columns by..., n_pairs (pairs in the group), n_seeds
@@ -116,7 +118,7 @@ def summarise(
         ValueError: if a group mixes scorers.
     """
     by = list(by)
-    _require_columns(table, [*by, UNIT, "seed", *metrics, "scorer"])
+    require_columns(table, [*by, UNIT, "seed", *metrics, "scorer"])
     rows = []
     for key, group in table.groupby(by, sort=True, dropna=False):
         row = dict(zip(by, key))
@@ -138,128 +140,44 @@ def pick_best_alpha(
     text: str = TEXT_METRIC,
     distance: str = DISTANCE_METRIC,
 ) -> pd.DataFrame:
-    """Per group (a pair's method and variant): the most faithful alpha among those that achieve the edit.
+    """Per group (a pair's method and variant): the most faithful setting (Imagic's alpha, SDEdit's strength)
+    among those that achieve the edit.
 
-    Scores are first averaged over seeds for each alpha. An alpha edits when its mean `text` score is at
+    Scores are first averaged over seeds for each setting. A setting edits when its mean `text` score is at
     least `text_min`; among those, the one with the lowest mean `distance` wins (ties: the smallest
-    alpha). A group where no alpha edits gets edited=False and NaN alpha, `text` and `distance`: there is
-    no best alpha to report, only the highest text score it reached.
+    setting). A group where no setting edits gets edited=False and NaN alpha, strength, `text` and
+    `distance`: there is no best setting to report, only the highest text score it reached.
 
     Returns:
-        One row per group with columns by..., edited (bool), alpha, clip_score, lpips (the seed means at
-        that alpha; the `text` and `distance` columns), clip_score_max (the highest seed-mean text score
-        of any alpha), text_min and scorer.
+        One row per group with columns by..., edited (bool), alpha, strength (the best setting; the other
+        NaN), text_alignment, distance (the seed means at that setting; the `text` and `distance` columns),
+        text_alignment_max (the highest seed-mean text score of any setting), text_min and scorer.
 
     Raises:
         ValueError: if a group mixes scorers.
     """
     by = list(by)
-    _require_columns(table, [*by, "alpha", text, distance, "scorer"])
+    require_columns(table, [*by, *SETTING_COLUMNS, text, distance, "scorer"])
     rows = []
     for key, group in table.groupby(by, sort=True, dropna=False):
-        per_alpha = group.groupby("alpha", sort=True)[[text, distance]].mean()
-        editing = per_alpha[(per_alpha[text] >= text_min) & per_alpha[distance].notna()]
+        per_setting = (group.groupby(list(SETTING_COLUMNS), sort=True, dropna=False)[[text, distance]].mean()
+                       .reset_index())
+        editing = per_setting[(per_setting[text] >= text_min) & per_setting[distance].notna()]
         edited = not editing.empty
-        best = editing[distance].idxmin() if edited else None  # first minimum = the smallest alpha
+        # first minimum = the smallest setting (rows are sorted by setting)
+        best = per_setting.loc[editing[distance].idxmin()] if edited else None
         rows.append(
             {
                 **dict(zip(by, key)),
                 "edited": edited,
-                "alpha": best if edited else np.nan,
-                text: per_alpha.at[best, text] if edited else np.nan,
-                distance: per_alpha.at[best, distance] if edited else np.nan,
-                f"{text}_max": per_alpha[text].max(),
+                **{column: best[column] if edited else np.nan for column in (*SETTING_COLUMNS, text, distance)},
+                f"{text}_max": per_setting[text].max(),
                 "text_min": float(text_min),
                 "scorer": _single_scorer(group, key),
             }
         )
-    columns = [*by, "edited", "alpha", text, distance, f"{text}_max", "text_min", "scorer"]
+    columns = [*by, "edited", *SETTING_COLUMNS, text, distance, f"{text}_max", "text_min", "scorer"]
     return pd.DataFrame(rows, columns=columns)
-
-
-def _interval_errors(mean: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
-    """Asymmetric error-bar lengths (2, N) = (mean - lo, hi - mean); undefined intervals drawn as zero.
-
-    None when no interval is defined. Negative lengths (a percentile interval that excludes its own mean,
-    possible in principle for very skewed data) are drawn as zero rather than rejected by matplotlib.
-    """
-    mean, lo, hi = (np.asarray(v, dtype=np.float64) for v in (mean, lo, hi))
-    errors = np.vstack([mean - lo, hi - mean])
-    finite = np.isfinite(errors)
-    if not finite.any():
-        return None
-    return np.maximum(np.where(finite, errors, 0.0), 0.0)
-
-
-@dataclass(frozen=True)
-class ReferenceBand:
-    """A calibrated reference level of the distance metric (e.g. two images of the same digit by different
-    writers): its median and interquartile range [q25, q75], in the metric's own units."""
-
-    label: str
-    q25: float
-    median: float
-    q75: float
-
-
-# Grey bands told apart by hatching, so that no band shares a colour with a method's curve.
-REFERENCE_STYLES = (("0.45", "//"), ("0.65", ".."), ("0.25", "\\\\"))  # (grey level, hatch), cycled
-
-
-def tradeoff_figure(summary: pd.DataFrame, title: str,
-                    xlabel: str = "1 − LPIPS (fidelity to input, unitless; higher = closer)",
-                    ylabel: str = "CLIP score (100 · cosine; higher = better text alignment)",
-                    references: Sequence[ReferenceBand] = ()) -> Figure:
-    """The fidelity / text-alignment trade-off of a `summarise` table as a matplotlib Figure.
-
-    x = 1 - mean LPIPS (fidelity to the input), y = mean CLIP score; one line per (method, variant),
-    ordered by alpha, each point labelled with its alpha. Error bars are the pair bootstrap intervals
-    [lo, hi] (asymmetric, drawn as they are: they lie inside the metric's range by construction; none
-    with a single pair). Each of `references` (distance levels, drawn at x = 1 - distance) is a vertical
-    band over its interquartile range with a dashed line at its median, named in the legend, so a curve's
-    fidelity reads against what e.g. another writer's drawing of the same digit scores. The title names
-    the scorer(s) so random-weight numbers are recognisable.
-    """
-    _require_columns(summary, ["method", "variant", "alpha", "lpips_mean", "clip_score_mean", "scorer"])
-    # A bare Figure on the Agg canvas: no pyplot global state, no display backend needed.
-    figure = Figure(figsize=(7, 5), dpi=120)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    for index, band in enumerate(references):
-        color, hatch = REFERENCE_STYLES[index % len(REFERENCE_STYLES)]
-        axes.axvspan(1.0 - band.q75, 1.0 - band.q25, facecolor=color, edgecolor=color, hatch=hatch, alpha=0.2,
-                     lw=0, label=f"{band.label} (median, IQR)")
-        axes.axvline(1.0 - band.median, color=color, ls="--", lw=1)
-    for (method, variant), curve in summary.groupby(["method", "variant"], sort=True):
-        curve = curve.sort_values("alpha")
-        lpips_mean = curve["lpips_mean"].to_numpy(dtype=np.float64)
-        x = 1.0 - lpips_mean
-        y = curve["clip_score_mean"].to_numpy(dtype=np.float64)
-        xerr = yerr = None
-        if {"lpips_lo", "lpips_hi"} <= set(curve.columns):
-            # x = 1 - lpips: the upper lpips bound is the lower fidelity bound, so the two lengths swap.
-            xerr = _interval_errors(lpips_mean, curve["lpips_lo"], curve["lpips_hi"])
-            xerr = None if xerr is None else xerr[::-1]
-        if {"clip_score_lo", "clip_score_hi"} <= set(curve.columns):
-            yerr = _interval_errors(y, curve["clip_score_lo"], curve["clip_score_hi"])
-        axes.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", capsize=3, label=f"{method} / {variant}")
-        for alpha, x_i, y_i in zip(curve["alpha"], x, y):
-            axes.annotate(f"{alpha:g}", (x_i, y_i), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    scorer_names = ", ".join(sorted(map(str, summary["scorer"].unique())))
-    axes.set_title(f"{title}\nscorer: {scorer_names}", fontsize=10)
-    axes.grid(True, alpha=0.3)
-    axes.legend(title="method / variant" + (", reference" if references else ""), fontsize=8)
-    figure.tight_layout()
-    return figure
-
-
-def plot_tradeoff(summary: pd.DataFrame, path: str | os.PathLike, title: str, **options) -> None:
-    """`tradeoff_figure` saved as PNG at `path` (atomically); `options` are its xlabel, ylabel, references."""
-    figure = tradeoff_figure(summary, title, **options)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
 
 
 def _format_interval(mean: float, lo: float, hi: float, float_digits: int) -> str:
@@ -286,3 +204,14 @@ def markdown_table(summary: pd.DataFrame, float_digits: int = 3) -> str:
     table = table.drop(columns=[f"{metric}_{bound}" for metric in metrics for bound in ("lo", "hi")])
     table = table.rename(columns={f"{metric}_mean": metric for metric in metrics})
     return table.to_markdown(index=False)
+
+
+def sweep_means(table: pd.DataFrame, sweep: dict, metrics: Sequence[str]) -> pd.DataFrame:
+    """Means over pairs and seeds of `metrics` per (alpha, swept value); `sweep` maps variant name -> value.
+
+    Returns:
+        columns alpha, value, *metrics; one row per (alpha, value), sorted.
+    """
+    rows = table[table["variant"].isin(list(sweep))].copy()
+    rows["value"] = rows["variant"].map(sweep)
+    return rows.groupby(["alpha", "value"], sort=True)[list(metrics)].mean().reset_index()

@@ -6,6 +6,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from imagic_steps.configuration import (
+    ModelSpec,
     coerce_to_schema,
     config_error,
     default_scorer,
@@ -54,14 +55,15 @@ if Path(RESULTS).exists() and not Path(RESULTS).is_dir():
     fail(f"config (results): {RESULTS} is a file; give a folder for the results (it is created if missing)")
 SEEDS = config["seeds"]
 ALPHAS = config["alphas"]
-SAMPLE_JOBS = config.get("sample_jobs", "per_alpha")  # one sample job per alpha, or per sample set
-MODEL = {"revision": None, "dtype": "fp32", "device": "cpu", **config["model"]}
-GPU_PER_JOB = 0 if MODEL["device"] == "cpu" else 1
-if (problem := dtype_device_problem(MODEL["dtype"], MODEL["device"], "config (model.dtype)")) is not None:
+SAMPLE_JOBS = config["sample_jobs"]  # one sample job per alpha, or per sample set
+MODEL = ModelSpec.from_config(config["model"])
+MODEL_BLOCK = MODEL.to_config()  # every key filled in: what the model jobs get and plan.json records
+GPU_PER_JOB = 0 if MODEL.device == "cpu" else 1
+if (problem := dtype_device_problem(MODEL.dtype, MODEL.device, "config (model.dtype)")) is not None:
     fail(problem)
-if Path(MODEL["id"]).is_dir() and (problem := model_folder_problem(MODEL["id"])) is not None:
+if Path(MODEL.id).is_dir() and (problem := model_folder_problem(MODEL.id)) is not None:
     fail(problem)
-MODEL_SIZE, MODEL_SIZE_NOTE = planning_model_size(MODEL["id"], MODEL["revision"])  # None: tiny, not built yet
+MODEL_SIZE, MODEL_SIZE_NOTE = planning_model_size(MODEL.id, MODEL.revision)  # None: tiny, not built yet
 if MODEL_SIZE_NOTE:
     print(f"note: {MODEL_SIZE_NOTE}", file=sys.stderr)
 
@@ -83,11 +85,14 @@ def load_pairs():
 try:
     PAIRS = load_pairs()
     VARIANT_SPECS, SWEEPS = expand_sweeps(config["variants"], config.get("sweeps", {}))
-    RUNS = plan_experiment(MODEL, PAIRS, VARIANT_SPECS, ALPHAS, SEEDS, config.get("resolution"))
-    SDEDIT_RUNS = plan_sdedit(MODEL, PAIRS, config.get("sdedit"), SEEDS, config.get("resolution"))
+    RUNS = plan_experiment(MODEL_BLOCK, PAIRS, VARIANT_SPECS, ALPHAS, SEEDS, config.get("resolution"))
+    SDEDIT_RUNS = plan_sdedit(MODEL_BLOCK, PAIRS, config.get("sdedit"), SEEDS, config.get("resolution"))
 except (PlanError, VariantError) as error:
     fail(str(error))
 
+# A rule's outputs are path patterns fixed while parsing, so a per_variant sample job's PNGs are the config's
+# seed x alpha grid; the job samples its planned run's own (seed, alpha, path) triples (`get_sample_triples`),
+# which must be that grid.
 if SAMPLE_JOBS == "per_variant":
     for run in RUNS:
         if list(run.alphas) != list(ALPHAS):
@@ -98,7 +103,7 @@ EMBED_RUNS = {(r.pair.pair_id, r.embed_key): r for r in RUNS}
 FINETUNE_RUNS = {(r.pair.pair_id, r.finetune_key): r for r in RUNS}
 SAMPLE_RUNS = {(r.pair.pair_id, r.sample_key): r for r in RUNS}
 SDEDIT_BY_KEY = {(r.pair.pair_id, r.key): r for r in SDEDIT_RUNS}
-SCORER = config.get("scorer") or default_scorer(MODEL["id"])
+SCORER = config.get("scorer") or default_scorer(MODEL.id)
 
 
 wildcard_constraints:
@@ -108,17 +113,18 @@ wildcard_constraints:
     skey="[0-9a-f]{10}",
     seed=r"\d+",
     alpha=r"-?[0-9.]+(e-?[0-9]+)?",
+    strength=r"[0-9.]+(e-?[0-9]+)?",
 
 
 # ---- paths ------------------------------------------------------------------------------------------
 EMBED_DIR = f"{RESULTS}/embed/{{pair}}/{{ekey}}"
 FINETUNE_DIR = f"{RESULTS}/finetune/{{pair}}/{{fkey}}"
 SAMPLE_PNG = f"{RESULTS}/samples/{{pair}}/{{skey}}/seed{{seed}}_alpha{{alpha}}.png"
-SDEDIT_PNG = f"{RESULTS}/sdedit/{{pair}}/{{skey}}/seed{{seed}}_strength{{alpha}}.png"
+SDEDIT_PNG = f"{RESULTS}/sdedit/{{pair}}/{{skey}}/seed{{seed}}_strength{{strength}}.png"
 # a sample job's name within its sample set: one alpha, or all of them
 SAMPLE_JOB = "alpha{alpha}" if SAMPLE_JOBS == "per_alpha" else "all_alphas"
 SAMPLE_RECORD = f"{RESULTS}/samples/{{pair}}/{{skey}}/{SAMPLE_JOB}.json"
-SDEDIT_RECORD = f"{RESULTS}/sdedit/{{pair}}/{{skey}}/strength{{alpha}}.json"
+SDEDIT_RECORD = f"{RESULTS}/sdedit/{{pair}}/{{skey}}/strength{{strength}}.json"
 SCORES_CSV = f"{RESULTS}/scores/{{pair}}/{{skey}}.csv"
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmark"
@@ -141,7 +147,7 @@ def run_samples(run):
 
 
 def sdedit_png(run, seed, strength):
-    return SDEDIT_PNG.format(pair=run.pair.pair_id, skey=run.key, seed=seed, alpha=format_alpha(strength))
+    return SDEDIT_PNG.format(pair=run.pair.pair_id, skey=run.key, seed=seed, strength=format_alpha(strength))
 
 
 def sdedit_samples(run):
@@ -176,15 +182,15 @@ def estimated_memory(stage, key):
     def resource(wildcards):
         if stage == "sdedit":
             run = sdedit_run(wildcards)
-            estimate = stage_estimate(stage, MODEL_SIZE, MODEL["dtype"], run.resolution)  # one seed at a time
+            estimate = stage_estimate(stage, MODEL_SIZE, MODEL.dtype, run.resolution)  # one seed at a time
         else:
             run = {"embed": embed_run, "finetune": finetune_run, "sample": sample_run}[stage](wildcards)
             batch = 1
             if stage == "sample":
-                batch = min(run.variant.sample.batch_size, len(SEEDS) * len(sample_job_alphas(wildcards)))
-            estimate = stage_estimate(stage, MODEL_SIZE, MODEL["dtype"], run.variant.resolution,
+                batch = min(run.variant.sample.batch_size, len(get_sample_triples(wildcards)))
+            estimate = stage_estimate(stage, MODEL_SIZE, MODEL.dtype, run.variant.resolution,
                                       run.variant.finetune, sample_batch=batch)
-        return job_memory_mb(estimate, MODEL["device"])[key]
+        return job_memory_mb(estimate, MODEL.device)[key]
 
     return resource
 
@@ -217,8 +223,18 @@ def sample_job_images():
     return expand(SAMPLE_PNG, seed=SEEDS, alpha=[format_alpha(a) for a in ALPHAS], allow_missing=True)
 
 
-def sample_job_alphas(wildcards):
-    return [float(wildcards.alpha)] if SAMPLE_JOBS == "per_alpha" else [float(a) for a in ALPHAS]
+def get_sample_triples(wildcards):
+    """(seed, alpha, path) of every sample a sample job writes, from its planned run: every seed at the job's
+    alpha (per_alpha), or the run's whole seed x alpha grid (per_variant)."""
+    run = sample_run(wildcards)
+    alphas = [a for a in run.alphas if format_alpha(a) == wildcards.alpha] if SAMPLE_JOBS == "per_alpha" else run.alphas
+    return [(seed, alpha, sample_png(run, seed, alpha)) for seed in run.seeds for alpha in alphas]
+
+
+def get_sdedit_samples(wildcards):
+    """(seed, path) of every sample an SDEdit job writes: each seed at the job's strength."""
+    run = sdedit_run(wildcards)
+    return [(seed, sdedit_png(run, seed, float(wildcards.strength))) for seed in run.seeds]
 
 
 def get_sample_inputs(wildcards):
@@ -259,7 +275,7 @@ def sample_table_rows():
             for alpha in run.alphas:
                 rows.append({
                     "pair_id": run.pair.pair_id, "variant": run.variant.name, "method": "imagic", "seed": seed,
-                    "alpha": alpha, "prompt": run.pair.prompt, "source_prompt": run.pair.source_prompt,
+                    "alpha": alpha, "strength": None, "prompt": run.pair.prompt, "source_prompt": run.pair.source_prompt,
                     "image": run.pair.image, "sample": sample_png(run, seed, alpha),
                     "embed_key": run.embed_key, "finetune_key": run.finetune_key, "sample_key": run.sample_key,
                     "embed_steps": run.variant.embed.steps, "embed_lr": run.variant.embed.lr,
@@ -272,7 +288,7 @@ def sample_table_rows():
             for strength in run.strengths:
                 rows.append({
                     "pair_id": run.pair.pair_id, "variant": "sdedit", "method": "sdedit", "seed": seed,
-                    "alpha": strength, "prompt": run.pair.prompt, "source_prompt": run.pair.source_prompt,
+                    "alpha": None, "strength": strength, "prompt": run.pair.prompt, "source_prompt": run.pair.source_prompt,
                     "image": run.pair.image, "sample": sdedit_png(run, seed, strength), "sample_key": run.key,
                     "scheduler": run.params.get("scheduler"), "sample_steps": run.params.get("steps"),
                     "guidance_scale": run.params.get("guidance_scale"),
@@ -284,7 +300,7 @@ def experiment_plan():
     """What the results folder was planned from (rule experiment_plan writes it as plan.json)."""
     return {
         "config": dict(config),
-        "model": MODEL,
+        "model": MODEL_BLOCK,
         "scorer": SCORER,
         "seeds": list(SEEDS),
         "pairs": [dataclasses.asdict(pair) for pair in PAIRS],

@@ -14,7 +14,7 @@ rule embed:
         ),
         record=f"{EMBED_DIR}/provenance.json",
     params:
-        model=MODEL,
+        model=MODEL_BLOCK,
         prompt=lambda w: embed_run(w).pair.prompt,
         embed=lambda w: dataclasses.asdict(embed_run(w).variant.embed),
         resolution=lambda w: embed_run(w).variant.resolution,

@@ -7,10 +7,9 @@ rule sample:
         images=sample_job_images(),
         record=SAMPLE_RECORD,
     params:
-        model=MODEL,
+        model=MODEL_BLOCK,
         sample=lambda w: dataclasses.asdict(sample_run(w).variant.sample),
-        seeds=SEEDS,
-        alphas=sample_job_alphas,
+        samples=get_sample_triples,  # (seed, alpha, path) of each output PNG, from the planned run
         resolution=lambda w: sample_run(w).variant.resolution,
         code=code_version("sample"),
     log:

@@ -6,16 +6,16 @@ rule sdedit:
         images=expand(SDEDIT_PNG, seed=SEEDS, allow_missing=True),
         record=SDEDIT_RECORD,
     params:
-        model=MODEL,
+        model=MODEL_BLOCK,
         prompt=lambda w: sdedit_run(w).pair.prompt,
         sdedit=lambda w: sdedit_run(w).params,
-        seeds=SEEDS,
+        samples=get_sdedit_samples,  # (seed, path) of each output PNG, from the planned run
         resolution=lambda w: sdedit_run(w).resolution,
         code=code_version("sdedit"),
     log:
-        f"{LOGS}/sdedit/{{pair}}/{{skey}}/strength{{alpha}}.log",
+        f"{LOGS}/sdedit/{{pair}}/{{skey}}/strength{{strength}}.log",
     benchmark:
-        f"{BENCH}/sdedit/{{pair}}/{{skey}}/strength{{alpha}}.tsv"
+        f"{BENCH}/sdedit/{{pair}}/{{skey}}/strength{{strength}}.tsv"
     threads: 1
     resources:
         gpu=GPU_PER_JOB,

@@ -1,5 +1,6 @@
 """Stage A for one pair (rule embed)."""
-from imagic_steps.stages import model_job, run_embed
+from imagic_steps.embed import run_embed
+from imagic_steps.jobs import model_job
 from imagic_steps.variants import EmbedParams
 
 params, output = snakemake.params, snakemake.output

@@ -1,5 +1,6 @@
 """Stage B for one pair and fine-tune setting (rule finetune)."""
-from imagic_steps.stages import model_job, run_finetune
+from imagic_steps.finetune import run_finetune
+from imagic_steps.jobs import model_job
 from imagic_steps.variants import FinetuneParams, SampleParams
 
 params, output = snakemake.params, snakemake.output

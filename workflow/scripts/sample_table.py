@@ -1,5 +1,5 @@
 """The table of every sample (rule sample_table)."""
-from imagic_steps.aggregate import write_table
+from imagic_steps.evaluate import write_table
 from imagic_steps.jobs import job_context
 
 MARKDOWN_COLUMNS = ["pair_id", "variant", "seed", "alpha", "finetune_mode", "embed_steps", "finetune_steps",

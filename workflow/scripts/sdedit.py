@@ -1,8 +1,8 @@
 """SDEdit baseline for one strength, all seeds (rule sdedit)."""
-from imagic_steps.sdedit import SdeditParams
-from imagic_steps.stages import model_job, run_sdedit
+from imagic_steps.jobs import model_job
+from imagic_steps.sdedit import SdeditParams, run_sdedit
 
-params, output, wildcards = snakemake.params, snakemake.output, snakemake.wildcards
+params, wildcards = snakemake.params, snakemake.wildcards
 with model_job(snakemake.log[0], snakemake.threads, params.model,
                getattr(snakemake.resources, "gpu_mem_mb", None)) as components:
     run_sdedit(
@@ -10,10 +10,9 @@ with model_job(snakemake.log[0], snakemake.threads, params.model,
         snakemake.input.image,
         params.prompt,
         SdeditParams(**params.sdedit),
-        strength=float(wildcards.alpha),
-        seeds=params.seeds,
+        strength=float(wildcards.strength),
+        samples=params.samples,
         resolution=params.resolution,
-        outputs=output.images,
-        record=output.record,
+        record=snakemake.output.record,
         pair_id=wildcards.pair,
     )

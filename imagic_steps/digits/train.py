@@ -1,6 +1,6 @@
 """Train the `digits` preset: a small Stable Diffusion on scikit-learn's handwritten digits, on one CPU thread.
 
-    python -m imagic_steps.toy.train --out imagic_steps/presets/digits --seed 0
+    python -m imagic_steps.digits.train --out imagic_steps/presets/digits --seed 0
 
 The model uses Stable Diffusion's own component classes and is saved in the diffusers layout, so it
 loads and runs through exactly the code a real model does:
@@ -37,11 +37,11 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from tqdm.auto import tqdm
 
 from ..diffusion import denoising_loss, draw_noise_and_timesteps, encode_prompts
-from ..figures import plot_losses
+from ..drawing import plot_losses
 from ..io import staging_dir, write_json
 from ..models import SDComponents, build_tiny_model, load_components
 from ..provenance import git_commit, package_versions
-from .digits import CAPTION_TEMPLATES, IMAGE_SIZE, SPLIT_SEED, caption, load_split, split_record
+from .data import CAPTION_TEMPLATES, IMAGE_SIZE, SPLIT_SEED, caption, load_split, split_record
 
 LOSS_WINDOW = 100  # steps averaged into the reported final loss
 
@@ -263,7 +263,7 @@ def _replace_folder(new: Path, target: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="python -m imagic_steps.toy.train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m imagic_steps.digits.train", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder to write the model to (replaced if it exists)")
     for name, value in asdict(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)

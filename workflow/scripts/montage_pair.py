@@ -1,5 +1,5 @@
 """Montage of one pair: input, then samples per alpha, one row per variant and seed (rule pair_montage)."""
-from imagic_steps.aggregate import save_pair_montage
+from imagic_steps.figures import save_pair_montage
 from imagic_steps.jobs import job_context
 
 with job_context(snakemake.log[0], snakemake.threads):

@@ -1,7 +1,7 @@
-"""The producer of the measured tables in imagic_steps/toy/README.md, printed as Markdown.
+"""The producer of the measured tables in imagic_steps/digits/README.md, printed as Markdown.
 
-    python -m imagic_steps.toy.report                       # all tables (a few minutes, one CPU thread)
-    python -m imagic_steps.toy.report --tables text-to-image
+    python -m imagic_steps.digits.report                       # all tables (a few minutes, one CPU thread)
+    python -m imagic_steps.digits.report --tables text-to-image
 
 Tables, all with the shipped `digits` model and classifier:
   calibration    the identity distance's reference levels (as in the shipped calibration.json, recomputed)
@@ -39,7 +39,7 @@ from ..stats import markdown_table, summarise
 from ..variants import EmbedParams, FinetuneParams, SampleParams
 from .classifier import calibrate, calibration_markdown, digit_probabilities, digit_scores, \
     load_digit_classifier
-from .digits import IMAGE_SIZE, caption, demo_digit
+from .data import IMAGE_SIZE, caption, demo_digit
 
 # The stage parameters recommended for the digits model (README; the default workflow config uses them).
 EMBED = EmbedParams(steps=200, lr=1e-3)
@@ -140,7 +140,7 @@ def imagic_table(scores: pd.DataFrame, by: Sequence[str] = ("method", "alpha")) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m imagic_steps.toy.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m imagic_steps.digits.report", description=__doc__.splitlines()[0])
     parser.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES))
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared machine)")
     args = parser.parse_args(argv)

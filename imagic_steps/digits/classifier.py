@@ -1,6 +1,6 @@
 """A small CNN digit classifier: the scorer of edits made with the `digits` model.
 
-    python -m imagic_steps.toy.classifier --out imagic_steps/presets/digits_classifier --seed 0
+    python -m imagic_steps.digits.classifier --out imagic_steps/presets/digits_classifier --seed 0
 
 It is trained on the same training split as the diffusion model (32x32 greyscale, white on black) with
 random shifts of up to two pixels, and reports its accuracy on the held-out split. `digit_scores` gives,
@@ -11,7 +11,7 @@ row says `scorer = "digits-classifier"` so these numbers are never mistaken for 
 The identity distance is calibrated on the held-out digits (`calibrate`, written to calibration.json beside
 the weights by training and by
 
-    python -m imagic_steps.toy.classifier --calibrate
+    python -m imagic_steps.digits.classifier --calibrate
 
 ): reference levels for the same digit drawn by another writer, another digit, and a blank image, which the
 trade-off plot draws as bands.
@@ -33,18 +33,16 @@ from skimage.metrics import structural_similarity
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..images import resize_center_crop
+from ..images import check_same_length, resize_center_crop
 from ..io import load_tensors, read_json, save_tensors, write_json
-from ..score import _check_same_length
-from ..stats import ReferenceBand
-from .digits import IMAGE_SIZE, SPLIT_SEED, demo_index, label_from_prompt, load_split, split_indices, split_record
+from .data import IMAGE_SIZE, SPLIT_SEED, demo_index, label_from_prompt, load_split, split_indices, split_record
 
 SCORER_NAME = "digits-classifier"
 DEFAULT_FOLDER = Path(__file__).resolve().parents[1] / "presets" / "digits_classifier"
 WEIGHTS_FILE = "model.safetensors"
 RECORD_FILE = "classifier.json"
 CALIBRATION_FILE = "calibration.json"
-CALIBRATE_COMMAND = "python -m imagic_steps.toy.classifier --calibrate"
+CALIBRATE_COMMAND = "python -m imagic_steps.digits.classifier --calibrate"
 # The calibration levels the trade-off plot draws, in the order drawn, with their legend labels.
 REFERENCE_LABELS = {"same_digit_other_writer": "same digit, other writer",
                     "target_digit_other_writer": "target digit, other writer",
@@ -149,7 +147,7 @@ def identity_distance(classifier: nn.Sequential, samples: Sequence[Image.Image],
                       inputs: Sequence[Image.Image]) -> np.ndarray:
     """Identity distance (N,) in [0, 1] of each sample to its input: `feature_distance` of their
     `identity_features`; 0 = identical. calibration.json gives its reference levels."""
-    _check_same_length(samples=samples, inputs=inputs)
+    check_same_length(samples=samples, inputs=inputs)
     return feature_distance(identity_features(classifier, grey_tensor(samples)),
                             identity_features(classifier, grey_tensor(inputs))).numpy()
 
@@ -171,7 +169,7 @@ def digit_scores(classifier: nn.Sequential, samples: Sequence[Image.Image], inpu
       ssim               structural similarity of the same greyscale images, in [-1, 1]; 1 = identical
       scorer             "digits-classifier"
     """
-    _check_same_length(samples=samples, inputs=inputs, target_labels=target_labels)
+    check_same_length(samples=samples, inputs=inputs, target_labels=target_labels)
     sample_tensor, input_tensor = grey_tensor(samples), grey_tensor(inputs)
     sample_features = identity_features(classifier, sample_tensor)
     probabilities = F.softmax(classifier[-1](sample_features), dim=1).numpy()
@@ -193,14 +191,15 @@ def digit_scores(classifier: nn.Sequential, samples: Sequence[Image.Image], inpu
 
 
 def digit_evaluation_scores(samples: Sequence[Image.Image], inputs: Sequence[Image.Image], prompt: str) -> pd.DataFrame:
-    """`digit_scores` for one prompt plus the columns the evaluation plots and ranks by, so the trade-off
-    plot and the best-alpha rule work on the digits domain: clip_score = 100 * P(target digit),
-    lpips = identity distance, clip_image_sim = SSIM. The scorer column says so."""
+    """`digit_scores` for one prompt plus the evaluation's columns (`imagic_steps.score`), so the trade-off plot
+    and the best-alpha rule work on the digits domain: text_alignment = 100 * P(target digit), distance =
+    identity distance, image_similarity = SSIM, directional_similarity = NaN (no text encoder to take a text
+    direction with). The scorer column says so."""
     scores = digit_scores(load_digit_classifier(), samples, inputs, [label_from_prompt(prompt)] * len(samples))
-    scores["clip_score"] = 100.0 * scores["target_prob"]
-    scores["lpips"] = scores["identity_distance"]
-    scores["clip_image_sim"] = scores["ssim"]
-    scores["directional_clip"] = np.nan
+    scores["text_alignment"] = 100.0 * scores["target_prob"]
+    scores["distance"] = scores["identity_distance"]
+    scores["image_similarity"] = scores["ssim"]
+    scores["directional_similarity"] = np.nan
     return scores
 
 
@@ -211,7 +210,7 @@ def digit_evaluation_scores(samples: Sequence[Image.Image], inputs: Sequence[Ima
 def calibration_indices() -> np.ndarray:
     """Dataset indices of the calibration images: the held-out split less the first held-out example of every
     digit, `demo_index(label)`, which the demo pairs (config/digits_pairs.tsv: 3, 1 and 0) and
-    `imagic_steps.toy.report`'s ten pairs edit, so no edited input is among its own references."""
+    `imagic_steps.digits.report`'s ten pairs edit, so no edited input is among its own references."""
     inputs = [demo_index(label) for label in range(10)]
     return np.setdiff1d(split_indices().held_out, inputs)
 
@@ -278,13 +277,6 @@ def load_calibration(folder: str | Path = DEFAULT_FOLDER) -> dict:
     return read_json(Path(folder) / CALIBRATION_FILE)
 
 
-def reference_bands(folder: str | Path = DEFAULT_FOLDER) -> list[ReferenceBand]:
-    """The calibration levels the trade-off plot draws, as bands of identity distance."""
-    levels = load_calibration(folder)["levels"]
-    return [ReferenceBand(label, levels[key]["q25"], levels[key]["median"], levels[key]["q75"])
-            for key, label in REFERENCE_LABELS.items()]
-
-
 def write_calibration(classifier: nn.Sequential, folder: str | Path) -> dict:
     """`calibrate` the classifier and write the result to `folder`/calibration.json; returns it."""
     calibration = calibrate(classifier)
@@ -302,7 +294,7 @@ def calibration_markdown(calibration: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m imagic_steps.toy.classifier", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m imagic_steps.digits.classifier", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(DEFAULT_FOLDER), help="folder for the weights and the JSON records")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=1500)

@@ -1,54 +1,5 @@
-rule pair_montage:
-    """Input image, then one column per alpha; one row per variant and seed."""
-    input:
-        samples=get_pair_samples,
-        image=lambda w: pair_runs(w.pair)[0].pair.image,
-    output:
-        montage=report(
-            f"{RESULTS}/montages/pairs/{{pair}}.png",
-            caption="../report/montage.rst",
-            category="Montages",
-            labels={"pair": "{pair}"},
-        ),
-    params:
-        rows=lambda w: montage_rows(w.pair),
-        alphas=lambda w: [format_alpha(a) for a in pair_runs(w.pair)[0].alphas],
-        code=code_version("aggregate"),
-    log:
-        f"{LOGS}/aggregate/montage_{{pair}}.log",
-    benchmark:
-        f"{BENCH}/aggregate/montage_{{pair}}.tsv"
-    threads: 1
-    resources:
-        **stage_resources("aggregate"),
-    script:
-        "../scripts/pair_montage.py"
-
-
-rule overview_montage:
-    """Every pair's montage in one figure."""
-    input:
-        montages=expand(f"{RESULTS}/montages/pairs/{{pair}}.png", pair=[p.pair_id for p in PAIRS]),
-    output:
-        overview=report(
-            f"{RESULTS}/montages/overview.png",
-            caption="../report/overview.rst",
-            category="Montages",
-            labels={"pair": "all"},
-        ),
-    params:
-        code=code_version("aggregate"),
-    log:
-        f"{LOGS}/aggregate/overview.log",
-    benchmark:
-        f"{BENCH}/aggregate/overview.tsv"
-    threads: 1
-    resources:
-        **stage_resources("aggregate"),
-    script:
-        "../scripts/overview_montage.py"
-
-
+# Tables and figures from cached samples and scores: the sample table, then the evaluation (scores, summaries,
+# trade-off plots, best alphas, best edits, sweeps).
 rule sample_table:
     """Every sample with its pair, variant, seed, alpha, parameters and path."""
     input:
@@ -63,11 +14,11 @@ rule sample_table:
         ),
     params:
         rows=sample_table_rows(),
-        code=code_version("aggregate"),
+        code=code_version("evaluate"),
     log:
-        f"{LOGS}/aggregate/sample_table.log",
+        f"{LOGS}/evaluate/sample_table.log",
     benchmark:
-        f"{BENCH}/aggregate/sample_table.tsv"
+        f"{BENCH}/evaluate/sample_table.tsv"
     threads: 1
     resources:
         **stage_resources("aggregate"),
@@ -123,9 +74,9 @@ rule evaluate:
         sweeps=SWEEPS,
         code=code_version("evaluate"),
     log:
-        f"{LOGS}/aggregate/evaluate.log",
+        f"{LOGS}/evaluate/evaluate.log",
     benchmark:
-        f"{BENCH}/aggregate/evaluate.tsv"
+        f"{BENCH}/evaluate/evaluate.tsv"
     threads: 1
     resources:
         **stage_resources("aggregate"),

@@ -13,7 +13,7 @@ from imagic_steps.images import load_image, pil_to_tensor, tensor_to_pil
 from imagic_steps.io import load_tensors
 from imagic_steps.models import DIGITS_PRESET, ensure_tiny_model, load_components, resolve_model_path
 from imagic_steps.sample import sample_alphas
-from imagic_steps.toy.classifier import (
+from imagic_steps.digits.classifier import (
     CALIBRATE_COMMAND,
     REFERENCE_LABELS,
     SCORE_COLUMNS,
@@ -31,7 +31,7 @@ from imagic_steps.toy.classifier import (
     load_calibration,
     load_digit_classifier,
 )
-from imagic_steps.toy.digits import (
+from imagic_steps.digits.data import (
     caption,
     demo_digit,
     demo_index,
@@ -42,8 +42,8 @@ from imagic_steps.toy.digits import (
     split_indices,
     split_record,
 )
-from imagic_steps.toy.report import EMBED, FINETUNE, REPORT_PAIRS, SAMPLE, text_to_image_accuracy
-from imagic_steps.toy.train import TrainConfig, train_digits_model
+from imagic_steps.digits.report import EMBED, FINETUNE, REPORT_PAIRS, SAMPLE, text_to_image_accuracy
+from imagic_steps.digits.train import TrainConfig, train_digits_model
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +183,7 @@ def test_calibration_levels_are_the_distances_the_scorer_gives(classifier):
 
 
 def test_text_to_image_makes_the_requested_digit_in_every_class(digits, classifier):
-    # Measured: 4 / 4 for every digit with these seeds (16 / 16 with seeds 0-15, python -m imagic_steps.toy.report).
+    # Measured: 4 / 4 for every digit with these seeds (16 / 16 with seeds 0-15, python -m imagic_steps.digits.report).
     accuracy = text_to_image_accuracy(digits, classifier, seeds=[0, 1, 2, 3], params=SAMPLE)
     print(f"text-to-image accuracy per digit (4 seeds, DDIM 20 steps, guidance 3): {accuracy.tolist()}")
     assert (accuracy >= 0.75).all()

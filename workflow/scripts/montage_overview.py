@@ -1,5 +1,5 @@
 """All pair montages in one figure (rule overview_montage)."""
-from imagic_steps.aggregate import stack_vertically
+from imagic_steps.figures import stack_vertically
 from imagic_steps.jobs import job_context
 
 with job_context(snakemake.log[0], snakemake.threads):

@@ -1,0 +1,50 @@
+# Montages from cached samples: one per pair (input, then a column per alpha), and all pairs in one figure.
+rule pair_montage:
+    """Input image, then one column per alpha; one row per variant and seed."""
+    input:
+        samples=get_pair_samples,
+        image=lambda w: pair_runs(w.pair)[0].pair.image,
+    output:
+        montage=report(
+            f"{RESULTS}/montages/pairs/{{pair}}.png",
+            caption="../report/montage.rst",
+            category="Montages",
+            labels={"pair": "{pair}"},
+        ),
+    params:
+        rows=lambda w: montage_rows(w.pair),
+        alphas=lambda w: [format_alpha(a) for a in pair_runs(w.pair)[0].alphas],
+        code=code_version("montage"),
+    log:
+        f"{LOGS}/montage/{{pair}}.log",
+    benchmark:
+        f"{BENCH}/montage/{{pair}}.tsv"
+    threads: 1
+    resources:
+        **stage_resources("aggregate"),
+    script:
+        "../scripts/montage_pair.py"
+
+
+rule overview_montage:
+    """Every pair's montage in one figure."""
+    input:
+        montages=expand(f"{RESULTS}/montages/pairs/{{pair}}.png", pair=[p.pair_id for p in PAIRS]),
+    output:
+        overview=report(
+            f"{RESULTS}/montages/overview.png",
+            caption="../report/overview.rst",
+            category="Montages",
+            labels={"pair": "all"},
+        ),
+    params:
+        code=code_version("montage"),
+    log:
+        f"{LOGS}/montage/overview.log",
+    benchmark:
+        f"{BENCH}/montage/overview.tsv"
+    threads: 1
+    resources:
+        **stage_resources("aggregate"),
+    script:
+        "../scripts/montage_overview.py"
