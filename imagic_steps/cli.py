@@ -114,7 +114,7 @@ def edit(args: argparse.Namespace) -> None:
         components, out / "embed.safetensors", variant.finetune, preview_sample=variant.sample,
         resolution=resolution, artefact=out / "finetune.safetensors", losses_csv=out / "finetune_losses.csv",
         loss_plot=out / "finetune_losses.png", previews_dir=out / "previews", record=out / "finetune.json",
-        checkpoint_dir=out / "resume",
+        final_preview=out / "preview.png", checkpoint_dir=out / "resume",
     )
     outputs = {(s, a): str(out / "samples" / f"seed{s}_alpha{a:g}.png") for s in args.seeds for a in alphas}
     run_sample(components, out / "embed.safetensors", out / "finetune.safetensors", variant.sample,

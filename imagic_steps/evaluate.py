@@ -11,7 +11,7 @@ import pandas as pd
 from .figures import SWEEP_PANELS, ReferenceBand, best_edits_montage, plot_sweep, plot_tradeoff
 from .io import atomic_path, save_image, write_text
 from .stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, SETTING_COLUMNS, markdown_table, pick_best_alpha,
-                    summarise, sweep_means)
+                    summarise, sweep_means, with_setting_columns)
 
 SUMMARY_KEYS = ("method", "variant", *SETTING_COLUMNS)
 
@@ -31,7 +31,8 @@ def score_table(sample_rows: Sequence[dict], score_csvs: Sequence[str | Path]) -
     samples = pd.DataFrame(list(sample_rows))
     scores = pd.concat([pd.read_csv(path) for path in score_csvs], ignore_index=True).drop_duplicates("sample")
     table = samples.merge(scores, on="sample", how="left", validate="many_to_one")
-    for column in SETTING_COLUMNS:  # numbers even where a method has none (e.g. no SDEdit configured)
+    table = with_setting_columns(table)
+    for column in SETTING_COLUMNS:  # numbers even where no row has one (e.g. no SDEdit configured)
         table[column] = table[column].astype(float)
     missing = table["scorer"].isna()
     if missing.any():

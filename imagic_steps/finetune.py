@@ -125,7 +125,8 @@ def finetune_unet(
         losses.append(loss.item())
         check_finite(losses[-1], "finetune", step)
         done = step + 1
-        if preview is not None and params.preview_every and done % params.preview_every == 0:
+        # the last step's grid is the final preview (run_finetune's `final_preview`), not drawn twice
+        if preview is not None and params.preview_every and done % params.preview_every == 0 and done < params.steps:
             write_preview(components, unet, embed, preview, params.seed, done)
         if checkpoints is not None and done % params.checkpoint_every == 0 and done < params.steps:
             checkpoints.save(done, unet, optimizer, scaler, generator, losses, params.mode)

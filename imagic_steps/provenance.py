@@ -37,7 +37,7 @@ def module_file(name: str, root: Path = PACKAGE_ROOT) -> Path | None:
     return None
 
 
-def _imported_names(name: str, root: Path) -> set[str]:
+def imported_modules(name: str, root: Path = PACKAGE_ROOT) -> set[str]:
     """In-package modules that module `name`'s source imports anywhere (top level or inside functions)."""
     path = module_file(name, root)
     package = name if path is not None and path.name == "__init__.py" else name.rpartition(".")[0]
@@ -79,7 +79,7 @@ def stage_modules(stage: str, root: Path = PACKAGE_ROOT) -> list[str]:
         seen.add(name)
         parents = [".".join(name.split(".")[:i]) for i in range(len(name.split(".")))]
         todo.extend(parent for parent in parents if module_file(parent, root) is not None)
-        todo.extend(_imported_names(name, root))
+        todo.extend(imported_modules(name, root))
     return sorted(seen)
 
 

@@ -30,6 +30,12 @@ METRICS = (TEXT_METRIC, DISTANCE_METRIC, "image_similarity")  # what summaries r
 SETTING_COLUMNS = ("alpha", "strength")  # an edit's setting: Imagic's alpha or SDEdit's strength (the other empty)
 
 
+def with_setting_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with both setting columns, a missing one empty (an Imagic-only or SDEdit-only table)."""
+    missing = {column: np.nan for column in SETTING_COLUMNS if column not in table.columns}
+    return table.assign(**missing) if missing else table
+
+
 def edit_setting(table: pd.DataFrame) -> pd.Series:
     """Each row's position along its method's edit axis: alpha for Imagic, strength for SDEdit."""
     return table["alpha"].fillna(table["strength"])
@@ -118,6 +124,7 @@ def summarise(
         ValueError: if a group mixes scorers.
     """
     by = list(by)
+    table = with_setting_columns(table)
     require_columns(table, [*by, UNIT, "seed", *metrics, "scorer"])
     rows = []
     for key, group in table.groupby(by, sort=True, dropna=False):
@@ -157,7 +164,8 @@ def pick_best_alpha(
         ValueError: if a group mixes scorers.
     """
     by = list(by)
-    require_columns(table, [*by, *SETTING_COLUMNS, text, distance, "scorer"])
+    table = with_setting_columns(table)
+    require_columns(table, [*by, text, distance, "scorer"])
     rows = []
     for key, group in table.groupby(by, sort=True, dropna=False):
         per_setting = (group.groupby(list(SETTING_COLUMNS), sort=True, dropna=False)[[text, distance]].mean()

@@ -121,9 +121,9 @@ def test_digit_scores_are_labelled_and_bounded(classifier):
 def test_evaluation_scores_use_the_identity_distance_as_the_distance_column():
     three, eight = demo_digit(3), demo_digit(8)
     scores = digit_evaluation_scores([three, eight], [three, three], caption(8))
-    assert scores["lpips"].tolist() == scores["identity_distance"].tolist() and scores["lpips"][0] == 0.0
-    assert {"pixel_fidelity", "ssim"} <= set(scores.columns) and scores["clip_image_sim"].equals(scores["ssim"])
-    assert scores["clip_score"].tolist() == pytest.approx((100 * scores["target_prob"]).tolist())
+    assert scores["distance"].tolist() == scores["identity_distance"].tolist() and scores["distance"][0] == 0.0
+    assert {"pixel_fidelity", "ssim"} <= set(scores.columns) and scores["image_similarity"].equals(scores["ssim"])
+    assert scores["text_alignment"].tolist() == pytest.approx((100 * scores["target_prob"]).tolist())
 
 
 def held_out_pairs(label_relation: str, count: int = 300, seed: int = 0) -> tuple[list, list]:

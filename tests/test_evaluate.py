@@ -5,10 +5,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from imagic_steps.aggregate import row_label_width
-from imagic_steps.evaluate import NO_EDIT_GREY, score_table, scorer_note, tradeoff_options, write_evaluation
+from imagic_steps.figures import row_label_width
+from imagic_steps.figures import NO_EDIT_GREY, tradeoff_figure
+from imagic_steps.evaluate import score_table, scorer_note, tradeoff_options, write_evaluation
 from imagic_steps.sdedit import SdeditParams, sdedit
-from imagic_steps.stats import summarise, tradeoff_figure
+from imagic_steps.stats import summarise
 
 
 def sample_rows(tmp_path, pairs=("p1", "p2"), variants=("a", "b"), seeds=(0, 1), alphas=(0.0, 1.0)):
@@ -29,10 +30,10 @@ def fake_scores(rows, path, scorer="tiny-random(clip+lpips-alex)", offsets=None)
     offsets = offsets or {}
     frame = pd.DataFrame({
         "sample": [r["sample"] for r in rows],
-        "clip_score": [10 + 10 * r["alpha"] + r["seed"] + offsets.get(r["pair_id"], 0.0) for r in rows],
-        "clip_image_sim": [1 - 0.3 * r["alpha"] for r in rows],
-        "lpips": [0.1 + 0.4 * r["alpha"] for r in rows],
-        "directional_clip": np.nan,
+        "text_alignment": [10 + 10 * r["alpha"] + r["seed"] + offsets.get(r["pair_id"], 0.0) for r in rows],
+        "image_similarity": [1 - 0.3 * r["alpha"] for r in rows],
+        "distance": [0.1 + 0.4 * r["alpha"] for r in rows],
+        "directional_similarity": np.nan,
         "scorer": scorer,
     })
     frame.to_csv(path, index=False)
@@ -44,7 +45,7 @@ def test_score_table_joins_every_sample_and_refuses_missing_scores(tmp_path):
     fake_scores(rows[5:], tmp_path / "s2.csv")
     table = score_table(rows, [tmp_path / "s1.csv", tmp_path / "s2.csv"])
     assert len(table) == len(rows)
-    assert table.loc[table["sample"] == rows[7]["sample"], "clip_score"].item() == 10 + 10 * rows[7]["alpha"] + rows[7]["seed"]
+    assert table.loc[table["sample"] == rows[7]["sample"], "text_alignment"].item() == 10 + 10 * rows[7]["alpha"] + rows[7]["seed"]
     with pytest.raises(ValueError, match="no score"):
         score_table(rows, [tmp_path / "s1.csv"])
     assert "plumbing" in scorer_note(table)
@@ -76,7 +77,7 @@ def test_write_evaluation_outputs(tmp_path):
     first = summary[(summary["variant"] == "a") & (summary["alpha"] == 1.0)].iloc[0]
     # clip = 20 + seed: each pair's seed mean is 20.5, so the mean and both interval ends are 20.5
     assert (first["n_pairs"], first["n_seeds"]) == (2, 2)
-    assert (first["clip_score_mean"], first["clip_score_lo"], first["clip_score_hi"]) == pytest.approx((20.5,) * 3)
+    assert (first["text_alignment_mean"], first["text_alignment_lo"], first["text_alignment_hi"]) == pytest.approx((20.5,) * 3)
     assert "n" not in summary.columns and not any(c.endswith("_ci95") for c in summary.columns)
     markdown = open(out["summary_md"]).read()
     assert "20.500 [20.500, 20.500]" in markdown and "n_pairs" in markdown and "bootstrap" in markdown
@@ -99,7 +100,7 @@ def test_pairs_without_an_editing_alpha_are_no_edit_in_table_and_montage(tmp_pat
     best = pd.read_csv(out["best_alpha"]).set_index("pair_id")
     assert bool(best.loc["p1", "edited"]) and best.loc["p1", "alpha"] == 1.0
     assert not bool(best.loc["p2", "edited"]) and np.isnan(best.loc["p2", "alpha"])
-    assert best.loc["p2", "clip_score_max"] == pytest.approx(10.5)
+    assert best.loc["p2", "text_alignment_max"] == pytest.approx(10.5)
     montage = np.asarray(Image.open(out["best_edits"]).convert("RGB"))
     # rows p1, p2 below a 14 px label strip; columns input, a right of the row labels; cells 64 px (MIN_CELL)
     left, top, cell = row_label_width(["p1", "p2"]), 14, 64

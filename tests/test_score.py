@@ -155,13 +155,13 @@ def test_directional_is_nan_without_source_prompt(scorers, images, other_images)
 
 def test_score_samples_columns_and_scorer_name(scorers, images, other_images):
     table = score_samples(scorers, other_images, images, PROMPTS, source_prompts=["a cat"] + [None] * 4)
-    assert list(table.columns) == ["clip_score", "clip_image_sim", "lpips", "directional_clip", "scorer"]
+    assert list(table.columns) == ["text_alignment", "distance", "image_similarity", "directional_similarity", "scorer"]
     assert len(table) == 5
     assert (table["scorer"] == TINY.name).all() and "tiny" in TINY.name
     # The table must agree with the single-metric functions it is built from.
-    np.testing.assert_allclose(table["clip_score"], clip_text_score(scorers, other_images, PROMPTS), atol=1e-5)
-    np.testing.assert_allclose(table["lpips"], lpips_distance(scorers, other_images, images), atol=1e-6)
-    assert np.isfinite(table["directional_clip"][0]) and table["directional_clip"][1:].isna().all()
+    np.testing.assert_allclose(table["text_alignment"], clip_text_score(scorers, other_images, PROMPTS), atol=1e-5)
+    np.testing.assert_allclose(table["distance"], lpips_distance(scorers, other_images, images), atol=1e-6)
+    assert np.isfinite(table["directional_similarity"][0]) and table["directional_similarity"][1:].isna().all()
 
 
 def test_real_scorer_name_is_not_tiny():

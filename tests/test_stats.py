@@ -3,19 +3,8 @@
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.collections import LineCollection
-from PIL import Image
 
-from imagic_steps.stats import (
-    ReferenceBand,
-    bootstrap_mean_interval,
-    markdown_table,
-    pick_best_alpha,
-    plot_tradeoff,
-    summarise,
-    tradeoff_figure,
-    unit_means,
-)
+from imagic_steps.stats import bootstrap_mean_interval, markdown_table, pick_best_alpha, summarise, unit_means
 
 SCORER = "tiny-random(clip+lpips-alex)"
 DIGITS = "digits-classifier"
@@ -34,26 +23,35 @@ def score_table() -> pd.DataFrame:
         ("sdedit", 0.6, 0, 25.0, 0.40, 0.75),
         ("sdedit", 0.6, 1, 27.0, 0.44, 0.77),
     ]
-    table = pd.DataFrame(rows, columns=["method", "alpha", "seed", "clip_score", "lpips", "clip_image_sim"])
+    table = pd.DataFrame(rows, columns=["method", "alpha", "seed", "text_alignment", "distance", "image_similarity"])
     table["pair_id"] = "cat"
     table["variant"] = "original"
-    table["directional_clip"] = np.nan
+    table["directional_similarity"] = np.nan
     table["scorer"] = SCORER
     table["sample_path"] = [f"s{i}.png" for i in range(len(table))]  # an extra column to be ignored
+    return as_sdedit_where(table, table["method"] == "sdedit")
+
+
+def as_sdedit_where(table: pd.DataFrame, rows: pd.Series) -> pd.DataFrame:
+    """SDEdit's setting is its strength: the alpha of `rows` moves to the strength column (alpha left empty)."""
+    table = table.copy()
+    table["strength"] = table["alpha"].where(rows)
+    table["alpha"] = table["alpha"].where(~rows)
     return table
 
 
-def pair_table(pair_seed_scores: dict[str, list[float]], metric: str = "clip_score", scorer: str = DIGITS,
+def pair_table(pair_seed_scores: dict[str, list[float]], metric: str = "text_alignment", scorer: str = DIGITS,
                alpha: float = 1.0) -> pd.DataFrame:
     """One imagic variant at one alpha; `pair_seed_scores` maps pair -> its seeds' values of `metric`."""
     rows = [{"pair_id": pair, "seed": seed, metric: value}
             for pair, values in pair_seed_scores.items() for seed, value in enumerate(values)]
     table = pd.DataFrame(rows)
     table["method"], table["variant"], table["alpha"], table["scorer"] = "imagic", "imagic", alpha, scorer
+    table["strength"] = np.nan
     return table
 
 
-def one_row(table: pd.DataFrame, metric: str = "clip_score") -> pd.Series:
+def one_row(table: pd.DataFrame, metric: str = "text_alignment") -> pd.Series:
     summary = summarise(table, metrics=(metric,))
     assert len(summary) == 1
     return summary.iloc[0]
@@ -102,16 +100,16 @@ def test_bootstrap_undefined_with_fewer_than_two_values():
 
 def test_summary_of_an_all_zero_metric_is_zero_zero():
     row = one_row(pair_table({"p1": [0, 0], "p2": [0, 0], "p3": [0, 0]}))
-    assert (row["clip_score_mean"], row["clip_score_lo"], row["clip_score_hi"]) == (0.0, 0.0, 0.0)
+    assert (row["text_alignment_mean"], row["text_alignment_lo"], row["text_alignment_hi"]) == (0.0, 0.0, 0.0)
 
 
 def test_summary_zero_one_pairs_known_answer_and_counts():
     # 100 · P(target) with a 0/1 outcome per seed: pair means 0, 100, 100
     row = one_row(pair_table({"p1": [0, 0], "p2": [100, 100], "p3": [100, 100]}))
-    assert row["clip_score_mean"] == pytest.approx(200 / 3)
-    assert (row["clip_score_lo"], row["clip_score_hi"]) == (0.0, 100.0)
+    assert row["text_alignment_mean"] == pytest.approx(200 / 3)
+    assert (row["text_alignment_lo"], row["text_alignment_hi"]) == (0.0, 100.0)
     assert (row["n_pairs"], row["n_seeds"]) == (3, 2)
-    assert "n" not in row.index and "clip_score_ci95" not in row.index
+    assert "n" not in row.index and "text_alignment_ci95" not in row.index
 
 
 def test_seeds_are_averaged_within_a_pair_before_resampling():
@@ -119,17 +117,17 @@ def test_seeds_are_averaged_within_a_pair_before_resampling():
     varying = pair_table({"p1": [0, 100, 50], "p2": [100, 100, 100], "p3": [10, 20, 30], "p4": [90, 0, 60]})
     means = pair_table({"p1": [50], "p2": [100], "p3": [20], "p4": [50]})
     a, b = one_row(varying), one_row(means)
-    for column in ("clip_score_mean", "clip_score_lo", "clip_score_hi", "n_pairs"):
+    for column in ("text_alignment_mean", "text_alignment_lo", "text_alignment_hi", "n_pairs"):
         assert a[column] == pytest.approx(b[column]), column
     assert (a["n_seeds"], b["n_seeds"]) == (3, 1)
     # Pooling the 12 samples as independent would give another, narrower interval: not what is reported.
-    pooled = bootstrap_mean_interval(varying["clip_score"].to_numpy())
-    assert (pooled[1], pooled[2]) != (a["clip_score_lo"], a["clip_score_hi"])
+    pooled = bootstrap_mean_interval(varying["text_alignment"].to_numpy())
+    assert (pooled[1], pooled[2]) != (a["text_alignment_lo"], a["text_alignment_hi"])
 
 
 def test_every_pair_weighs_the_same_however_many_seeds_it_has():
     row = one_row(pair_table({"p1": [0], "p2": [100, 100, 100]}))
-    assert row["clip_score_mean"] == 50.0 and row["n_seeds"] == 3
+    assert row["text_alignment_mean"] == 50.0 and row["n_seeds"] == 3
 
 
 def test_intervals_lie_within_the_pair_means_and_the_metric_range():
@@ -138,39 +136,41 @@ def test_intervals_lie_within_the_pair_means_and_the_metric_range():
         table = pair_table({f"p{i}": list(rng.choice([0.0, 100.0, rng.uniform(0, 100)], size=3))
                             for i in range(rng.integers(2, 7))})
         row = one_row(table)
-        means = unit_means(table, "clip_score")
-        assert means.min() <= row["clip_score_lo"] <= row["clip_score_mean"] <= row["clip_score_hi"] <= means.max()
-        assert 0.0 <= row["clip_score_lo"] and row["clip_score_hi"] <= 100.0
+        means = unit_means(table, "text_alignment")
+        assert means.min() <= row["text_alignment_lo"] <= row["text_alignment_mean"] <= row["text_alignment_hi"] <= means.max()
+        assert 0.0 <= row["text_alignment_lo"] and row["text_alignment_hi"] <= 100.0
 
 
 def test_summary_is_deterministic():
     table = pair_table({"p1": [3, 9], "p2": [40, 41], "p3": [77, 70], "p4": [12, 15]})
-    first = summarise(table, metrics=("clip_score",))
-    again = summarise(table.sample(frac=1.0, random_state=0), metrics=("clip_score",))  # row order does not matter
+    first = summarise(table, metrics=("text_alignment",))
+    again = summarise(table.sample(frac=1.0, random_state=0), metrics=("text_alignment",))  # row order does not matter
     pd.testing.assert_frame_equal(first, again, check_exact=True)
-    assert first["clip_score_lo"].item() < first["clip_score_hi"].item()
+    assert first["text_alignment_lo"].item() < first["text_alignment_hi"].item()
 
 
 def test_one_pair_has_no_interval():
     summary = summarise(score_table())
-    assert list(summary[["method", "alpha"]].itertuples(index=False, name=None)) == [
-        ("imagic", 0.9), ("imagic", 1.1), ("sdedit", 0.6)]
+    settings = summary["alpha"].fillna(summary["strength"])  # SDEdit's setting is its strength, alpha empty
+    assert list(zip(summary["method"], settings)) == [("imagic", 0.9), ("imagic", 1.1), ("sdedit", 0.6)]
+    assert summary["alpha"].isna().tolist() == [False, False, True]
+    assert summary["strength"].isna().tolist() == [True, True, False]
     assert summary["n_pairs"].tolist() == [1, 1, 1] and summary["n_seeds"].tolist() == [3, 3, 2]
-    assert summary["clip_score_mean"].tolist() == pytest.approx([22.0, 26.0, 26.0])
-    assert summary["lpips_mean"].tolist() == pytest.approx([0.32, 0.52, 0.42])
-    assert summary[["clip_score_lo", "clip_score_hi", "lpips_lo", "lpips_hi"]].isna().all().all()
+    assert summary["text_alignment_mean"].tolist() == pytest.approx([22.0, 26.0, 26.0])
+    assert summary["distance_mean"].tolist() == pytest.approx([0.32, 0.52, 0.42])
+    assert summary[["text_alignment_lo", "text_alignment_hi", "distance_lo", "distance_hi"]].isna().all().all()
     assert (summary["scorer"] == SCORER).all()
     assert "sample_path" not in summary.columns
-    assert list(summary.columns[:5]) == ["method", "variant", "alpha", "n_pairs", "n_seeds"]
+    assert list(summary.columns[:6]) == ["method", "variant", "alpha", "strength", "n_pairs", "n_seeds"]
 
 
 def test_summarise_ignores_nan_metric_values():
-    summary = summarise(score_table(), metrics=("directional_clip",))
-    assert summary["directional_clip_mean"].isna().all()
-    table = pair_table({"p1": [1.0, np.nan], "p2": [np.nan, np.nan], "p3": [0.5, 0.5]}, metric="directional_clip")
-    row = one_row(table, metric="directional_clip")
-    assert row["directional_clip_mean"] == pytest.approx(0.75)  # p2 has no value and is left out
-    assert (row["directional_clip_lo"], row["directional_clip_hi"]) == (0.5, 1.0)
+    summary = summarise(score_table(), metrics=("directional_similarity",))
+    assert summary["directional_similarity_mean"].isna().all()
+    table = pair_table({"p1": [1.0, np.nan], "p2": [np.nan, np.nan], "p3": [0.5, 0.5]}, metric="directional_similarity")
+    row = one_row(table, metric="directional_similarity")
+    assert row["directional_similarity_mean"] == pytest.approx(0.75)  # p2 has no value and is left out
+    assert (row["directional_similarity_lo"], row["directional_similarity_hi"]) == (0.5, 1.0)
 
 
 def test_summarise_rejects_mixed_scorers():
@@ -188,7 +188,7 @@ def best_alpha_table(per_alpha: dict, pair: str = "three_to_eight") -> pd.DataFr
     for alpha, (clip, lpips) in per_alpha.items():
         for seed, offset in [(0, -1.0), (1, 1.0)]:
             rows.append((pair, "imagic", "imagic", seed, alpha, clip + 5 * offset, lpips + 0.01 * offset))
-    table = pd.DataFrame(rows, columns=["pair_id", "method", "variant", "seed", "alpha", "clip_score", "lpips"])
+    table = pd.DataFrame(rows, columns=["pair_id", "method", "variant", "seed", "alpha", "text_alignment", "distance"])
     table["scorer"] = DIGITS
     return table
 
@@ -201,10 +201,11 @@ def test_a_faithful_alpha_that_does_not_edit_is_never_picked():
     assert len(best) == 1
     row = best.iloc[0]
     assert bool(row["edited"]) and row["alpha"] == 1.0
-    assert row["clip_score"] == pytest.approx(80.0) and row["lpips"] == pytest.approx(0.30)
-    assert row["clip_score_max"] == pytest.approx(95.0) and row["text_min"] == 50.0
-    assert list(best.columns) == ["pair_id", "method", "variant", "edited", "alpha", "clip_score", "lpips",
-                                  "clip_score_max", "text_min", "scorer"]
+    assert row["text_alignment"] == pytest.approx(80.0) and row["distance"] == pytest.approx(0.30)
+    assert row["text_alignment_max"] == pytest.approx(95.0) and row["text_min"] == 50.0
+    assert np.isnan(row["strength"])  # an Imagic row: its setting is alpha
+    assert list(best.columns) == ["pair_id", "method", "variant", "edited", "alpha", "strength", "text_alignment",
+                                  "distance", "text_alignment_max", "text_min", "scorer"]
 
 
 def test_threshold_applies_to_the_seed_mean():
@@ -224,8 +225,8 @@ def test_a_pair_where_no_alpha_edits_is_reported_as_no_edit():
     best = pick_best_alpha(table, text_min=50.0).set_index("pair_id")
     none = best.loc["one_to_seven"]
     assert not bool(none["edited"])
-    assert np.isnan(none["alpha"]) and np.isnan(none["clip_score"]) and np.isnan(none["lpips"])
-    assert none["clip_score_max"] == pytest.approx(30.0)
+    assert np.isnan(none["alpha"]) and np.isnan(none["text_alignment"]) and np.isnan(none["distance"])
+    assert none["text_alignment_max"] == pytest.approx(30.0)
     assert bool(best.loc["three_to_eight", "edited"]) and best.loc["three_to_eight", "alpha"] == 1.0
 
 
@@ -238,79 +239,38 @@ def test_best_alpha_never_names_an_alpha_below_the_threshold():
     table = pd.concat(tables)
     for text_min in (0.0, 40.0, 70.0, 101.0):
         best = pick_best_alpha(table, text_min=text_min)
-        seed_means = table.groupby(["pair_id", "alpha"])[["clip_score", "lpips"]].mean()
+        seed_means = table.groupby(["pair_id", "alpha"])[["text_alignment", "distance"]].mean()
         for row in best.itertuples():
             if row.edited:
-                assert seed_means.at[(row.pair_id, row.alpha), "clip_score"] >= text_min
+                assert seed_means.at[(row.pair_id, row.alpha), "text_alignment"] >= text_min
                 editing = seed_means.loc[row.pair_id]
-                editing = editing[editing["clip_score"] >= text_min]
-                assert row.lpips == pytest.approx(editing["lpips"].min())
+                editing = editing[editing["text_alignment"] >= text_min]
+                assert row.distance == pytest.approx(editing["distance"].min())
             else:
-                assert np.isnan(row.alpha) and (seed_means.loc[row.pair_id, "clip_score"] < text_min).all()
+                assert np.isnan(row.alpha) and (seed_means.loc[row.pair_id, "text_alignment"] < text_min).all()
         if text_min > 100:
             assert not best["edited"].any()
 
 
-# --- plot and markdown ------------------------------------------------------------------------------------------------
+# --- markdown ------------------------------------------------------------------------------------------------
 
 def multi_pair_table() -> pd.DataFrame:
     """Three pairs with 0/1 digit outcomes: intervals reach the ends of the metric's range."""
     tables = []
     for alpha, outcomes in [(0.0, [0, 0, 0]), (0.6, [0, 100, 100]), (1.0, [100, 100, 100])]:
         table = pair_table({f"p{i}": [o, o] for i, o in enumerate(outcomes)}, alpha=alpha)
-        table["lpips"] = [0.05 + 0.5 * alpha + 0.1 * (i % 3) for i in range(len(table))]
-        table["clip_image_sim"] = 1 - table["lpips"]
+        table["distance"] = [0.05 + 0.5 * alpha + 0.1 * (i % 3) for i in range(len(table))]
+        table["image_similarity"] = 1 - table["distance"]
         tables.append(table)
     table = pd.concat(tables, ignore_index=True)
-    return pd.concat([table, table.assign(method="sdedit", variant="sdedit")], ignore_index=True)
-
-
-def test_tradeoff_error_bars_are_the_intervals_and_stay_in_range():
-    summary = summarise(multi_pair_table())
-    assert summary["clip_score_lo"].min() == 0.0 and summary["clip_score_hi"].max() == 100.0
-    figure = tradeoff_figure(summary, title="digits")
-    bars = [s for c in figure.axes[0].collections if isinstance(c, LineCollection) for s in c.get_segments()]
-    assert bars
-    ends = np.concatenate(bars)
-    assert ends[:, 1].min() >= 0.0 and ends[:, 1].max() <= 100.0  # 100 · P(target) in [0, 100], nothing clipped
-    assert ends[:, 0].min() >= 0.0 and ends[:, 0].max() <= 1.0  # 1 − distance in [0, 1]
-    # the alpha-0.6 bar spans the whole interval [0, 100]
-    vertical = [s for s in bars if s[0, 0] == s[1, 0]]
-    assert any(sorted(s[:, 1]) == [0.0, 100.0] for s in vertical)
-
-
-def test_plot_tradeoff_writes_png(tmp_path):
-    table = multi_pair_table()
-    path = tmp_path / "plots" / "tradeoff.png"
-    plot_tradeoff(summarise(table), path, title="imagic vs sdedit")
-    single = tmp_path / "plots" / "one_pair.png"
-    plot_tradeoff(summarise(score_table()), single, title="one pair: no interval")  # NaN intervals: no bars
-    for png in (path, single):
-        with Image.open(png) as image:
-            assert image.format == "PNG" and image.size[0] > 100
-    assert sorted(p.name for p in path.parent.iterdir()) == ["one_pair.png", "tradeoff.png"]  # no temporary file
+    both = pd.concat([table, table.assign(method="sdedit", variant="sdedit")], ignore_index=True)
+    return as_sdedit_where(both, both["method"] == "sdedit")
 
 
 def test_markdown_table_prints_mean_and_interval():
     text = markdown_table(summarise(multi_pair_table()), float_digits=2)
     assert "66.67 [0.00, 100.00]" in text and "0.00 [0.00, 0.00]" in text
     assert "n_pairs" in text and "n_seeds" in text
-    assert "clip_score_lo" not in text and "±" not in text and DIGITS in text
+    assert "text_alignment_lo" not in text and "±" not in text and DIGITS in text
     one_pair = markdown_table(summarise(score_table()), float_digits=2)
     assert "22.00 [n/a: < 2 pairs]" in one_pair
-
-
-def test_reference_bands_are_drawn_at_one_minus_the_distance_and_named_in_the_legend():
-    bands = [ReferenceBand("same digit, other writer", 0.16, 0.24, 0.34), ReferenceBand("blank", 0.62, 0.67, 0.71)]
-    figure = tradeoff_figure(summarise(multi_pair_table()), title="digits", references=bands)
-    axes = figure.axes[0]
-    spans = [patch for patch in axes.patches if patch.get_label().endswith("(median, IQR)")]
-    assert len(spans) == 2
-    for patch, band in zip(spans, bands):
-        assert (patch.get_x(), patch.get_x() + patch.get_width()) == pytest.approx((1 - band.q75, 1 - band.q25))
-    legend = [text.get_text() for text in axes.get_legend().get_texts()]
-    assert "same digit, other writer (median, IQR)" in legend and "blank (median, IQR)" in legend
-    medians = sorted(line.get_xdata()[0] for line in axes.get_lines() if line.get_linestyle() == "--")
-    assert medians == pytest.approx([1 - 0.67, 1 - 0.24])
-    plain = tradeoff_figure(summarise(multi_pair_table()), title="digits").axes[0]
-    assert not [patch for patch in plain.patches if patch.get_label().endswith("(median, IQR)")]

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from imagic_steps.aggregate import row_label_width
+from imagic_steps.figures import row_label_width
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -243,11 +243,12 @@ def test_end_to_end_interrupted_then_cached_reruns(tmp_path):
     table = (results / "tables/samples.csv").read_text().splitlines()
     assert len(table) == 1 + 8
     assert len(list(results.glob("samples/*/*/seed0_alpha*.png"))) == 8
-    assert len(list(results.glob("finetune/*/*/previews/step_*.png"))) == 8
+    # step 1 of 2 only: the last step's grid is preview.png, not drawn twice
+    assert len(list(results.glob("finetune/*/*/previews/step_*.png"))) == 4
     assert not list(results.glob("resume/**/*.safetensors"))
     scores = pd.read_csv(results / "tables/scores.csv")
     assert len(scores) == 8 and scores["scorer"].str.startswith("tiny-random").all()
-    assert scores[["clip_score", "lpips", "clip_image_sim"]].notna().all().all()
+    assert scores[["text_alignment", "distance", "image_similarity"]].notna().all().all()
     for figure in ("figures/tradeoff.png", "figures/tradeoff_pairs/cat.png", "montages/best_edits.png"):
         assert (results / figure).stat().st_size > 0
     assert "n_pairs" in (results / "tables/summary.md").read_text()
