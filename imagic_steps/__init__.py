@@ -3,7 +3,8 @@
 Modules, one concept each (README.md, "Where the code lives", maps them to rules, scripts and tests):
   configuration  the workflow config: the model block (`ModelSpec`), schema typing and one-line errors
   plan           the pairs sheet / TEdBench list and the experiment plan with each stage's cache key
-  variants       named hyper-parameter presets (`original`, `modified`, `paper`, `pinkney`) and user overrides
+  variants       every stage's parameters (SDEdit's too), the named presets (`original`, `modified`, `paper`,
+                 `pinkney`) and user overrides
   models         load tokenizer / text encoder / VAE / UNet / scheduler (hub id, local folder or a preset)
   locations      the presets and the cache folder
   memory         each job's peak memory, estimated from the model's size

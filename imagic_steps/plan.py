@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import PlanError
-from .variants import Variant, deep_merge, resolve_variant
+from .variants import SdeditParams, Variant, deep_merge, resolve_variant
 
 KEY_LENGTH = 10
 PAIR_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
@@ -324,7 +324,7 @@ def plan_sdedit(model: dict[str, Any], pairs: Sequence[Pair], config: dict[str, 
     """One SdeditRun per pair when the config has an `sdedit:` block (strengths, scheduler, steps, guidance)."""
     if not config:
         return []
-    params = {k: v for k, v in config.items() if k != "strengths"}
+    params = asdict(SdeditParams(**{k: v for k, v in config.items() if k != "strengths"}))  # defaults filled in
     runs = []
     for pair in pairs:
         identity = {"model": {k: model.get(k) for k in ("id", "revision", "dtype")}, "image": str(pair.image),

@@ -3,7 +3,7 @@ it under the target prompt, with diffusers' own img2img pipeline on the already 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Sequence
 
 import torch
@@ -15,13 +15,7 @@ from .io import save_image, write_json
 from .models import SDComponents
 from .provenance import provenance
 from .sample import make_scheduler
-
-
-@dataclass(frozen=True)
-class SdeditParams:
-    scheduler: str = "DDIMScheduler"
-    steps: int = 50
-    guidance_scale: float = 7.5
+from .variants import SdeditParams
 
 
 def img2img_pipeline(components: SDComponents, scheduler: str) -> StableDiffusionImg2ImgPipeline:

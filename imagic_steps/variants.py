@@ -79,6 +79,15 @@ class SampleParams:
 
 
 @dataclass(frozen=True)
+class SdeditParams:
+    """The SDEdit baseline (the config's `sdedit:` block, less its strengths): diffusers img2img settings."""
+
+    scheduler: str = "DDIMScheduler"
+    steps: int = 50
+    guidance_scale: float = 7.5
+
+
+@dataclass(frozen=True)
 class Variant:
     name: str
     embed: EmbedParams = field(default_factory=EmbedParams)

@@ -8,7 +8,8 @@ from PIL import Image
 from imagic_steps.figures import row_label_width
 from imagic_steps.figures import NO_EDIT_GREY, tradeoff_figure
 from imagic_steps.evaluate import score_table, scorer_note, tradeoff_options, write_evaluation
-from imagic_steps.sdedit import SdeditParams, sdedit
+from imagic_steps.sdedit import sdedit
+from imagic_steps.variants import SdeditParams
 from imagic_steps.stats import summarise
 
 

@@ -1,6 +1,7 @@
 """SDEdit baseline for one strength, all seeds (rule sdedit)."""
 from imagic_steps.jobs import model_job
-from imagic_steps.sdedit import SdeditParams, run_sdedit
+from imagic_steps.sdedit import run_sdedit
+from imagic_steps.variants import SdeditParams
 
 params, wildcards = snakemake.params, snakemake.wildcards
 with model_job(snakemake.log[0], snakemake.threads, params.model,
