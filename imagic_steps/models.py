@@ -31,7 +31,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
 from .errors import ModelNotAvailableError
-from .locations import (  # DIGITS_PRESET is re-exported for the toy model's callers
+from .locations import (  # DIGITS_PRESET is re-exported for the digits domain
     DIGITS_PRESET,
     MODEL_PRESETS,
     SD15_SHAPED_PRESET,

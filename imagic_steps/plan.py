@@ -12,7 +12,6 @@ leaves the embed output alone. A JSON of the hashed parameters is written beside
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import re
