@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from imagic_steps.embed import EmbedResult, optimize_embedding
-from imagic_steps.finetune import FinetuneResult, PreviewSpec, finetune_unet
+from imagic_steps.finetune import PreviewSpec, finetune_unet
+from imagic_steps.finetune_artefact import FinetuneResult
 from imagic_steps.models import SDComponents
 from imagic_steps.sample import sample_alphas
 from imagic_steps.variants import PRESETS

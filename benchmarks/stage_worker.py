@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 
 from imagic_steps.embed import optimize_embedding
-from imagic_steps.finetune import FinetuneResult, finetune_unet, save_finetuned, trainable_unet
+from imagic_steps.finetune import finetune_unet, trainable_unet
+from imagic_steps.finetune_artefact import FinetuneResult, save_finetuned
 from imagic_steps.sample import sample_alphas
 from imagic_steps.variants import EmbedParams, FinetuneParams
 

@@ -11,6 +11,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from imagic_steps.variants import SampleParams  # noqa: E402
+
 torch.set_num_threads(1)
 
 
@@ -57,3 +59,22 @@ def cat_tensor(cat_image_path):
 def random_image(seed: int, size: int = 64) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+# Shared by the stage tests (test_embed, test_finetune, test_finetune_artefact, test_sample, test_edit_pipeline):
+# import the names with `from conftest import FAST_SAMPLE, PROMPT, state_equal`.
+PROMPT = "a photo of a gray cat"
+FAST_SAMPLE = SampleParams(steps=4, guidance_scale=3.0)
+
+
+def state_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def embedded(tiny, cat_tensor):
+    """Stage A on the cat image (40 steps), once per test module."""
+    from imagic_steps.embed import optimize_embedding
+    from imagic_steps.variants import EmbedParams
+
+    return optimize_embedding(tiny, cat_tensor, PROMPT, EmbedParams(steps=40, lr=5e-2, seed=0), progress=False)

@@ -15,8 +15,10 @@ def test_one_edit_cli_end_to_end(tmp_path, cat_image_path):
     assert sorted(p.name for p in (out / "samples").iterdir()) == sorted(
         f"seed{s}_alpha{a}.png" for s in (0, 1) for a in ("0", "1", "1.2")
     )
-    assert sorted(p.name for p in (out / "previews").iterdir()) == ["step_000002.png", "step_000004.png"]
-    for name in ("embed_losses.png", "finetune_losses.png", "embed.json", "finetune.json", "sample.json"):
+    # the last step's grid is preview.png (the final preview), not drawn twice into previews/
+    assert sorted(p.name for p in (out / "previews").iterdir()) == ["step_000002.png"]
+    for name in ("preview.png", "embed_losses.png", "finetune_losses.png", "embed.json", "finetune.json",
+                 "sample.json"):
         assert (out / name).stat().st_size > 0
     montage = Image.open(out / "montage.png")
     assert montage.size == (48 + 4 * 64, 14 + 2 * 64)

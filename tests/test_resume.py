@@ -18,7 +18,8 @@ SCRIPT = textwrap.dedent("""
     logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(1)
     from imagic_steps.embed import optimize_embedding
-    from imagic_steps.finetune import finetune_unet, save_finetuned
+    from imagic_steps.finetune import finetune_unet
+    from imagic_steps.finetune_artefact import save_finetuned
     from imagic_steps.images import load_image, pil_to_tensor
     from imagic_steps.models import load_components
     from imagic_steps.variants import EmbedParams, FinetuneParams
