@@ -8,6 +8,7 @@ that looks complete.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import secrets
@@ -32,6 +33,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # A writer killed outright (SIGKILL, power loss) never reaches the `finally` below; its temporary would stay
+    # beside the result for good, looking like a sample to a `*.png` glob. A target has one writer at a time
+    # (Snakemake runs one job per output), so any temporary of this target left now is such a leftover.
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.{'[0-9a-f]' * 8}.tmp{glob.escape(path.suffix)}"):
+        stale.unlink(missing_ok=True)
     while True:
         tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}"
         try:
