@@ -157,20 +157,25 @@ def _unavailable_message(model: str, error: Exception) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def tiny_unet_config() -> dict:
-    """~1.1 M parameter UNet with cross-attention on 8x8x4 latents (64 px images)."""
+def small_unet_config(sample_size: int, layers_per_block: int, cross_attention_dim: int) -> dict:
+    """The two-level UNet of the small presets: cross-attention at full latent resolution, 4 latent channels."""
     return dict(
-        sample_size=TINY_RESOLUTION // 8,
+        sample_size=sample_size,
         in_channels=4,
         out_channels=4,
-        layers_per_block=2,
+        layers_per_block=layers_per_block,
         block_out_channels=(32, 64),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
+        cross_attention_dim=cross_attention_dim,
         attention_head_dim=8,
         norm_num_groups=8,
     )
+
+
+def tiny_unet_config() -> dict:
+    """~1.1 M parameter UNet with cross-attention on 8x8x4 latents (64 px images)."""
+    return small_unet_config(TINY_RESOLUTION // 8, layers_per_block=2, cross_attention_dim=32)
 
 
 def vae_config(block_out_channels: tuple[int, ...], layers_per_block: int, norm_num_groups: int,

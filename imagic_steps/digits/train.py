@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from ..diffusion import denoising_loss, draw_noise_and_timesteps, encode_prompts
 from ..drawing import plot_losses
 from ..io import staging_dir, write_json
-from ..models import SDComponents, build_tiny_model, load_components
+from ..models import SDComponents, build_tiny_model, load_components, small_unet_config
 from ..provenance import git_commit, package_versions
 from .data import CAPTION_TEMPLATES, IMAGE_SIZE, SPLIT_SEED, caption, load_split, split_record
 
@@ -79,18 +79,7 @@ def digits_vae_config() -> dict:
 
 def digits_unet_config(cross_attention_dim: int) -> dict:
     """UNet on 4x8x8 latents, cross-attention at full latent resolution, ~0.8 M parameters."""
-    return dict(
-        sample_size=IMAGE_SIZE // 4,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=cross_attention_dim,
-        attention_head_dim=8,
-        norm_num_groups=8,
-    )
+    return small_unet_config(IMAGE_SIZE // 4, layers_per_block=1, cross_attention_dim=cross_attention_dim)
 
 
 def train_vae(images: torch.Tensor, config: TrainConfig, generator: torch.Generator,
