@@ -8,10 +8,10 @@ from typing import Sequence
 
 import pandas as pd
 
-from .figures import SWEEP_PANELS, ReferenceBand, best_edits_montage, plot_sweep, plot_tradeoff
+from .figures import SWEEP_METRICS, ReferenceBand, best_edits_montage, plot_sweep, plot_tradeoff
 from .io import atomic_path, save_image, write_text
-from .stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, SETTING_COLUMNS, markdown_table, pick_best_alpha,
-                    summarise, sweep_means, with_setting_columns)
+from .stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, DISTANCE_METRIC, SETTING_COLUMNS, TEXT_METRIC,
+                    markdown_table, pick_best_alpha, summarise, sweep_means, with_setting_columns)
 
 SUMMARY_KEYS = ("method", "variant", *SETTING_COLUMNS)
 
@@ -72,6 +72,14 @@ def tradeoff_options(table: pd.DataFrame) -> dict:
     return {}
 
 
+def metric_labels(table: pd.DataFrame) -> dict[str, str]:
+    """What the metric columns measure with the table's scorer, short enough for an axis."""
+    if table["scorer"].str.startswith("digits-classifier").all():
+        return {TEXT_METRIC: "100 · P(target digit)", DISTANCE_METRIC: "identity distance", "image_similarity": "SSIM"}
+    return {TEXT_METRIC: "CLIP score (100 · cosine)", DISTANCE_METRIC: "LPIPS",
+            "image_similarity": "CLIP image similarity"}
+
+
 def scorer_note(table: pd.DataFrame) -> str:
     names = sorted(table["scorer"].unique())
     note = ", ".join(names)
@@ -127,8 +135,8 @@ def write_evaluation(
     save_image(best_edits_montage(best, main, images, seed=int(main["seed"].min())), out["best_edits"])
     for name, sweep in sweeps.items():
         rows = table[table["variant"].isin(list(sweep["variants"]))]
-        plot_sweep(sweep_means(rows, sweep["variants"], [metric for metric, _ in SWEEP_PANELS]),
-                   Path(out["sweeps"]) / f"{name}.png",
-                   f"{sweep['field']}: sweep '{name}', means over pairs and seeds\nscorer: {scorer_note(rows)}",
-                   xlabel=sweep["field"])
+        scorers = ", ".join(sorted(rows["scorer"].unique()))
+        plot_sweep(sweep_means(rows, sweep["variants"], SWEEP_METRICS), Path(out["sweeps"]) / f"{name}.png",
+                   f"{sweep['field']}: sweep '{name}', means over pairs and seeds; scorer: {scorers}",
+                   xlabel=sweep["field"], labels=metric_labels(rows))
     return table

@@ -185,24 +185,23 @@ def plot_tradeoff(summary: pd.DataFrame, path: str | os.PathLike, title: str, **
     save_figure(tradeoff_figure(summary, title, **options), path)
 
 
-SWEEP_PANELS = ((TEXT_METRIC, "text alignment (CLIP score; digits: 100 · P(target digit))"),
-                (DISTANCE_METRIC, "1 − distance (LPIPS; digits: identity distance)"),
-                ("image_similarity", "image similarity (CLIP image cosine; digits: SSIM)"))
+SWEEP_METRICS = (TEXT_METRIC, DISTANCE_METRIC, "image_similarity")  # one panel each
 
 
-def plot_sweep(means: pd.DataFrame, path, title: str, xlabel: str) -> None:
-    """Text alignment, fidelity and image similarity against a swept parameter, one line per alpha.
+def plot_sweep(means: pd.DataFrame, path, title: str, xlabel: str, labels: dict[str, str]) -> None:
+    """Text alignment, fidelity (1 − distance) and image similarity against a swept parameter, one line per alpha.
 
-    `means`: `stats.sweep_means` of the sweep (columns alpha, value and the panels' metrics).
+    `means`: `stats.sweep_means` of the sweep (columns alpha, value and `SWEEP_METRICS`); `labels` name what each
+    metric measures with this scorer (e.g. LPIPS, or the digits' identity distance).
     """
     figure = new_figure((10, 3.6), 110)
-    for index, (metric, label) in enumerate(SWEEP_PANELS):
+    for index, metric in enumerate(SWEEP_METRICS):
         axes = figure.add_subplot(1, 3, index + 1)
         for alpha, curve in means.groupby("alpha"):
             y = 1 - curve[metric] if metric == DISTANCE_METRIC else curve[metric]
             axes.plot(curve["value"], y, marker="o", label=f"a={alpha:g}")
         axes.set_xlabel(xlabel)
-        axes.set_ylabel(label)
+        axes.set_ylabel(f"1 − {labels[metric]}" if metric == DISTANCE_METRIC else labels[metric], fontsize=8)
         axes.grid(True, alpha=0.3)
     figure.axes[0].legend(fontsize=7)
     figure.suptitle(title, fontsize=9)
