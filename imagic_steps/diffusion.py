@@ -1,7 +1,9 @@
 """Diffusion maths shared by the stages: prompt and image encoding, the denoising loss, probe sets.
 
 Shapes: images (B, 3, H, W) in [-1, 1]; latents (B, C, H/f, W/f) already multiplied by the VAE's
-`scaling_factor`; text embeddings (B, 77, D), the text encoder's last hidden states.
+`scaling_factor`; conditioning: the model family's `Conditioning` (imagic_steps.families), whose token embeddings
+are (B, 77, D). What differs between families is behind `components.family`; a bare tensor where a conditioning
+is expected is Stable Diffusion's token embeddings.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import NonFiniteLossError
+from .families import Conditioning, as_conditioning
+from .families import tokenize as tokenize_with
 from .models import SDComponents
 
 logger = logging.getLogger(__name__)
@@ -33,10 +37,7 @@ def tokenize(components: SDComponents, prompts: list[str]) -> torch.Tensor:
         kept = truncated_prompt(components, prompt)
         if kept is not None:
             logger.warning("prompt longer than %d tokens is truncated to: %r", tokenizer.model_max_length, kept)
-    batch = tokenizer(
-        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    )
-    return batch.input_ids
+    return tokenize_with(tokenizer, prompts)
 
 
 def truncated_prompt(components: SDComponents, prompt: str) -> str | None:
@@ -48,33 +49,37 @@ def truncated_prompt(components: SDComponents, prompt: str) -> str | None:
     return tokenizer.decode(ids[1 : tokenizer.model_max_length - 1])
 
 
-@torch.no_grad()
+def encode_conditioning(components: SDComponents, prompts: list[str], size: tuple[int, int] | None = None
+                        ) -> Conditioning:
+    """The family's conditioning of `prompts` (fp32), what Imagic optimises and interpolates; `size` (H, W) is the
+    image's in pixels (SDXL's time ids; default the model's resolution). Warns on truncated prompts."""
+    for prompt in prompts:
+        kept = truncated_prompt(components, prompt)
+        if kept is not None:
+            logger.warning("prompt longer than %d tokens is truncated to: %r", components.tokenizer.model_max_length,
+                           kept)
+    return components.family.encode(components, prompts, size)
+
+
 def encode_prompts(components: SDComponents, prompts: list[str]) -> torch.Tensor:
-    """Text embeddings (B, 77, D) in fp32, the conditioning Imagic interpolates."""
-    ids = tokenize(components, prompts).to(components.device)
-    hidden = components.text_encoder(ids)[0]
-    return hidden.float()
+    """Token embeddings (B, 77, D) in fp32 (Stable Diffusion's whole conditioning; `encode_conditioning` gives
+    every family's)."""
+    return encode_conditioning(components, prompts).embeds
 
 
-@torch.no_grad()
 def encode_image(components: SDComponents, image: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
-    """VAE latents (1, C, H/f, W/f) of `image` (1, 3, H, W) in [-1, 1], scaled by the VAE's scaling_factor.
+    """`image` (1, 3, H, W) in [-1, 1] in the UNet's space: VAE latents (1, C, H/f, W/f) scaled by the VAE's
+    scaling_factor for the latent families.
 
     `mode="sample"` draws from the posterior with `generator` (as the community pipeline does);
     `mode="mean"` takes the posterior mean.
     """
-    vae = components.vae
-    posterior = vae.encode(image.to(components.device, vae.dtype)).latent_dist
-    latents = posterior.sample(generator=generator) if mode == "sample" else posterior.mean
-    return latents.float() * vae.config.scaling_factor
+    return components.family.to_unet_space(components, image, mode, generator)
 
 
-@torch.no_grad()
 def decode_latents(components: SDComponents, latents: torch.Tensor) -> torch.Tensor:
-    """Images (B, 3, H, W) in [-1, 1] from scaled latents (B, C, h, w)."""
-    vae = components.vae
-    images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
-    return images.float().clamp(-1, 1)
+    """Images (B, 3, H, W) in [-1, 1] from the UNet's space (scaled latents (B, C, h, w))."""
+    return components.family.from_unet_space(components, latents)
 
 
 def training_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
@@ -102,17 +107,18 @@ def draw_noise_and_timesteps(
 
 
 def denoising_loss(
-    unet, scheduler, latents: torch.Tensor, embeddings: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    unet, scheduler, latents: torch.Tensor, embeddings: Conditioning | torch.Tensor, noise: torch.Tensor,
+    timesteps: torch.Tensor
 ) -> torch.Tensor:
     """Mean-squared error between the UNet's prediction and its training target (scalar, fp32).
 
-    latents (1 or N, C, h, w) are broadcast to the N noise draws; embeddings (1 or N, 77, D).
+    latents (1 or N, C, h, w) are broadcast to the N noise draws; so is the conditioning (1 or N rows).
     """
     count = noise.shape[0]
     latents = latents.expand(count, -1, -1, -1)
-    embeddings = embeddings.expand(count, -1, -1)
+    conditioning = as_conditioning(embeddings).expand(count)
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    prediction = unet(noisy.to(unet.dtype), timesteps, embeddings.to(unet.dtype)).sample
+    prediction = unet(noisy.to(unet.dtype), timesteps, **conditioning.unet_inputs(unet.dtype)).sample
     target = training_target(scheduler, latents, noise, timesteps)
     return F.mse_loss(prediction.float(), target.float())
 
@@ -132,6 +138,7 @@ def make_probe_set(latents: torch.Tensor, scheduler, count: int = 32, seed: int 
 
 
 @torch.no_grad()
-def probe_loss(unet, scheduler, latents: torch.Tensor, embeddings: torch.Tensor, probe: ProbeSet) -> float:
+def probe_loss(unet, scheduler, latents: torch.Tensor, embeddings: Conditioning | torch.Tensor,
+               probe: ProbeSet) -> float:
     """The denoising loss averaged over a fixed probe set: comparable across training steps."""
     return float(denoising_loss(unet, scheduler, latents, embeddings, probe.noise, probe.timesteps))

@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .diffusion import check_finite, denoising_loss, draw_noise_and_timesteps, encode_image, encode_prompts, \
+from .diffusion import check_finite, denoising_loss, draw_noise_and_timesteps, encode_conditioning, encode_image, \
     truncated_prompt
+from .families import Conditioning, as_conditioning, conditioning_from_artefact
 from .drawing import write_loss_curve
 from .images import load_image, pil_to_tensor
 from .io import load_tensors, save_tensors, write_json
@@ -35,19 +36,38 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class EmbedResult:
-    """e_tgt and e_opt (1, 77, D) in fp32, the image latents they were fitted to (1, C, h, w), the loss per step."""
+    """e_tgt and e_opt (the family's conditioning, one row, fp32), the image latents they were fitted to
+    (1, C, h, w), the loss per step. A bare tensor for e_tgt / e_opt is Stable Diffusion's token embeddings.
 
-    target_embedding: torch.Tensor
-    optimized_embedding: torch.Tensor
+    Artefact tensors: `target_embedding`, `optimized_embedding` (token embeddings), `image_latents`, `losses`, and
+    for SDXL also `{target,optimized}_pooled_embedding` and `{target,optimized}_time_ids`.
+    """
+
+    target: Conditioning
+    optimized: Conditioning
     image_latents: torch.Tensor
     losses: list[float] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.target = as_conditioning(self.target)
+        self.optimized = as_conditioning(self.optimized)
+
+    @property
+    def target_embedding(self) -> torch.Tensor:
+        """e_tgt's token embeddings (1, 77, D)."""
+        return self.target.embeds
+
+    @property
+    def optimized_embedding(self) -> torch.Tensor:
+        """e_opt's token embeddings (1, 77, D)."""
+        return self.optimized.embeds
 
     def save(self, path) -> None:
         save_tensors(
             path,
             {
-                "target_embedding": self.target_embedding,
-                "optimized_embedding": self.optimized_embedding,
+                **self.target.artefact_tensors("target"),
+                **self.optimized.artefact_tensors("optimized"),
                 "image_latents": self.image_latents,
                 "losses": torch.tensor(self.losses, dtype=torch.float64),
             },
@@ -57,8 +77,8 @@ class EmbedResult:
     def load(cls, path, device: str | torch.device = "cpu") -> "EmbedResult":
         tensors = load_tensors(path, device)
         return cls(
-            tensors["target_embedding"],
-            tensors["optimized_embedding"],
+            conditioning_from_artefact(tensors, "target"),
+            conditioning_from_artefact(tensors, "optimized"),
             tensors["image_latents"],
             tensors["losses"].tolist(),
         )
@@ -81,9 +101,9 @@ def optimize_embedding(
     """
     generator = torch.Generator().manual_seed(params.seed)
     latents = encode_image(components, image, params.latents, generator)
-    target_embedding = encode_prompts(components, [prompt])
-    embedding = target_embedding.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([embedding], lr=params.lr)
+    target = encode_conditioning(components, [prompt], tuple(image.shape[-2:]))
+    optimized = target.optimisable()  # fp32 leaves for every optimised field (SDXL: token and pooled embeddings)
+    optimizer = torch.optim.Adam(optimized.optimised_tensors(), lr=params.lr)
     # Disabled (a pass-through) unless the UNet computes in fp16; step() unscales before Adam, so lr means
     # the same as in fp32.
     scaler = torch.amp.GradScaler(components.device.type, enabled=components.unet.dtype == torch.float16)
@@ -92,7 +112,7 @@ def optimize_embedding(
     skipped = 0
     for step in tqdm(range(params.steps), desc="embed", disable=not progress, mininterval=1.0):
         noise, timesteps = draw_noise_and_timesteps(latents, components.scheduler, generator)
-        loss = denoising_loss(unet, components.scheduler, latents, embedding, noise, timesteps)
+        loss = denoising_loss(unet, components.scheduler, latents, optimized, noise, timesteps)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scale = scaler.get_scale()
@@ -103,7 +123,7 @@ def optimize_embedding(
         check_finite(losses[-1], "embed", step)
     if skipped:
         logger.info("embed: fp16 loss scaling skipped %d of %d steps (gradient overflow)", skipped, params.steps)
-    return EmbedResult(target_embedding, embedding.detach(), latents, losses)
+    return EmbedResult(target, optimized.detach(), latents, losses)
 
 
 def run_embed(

@@ -105,7 +105,7 @@ def finetune_unet(
     autocast, scaler = _autocast_and_scaler(device, params.mixed_precision)
     generator = torch.Generator().manual_seed(params.seed)
     latents = embed.image_latents.to(device)
-    embedding = embed.optimized_embedding.to(device)
+    conditioning = embed.optimized.to(device)
     losses: list[float] = []
     start = 0
     checkpoints = ResumeCheckpoints(checkpoint_dir, params) if checkpoint_dir and params.checkpoint_every else None
@@ -117,7 +117,7 @@ def finetune_unet(
     for step in bar:
         noise, timesteps = draw_noise_and_timesteps(latents, components.scheduler, generator)
         with autocast:
-            loss = denoising_loss(forward, components.scheduler, latents, embedding, noise, timesteps)
+            loss = denoising_loss(forward, components.scheduler, latents, conditioning, noise, timesteps)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -141,7 +141,7 @@ def write_preview(components, unet, embed: EmbedResult, preview: PreviewSpec, se
     was_training = unet.training
     unet.eval()
     sample_params = SampleParams(**{**asdict(preview.sample), "steps": preview.steps})
-    images = sample_alphas(components, unet, embed.target_embedding, embed.optimized_embedding, PREVIEW_ALPHAS,
+    images = sample_alphas(components, unet, embed.target, embed.optimized, PREVIEW_ALPHAS,
                            [seed], sample_params, height=preview.height, width=preview.width,
                            init_latents=embed.image_latents, progress=False)
     unet.train(was_training)

@@ -9,7 +9,12 @@ A model reference is one of:
   * the shipped `digits` preset, trained on handwritten digits (`imagic_steps.digits`);
   * a local folder in the diffusers layout (`model_index.json`, `tokenizer/`, `text_encoder/`, `vae/`,
     `unet/`, `scheduler/`);
-  * a hub id such as `stable-diffusion-v1-5/stable-diffusion-v1-5` (SD 1.x / 2.x).
+  * a hub id such as `stable-diffusion-v1-5/stable-diffusion-v1-5` (SD 1.x / 2.x) or
+    `stabilityai/stable-diffusion-xl-base-1.0` (SDXL: a second tokenizer and text encoder, `tokenizer_2/`,
+    `text_encoder_2/`).
+
+The model family (`imagic_steps.families`: SD or SDXL) is read from the folder's model_index.json; `tiny-sdxl` is a
+~1 M parameter SDXL-layout preset for fast tests of the SDXL path.
 """
 
 from __future__ import annotations
@@ -27,16 +32,18 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, PNDMScheduler, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import logging as diffusers_logging
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
 from .errors import ModelNotAvailableError
+from .families import SD, LatentFamily, StableDiffusionXLFamily, detect_family
 from .locations import (  # DIGITS_PRESET is re-exported for the digits domain
     DIGITS_PRESET,
     MODEL_PRESETS,
     SD15_SHAPED_PRESET,
     SD21_SHAPED_PRESET,
     TINY_PRESET,
+    TINY_SDXL_PRESET,
     is_random_preset,
     preset_folder,
 )
@@ -67,6 +74,13 @@ class SDComponents:
     dtype: torch.dtype
     channels_last: bool = False  # UNet weights in channels-last memory format (faster convolutions on GPUs)
     compile_unet: bool = False
+    family: LatentFamily = SD  # what differs between model families (imagic_steps.families)
+    tokenizer_2: CLIPTokenizer | None = None  # SDXL's second tokenizer and text encoder (with projection)
+    text_encoder_2: CLIPTextModelWithProjection | None = None
+
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        """The weighted components: text encoder(s), VAE, UNet."""
+        return [m for m in (self.text_encoder, self.text_encoder_2, self.vae, self.unet) if m is not None]
 
     def unet_forward(self, unet: torch.nn.Module) -> torch.nn.Module:
         """What the stages call to run `unet`: `unet` itself, or with `compile_unet` a `torch.compile` wrapper that
@@ -87,7 +101,7 @@ class SDComponents:
         return {"model": self.model_id, "revision": self.revision, "random_weights": is_random_preset(self.model_id),
                 "prediction_type": self.scheduler.config.prediction_type,
                 "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device),
-                "channels_last": self.channels_last, "compile_unet": self.compile_unet}
+                "channels_last": self.channels_last, "compile_unet": self.compile_unet, "family": self.family.name}
 
 
 def resolve_model_path(model: str) -> str:
@@ -121,15 +135,19 @@ def load_components(
     torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     device = torch.device(device)
     kwargs = {"revision": revision} if revision else {}
+    family = detect_family(path, **kwargs)
     try:
         tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **kwargs)
         text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=torch_dtype, **kwargs)
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=torch_dtype, **kwargs)
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=torch_dtype, **kwargs)
         scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler", **kwargs)
+        extra = family.load_extra(path, torch_dtype, **kwargs)
     except (OSError, ValueError) as error:
         raise ModelNotAvailableError(_unavailable_message(model, error)) from error
-    for module in (text_encoder, vae, unet):
+    components = SDComponents(tokenizer, text_encoder, vae, unet, scheduler, model, revision, device, torch_dtype,
+                              channels_last, compile_unet, family=family, **extra)
+    for module in components.frozen_modules():
         module.requires_grad_(False)
         module.eval()
         module.to(device)
@@ -137,8 +155,7 @@ def load_components(
         unet.to(memory_format=torch.channels_last)
     if is_random_preset(model):
         logger.info("model '%s' has seeded random weights: its outputs check the mechanics, not quality", model)
-    return SDComponents(tokenizer, text_encoder, vae, unet, scheduler, model, revision, device, torch_dtype,
-                        channels_last, compile_unet)
+    return components
 
 
 def _unavailable_message(model: str, error: Exception) -> str:
@@ -179,7 +196,7 @@ def tiny_unet_config() -> dict:
 
 
 def vae_config(block_out_channels: tuple[int, ...], layers_per_block: int, norm_num_groups: int,
-               sample_size: int) -> dict:
+               sample_size: int, scaling_factor: float = 0.18215) -> dict:
     """An AutoencoderKL with SD's layout: four blocks (8x down-sampling), 4 latent channels, SD's scaling factor."""
     return dict(
         in_channels=3,
@@ -191,7 +208,7 @@ def vae_config(block_out_channels: tuple[int, ...], layers_per_block: int, norm_
         latent_channels=4,
         norm_num_groups=norm_num_groups,
         sample_size=sample_size,
-        scaling_factor=0.18215,
+        scaling_factor=scaling_factor,
     )
 
 
@@ -213,6 +230,27 @@ def tiny_text_config() -> CLIPTextConfig:
     """Two-layer CLIP text encoder with SD 1.x's vocabulary and 77-token context."""
     return clip_text_config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                             projection_dim=32)
+
+
+def tiny_sdxl_unet_config() -> dict:
+    """The tiny UNet with SDXL's conditioning: cross-attention on both text encoders' states (32 + 48) and SDXL's
+    "text_time" added embedding of encoder 2's pooled projection (40) and six time ids (8 features each)."""
+    return {**small_unet_config(TINY_RESOLUTION // 8, layers_per_block=2, cross_attention_dim=32 + 48),
+            "use_linear_projection": True, "addition_embed_type": "text_time", "addition_time_embed_dim": 8,
+            "projection_class_embeddings_input_dim": 40 + 6 * 8}
+
+
+def tiny_sdxl_text_config_2() -> CLIPTextConfig:
+    """SDXL's second text encoder (a CLIPTextModelWithProjection) at tiny size: 48 features, projection to 40."""
+    return clip_text_config(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                            projection_dim=40, pad_token_id=0)
+
+
+def sdxl_scheduler_config() -> dict:
+    """SDXL base's scheduler config: an Euler scheduler over SD's scaled-linear betas, leading spacing, epsilon."""
+    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                steps_offset=1, prediction_type="epsilon", timestep_spacing="leading", interpolation_type="linear",
+                use_karras_sigmas=False)
 
 
 def sd15_unet_config() -> dict:
@@ -294,6 +332,10 @@ class PresetRecipe:
     # use (2.1 / 2.6 GB instead of 4.3 / 5.2). `load_components` casts to the requested dtype (an fp32 load
     # converts for ~5 s on the CPU, where fp32 files would be mapped lazily).
     storage_dtype: torch.dtype = torch.float32
+    # SDXL: the second text encoder (with projection), its tokenizer's padding ("!" as SDXL's), the pipeline class
+    text_encoder_2: CLIPTextConfig | None = None
+    pad_token_2: str = "!"
+    pipeline_class: str = "StableDiffusionPipeline"
 
 
 def preset_recipe(name: str) -> PresetRecipe:
@@ -307,6 +349,14 @@ def preset_recipe(name: str) -> PresetRecipe:
     if name == SD21_SHAPED_PRESET:
         return PresetRecipe(sd21_unet_config(), sd_vae_config(768), sd21_text_config(), DDIMScheduler,
                             sd21_scheduler_config(), pad_token="!", storage_dtype=torch.float16)
+    if name == TINY_SDXL_PRESET:
+        from diffusers import EulerDiscreteScheduler
+
+        return PresetRecipe(tiny_sdxl_unet_config(),
+                            vae_config((8, 16, 16, 16), 1, 8, TINY_RESOLUTION, scaling_factor=0.13025),
+                            tiny_text_config(), EulerDiscreteScheduler, sdxl_scheduler_config(),
+                            text_encoder_2=tiny_sdxl_text_config_2(),
+                            pipeline_class=StableDiffusionXLFamily.pipeline_classes[0])
     raise KeyError(f"'{name}' is not a built preset")
 
 
@@ -356,10 +406,13 @@ def build_preset(name: str, folder: Path, seed: int = 0) -> None:
         _save_component(UNet2DConditionModel(**recipe.unet), folder / "unet", recipe.storage_dtype)
         _save_component(AutoencoderKL(**recipe.vae), folder / "vae", recipe.storage_dtype)
         _save_component(CLIPTextModel(recipe.text_encoder), folder / "text_encoder", recipe.storage_dtype)
+        if recipe.text_encoder_2 is not None:
+            _save_component(CLIPTextModelWithProjection(recipe.text_encoder_2), folder / "text_encoder_2",
+                            recipe.storage_dtype)
     write_clip_tokenizer(folder / "tokenizer", recipe.pad_token)
     recipe.scheduler_class.from_config(recipe.scheduler).save_pretrained(folder / "scheduler")
     model_index = {
-        "_class_name": "StableDiffusionPipeline",
+        "_class_name": recipe.pipeline_class,
         "_diffusers_version": "0.42.1",
         "feature_extractor": [None, None],
         "requires_safety_checker": False,
@@ -370,6 +423,14 @@ def build_preset(name: str, folder: Path, seed: int = 0) -> None:
         "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
     }
+    if recipe.text_encoder_2 is not None:  # SDXL's layout (stabilityai/stable-diffusion-xl-base-1.0's index)
+        write_clip_tokenizer(folder / "tokenizer_2", recipe.pad_token_2)
+        for key in ("feature_extractor", "requires_safety_checker", "safety_checker"):
+            del model_index[key]
+        model_index.update({"force_zeros_for_empty_prompt": True, "image_encoder": [None, None],
+                            "feature_extractor": [None, None], "text_encoder_2": ["transformers",
+                            "CLIPTextModelWithProjection"], "tokenizer_2": ["transformers", "CLIPTokenizer"]})
+        model_index = dict(sorted(model_index.items()))
     (folder / "model_index.json").write_text(json.dumps(model_index, indent=2))
 
 

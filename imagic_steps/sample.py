@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .diffusion import decode_latents, encode_prompts
+from .diffusion import decode_latents
 from .embed import EmbedResult
+from .families import Conditioning, as_conditioning, interpolate_conditioning
 from .finetune_artefact import load_finetuned_unet
 from .images import tensor_to_pil
 from .io import save_image, write_json
@@ -41,6 +42,12 @@ def interpolate_embeddings(target: torch.Tensor, optimized: torch.Tensor, alphas
     """
     a = torch.tensor(list(alphas), dtype=target.dtype, device=target.device).view(-1, 1, 1)
     return a * target + (1 - a) * optimized
+
+
+def interpolate(target: Conditioning | torch.Tensor, optimized: Conditioning | torch.Tensor,
+                alphas: Sequence[float]) -> Conditioning:
+    """e(a) for every alpha and every optimised conditioning tensor (families.interpolate_conditioning)."""
+    return interpolate_conditioning(as_conditioning(target), as_conditioning(optimized), alphas)
 
 
 def make_scheduler(name: str, base_config):
@@ -79,23 +86,24 @@ def step_noise_generators(seeds: Sequence[int]) -> list[torch.Generator]:
 def denoise(
     unet,
     scheduler,
-    conditional: torch.Tensor,
-    unconditional: torch.Tensor,
+    conditional: Conditioning | torch.Tensor,
+    unconditional: Conditioning | torch.Tensor,
     noise: torch.Tensor,
     params: SampleParams,
     step_seeds: Sequence[int],
     init_latents: torch.Tensor | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Denoise a batch of B latents from `noise` (B, C, h, w) under embeddings `conditional` (B, 77, D).
+    """Denoise a batch of B latents from `noise` (B, C, h, w) under the conditioning `conditional` (B rows).
 
-    `unconditional` (1, 77, D) is the empty-prompt embedding, encoded once by the caller; `step_seeds` (B)
+    `unconditional` (1 row) is the family's negative (the empty prompt's), made once by the caller; `step_seeds` (B)
     are the samples' seeds; each sample's per-step noise (stochastic schedulers) comes from
     `step_noise_seed(seed)`, a stream independent of its initial noise. With `params.init_timestep_rate` r > 0 the
     first r of the schedule is skipped and denoising starts from `init_latents` (1, C, h, w) noised to that
     level (the modified pipeline's option). Returns (B, C, h, w).
     """
-    batch = conditional.shape[0]
+    conditional, unconditional = as_conditioning(conditional), as_conditioning(unconditional)
+    batch = conditional.batch
     device = conditional.device
     scheduler.set_timesteps(params.steps, device=device)
     timesteps = scheduler.timesteps
@@ -122,12 +130,12 @@ def denoise(
         step_kwargs["generator"] = generators
 
     guided = params.guidance_scale != 1.0
-    embeddings = torch.cat([unconditional.expand(batch, -1, -1), conditional]) if guided else conditional
-    embeddings = embeddings.to(unet.dtype)
+    embeddings = Conditioning.cat([unconditional.expand(batch), conditional]) if guided else conditional
+    unet_inputs = embeddings.unet_inputs(unet.dtype)
     for t in tqdm(timesteps, desc="sample", disable=not progress, leave=False):
         model_input = torch.cat([latents, latents]) if guided else latents
         model_input = scheduler.scale_model_input(model_input, t)
-        prediction = unet(model_input.to(unet.dtype), t, embeddings).sample.float()
+        prediction = unet(model_input.to(unet.dtype), t, **unet_inputs).sample.float()
         if guided:
             uncond_pred, cond_pred = prediction.chunk(2)
             prediction = uncond_pred + params.guidance_scale * (cond_pred - uncond_pred)
@@ -139,8 +147,8 @@ def denoise(
 def sample_alphas(
     components: SDComponents,
     unet,
-    target_embedding: torch.Tensor,
-    optimized_embedding: torch.Tensor,
+    target_embedding: Conditioning | torch.Tensor,
+    optimized_embedding: Conditioning | torch.Tensor,
     alphas: Sequence[float],
     seeds: Sequence[int],
     params: SampleParams,
@@ -166,8 +174,9 @@ def sample_alphas(
     if init_latents is not None and tuple(init_latents.shape) != latent_shape:
         raise ValueError(f"init latents {tuple(init_latents.shape)} do not match the sample size {latent_shape}")
     unet = components.unet_forward(unet)
-    unconditional = encode_prompts(components, [""])
-    embeddings = interpolate_embeddings(target_embedding.to(components.device), optimized_embedding.to(components.device), alphas)
+    target = as_conditioning(target_embedding).to(components.device)
+    unconditional = components.family.unconditional(components, target)
+    embeddings = interpolate(target, as_conditioning(optimized_embedding).to(components.device), alphas)
     noises = [initial_noise(seed, latent_shape) for seed in seeds]
     grid = [(s, a) for s in range(len(seeds)) for a in range(len(alphas))]
     chunks = [grid[i : i + params.batch_size] for i in range(0, len(grid), params.batch_size)]
@@ -213,7 +222,7 @@ def run_sample(
     embed = EmbedResult.load(embed_artefact, components.device)
     unet = unet if unet is not None else load_finetuned_unet(components.unet, finetune_artefact)
     resolution = resolution or components.resolution
-    images = sample_alphas(components, unet, embed.target_embedding, embed.optimized_embedding, alphas, seeds, params,
+    images = sample_alphas(components, unet, embed.target, embed.optimized, alphas, seeds, params,
                            height=resolution, width=resolution, init_latents=embed.image_latents, progress=progress)
     for seed, alpha, path in samples:
         save_image(tensor_to_pil(images[seeds.index(seed), alphas.index(alpha)][None])[0], path)

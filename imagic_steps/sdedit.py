@@ -7,7 +7,6 @@ from dataclasses import asdict
 from typing import Sequence
 
 import torch
-from diffusers import StableDiffusionImg2ImgPipeline
 from PIL import Image
 
 from .images import load_image
@@ -18,13 +17,10 @@ from .sample import make_scheduler
 from .variants import SdeditParams
 
 
-def img2img_pipeline(components: SDComponents, scheduler: str) -> StableDiffusionImg2ImgPipeline:
-    """diffusers' img2img pipeline sharing the loaded weights (no copy, no safety checker)."""
-    pipeline = StableDiffusionImg2ImgPipeline(
-        vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
-        unet=components.unet, scheduler=make_scheduler(scheduler, components.scheduler.config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
+def img2img_pipeline(components: SDComponents, scheduler: str):
+    """diffusers' img2img pipeline of the model's family (StableDiffusionImg2ImgPipeline or
+    StableDiffusionXLImg2ImgPipeline) sharing the loaded weights (no copy, no safety checker)."""
+    pipeline = components.family.img2img_pipeline(components, make_scheduler(scheduler, components.scheduler.config))
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 

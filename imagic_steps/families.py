@@ -1,0 +1,328 @@
+"""Model families: what differs between Stable Diffusion (1.x / 2.x) and SDXL, in one place per family.
+
+A family says
+  (a) prompt -> conditioning: `encode` and `unconditional` (classifier-free guidance's negative), returning the
+      family's `Conditioning` dataclass of batch-first fp32 tensors;
+  (b) how the UNet is called with that conditioning: `Conditioning.unet_inputs`;
+  (c) image <-> UNet space: `to_unet_space` / `from_unet_space` (both families here: VAE latents x the VAE's
+      `scaling_factor`; a pixel-space family would return the image itself);
+plus the extra components it loads (`load_extra`) and the diffusers img2img pipeline SDEdit runs (`img2img_pipeline`).
+The stages (embed, finetune, sample, previews, SDEdit) call these hooks and contain no family-specific branch.
+
+Imagic's interpolation e(a) = a * e_tgt + (1 - a) * e_opt applies to every field a conditioning class lists in
+`INTERPOLATED` (those are also what stage A optimises); `FIXED` fields (SDXL's time ids) are copied.
+
+SDXL follows diffusers' StableDiffusionXLPipeline (`encode_prompt`, `_get_add_time_ids`): the penultimate hidden
+states of both text encoders concatenated (B, 77, 768 + 1280 for the real model), the pooled projection of encoder
+2 (B, 1280), and time ids (original size, crop top-left, target size) = (H, W, 0, 0, H, W) of the image; the
+negative prompt is all zeros when the model sets `force_zeros_for_empty_prompt` (SDXL base does), with the same
+time ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Sequence
+
+import torch
+
+if TYPE_CHECKING:  # models imports this module; the hooks only need its components at call time
+    from .models import SDComponents
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------------
+# Conditioning
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """A family's prompt conditioning: named tensors with the batch first. Subclasses list their fields in
+    `INTERPOLATED` (optimised by stage A, interpolated by stage C) and `FIXED`, and name them in the embed
+    artefact with `ARTEFACT_SUFFIXES` (`{prefix}{suffix}`, e.g. `target_embedding`)."""
+
+    INTERPOLATED: ClassVar[tuple[str, ...]] = ()
+    FIXED: ClassVar[tuple[str, ...]] = ()
+    ARTEFACT_SUFFIXES: ClassVar[dict[str, str]] = {}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def map(self, fn) -> "Conditioning":
+        """The same conditioning with `fn` applied to every tensor."""
+        return dataclasses.replace(self, **{name: fn(t) for name, t in self.tensors().items()})
+
+    # every family's conditioning has a field `embeds`: token embeddings (B, 77, D)
+
+    @property
+    def batch(self) -> int:
+        return self.embeds.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.embeds.device
+
+    def to(self, device=None, dtype=None) -> "Conditioning":
+        return self.map(lambda t: t.to(device=device, dtype=dtype))
+
+    def expand(self, count: int) -> "Conditioning":
+        return self.map(lambda t: t.expand(count, *t.shape[1:]))
+
+    def select(self, rows) -> "Conditioning":
+        return self.map(lambda t: t[rows])
+
+    def __getitem__(self, rows) -> "Conditioning":
+        return self.select(rows)
+
+    def detach(self) -> "Conditioning":
+        return self.map(torch.Tensor.detach)
+
+    def optimisable(self) -> "Conditioning":
+        """A copy whose INTERPOLATED fields are fresh fp32 leaves that require grad (stage A's parameters)."""
+        return dataclasses.replace(self, **{name: getattr(self, name).clone().requires_grad_(True)
+                                            for name in self.INTERPOLATED})
+
+    def optimised_tensors(self) -> list[torch.Tensor]:
+        return [getattr(self, name) for name in self.INTERPOLATED]
+
+    @staticmethod
+    def cat(items: Sequence["Conditioning"]) -> "Conditioning":
+        first = items[0]
+        return dataclasses.replace(first, **{name: torch.cat([getattr(item, name) for item in items])
+                                             for name in first.tensors()})
+
+    def unet_inputs(self, dtype: torch.dtype) -> dict:
+        """The UNet's keyword arguments for this conditioning, cast to the UNet's `dtype`."""
+        raise NotImplementedError
+
+    def artefact_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {f"{prefix}{self.ARTEFACT_SUFFIXES[name]}": t for name, t in self.tensors().items()}
+
+    @classmethod
+    def from_artefact(cls, tensors: dict[str, torch.Tensor], prefix: str) -> "Conditioning":
+        return cls(**{name: tensors[f"{prefix}{suffix}"] for name, suffix in cls.ARTEFACT_SUFFIXES.items()})
+
+
+@dataclass(frozen=True)
+class TokenConditioning(Conditioning):
+    """Stable Diffusion 1.x / 2.x: the text encoder's token embeddings (B, 77, D), cross-attended by the UNet."""
+
+    embeds: torch.Tensor
+
+    INTERPOLATED: ClassVar[tuple[str, ...]] = ("embeds",)
+    ARTEFACT_SUFFIXES: ClassVar[dict[str, str]] = {"embeds": "_embedding"}
+
+    def unet_inputs(self, dtype: torch.dtype) -> dict:
+        return {"encoder_hidden_states": self.embeds.to(dtype)}
+
+
+@dataclass(frozen=True)
+class SDXLConditioning(Conditioning):
+    """SDXL: token embeddings (B, 77, D1 + D2), encoder 2's pooled projection (B, P) and the time ids (B, 6)."""
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor
+    time_ids: torch.Tensor
+
+    INTERPOLATED: ClassVar[tuple[str, ...]] = ("embeds", "pooled")
+    FIXED: ClassVar[tuple[str, ...]] = ("time_ids",)
+    ARTEFACT_SUFFIXES: ClassVar[dict[str, str]] = {"embeds": "_embedding", "pooled": "_pooled_embedding",
+                                                   "time_ids": "_time_ids"}
+
+    def unet_inputs(self, dtype: torch.dtype) -> dict:
+        return {"encoder_hidden_states": self.embeds.to(dtype),
+                "added_cond_kwargs": {"text_embeds": self.pooled.to(dtype), "time_ids": self.time_ids.to(dtype)}}
+
+
+CONDITIONING_CLASSES: tuple[type[Conditioning], ...] = (SDXLConditioning, TokenConditioning)  # most fields first
+
+
+def as_conditioning(value: Conditioning | torch.Tensor) -> Conditioning:
+    """A conditioning; a bare tensor is Stable Diffusion's token embeddings (what callers passed before families)."""
+    return value if isinstance(value, Conditioning) else TokenConditioning(value)
+
+
+def conditioning_from_artefact(tensors: dict[str, torch.Tensor], prefix: str) -> Conditioning:
+    """The conditioning stored under `prefix` in an embed artefact, its class told by the tensor names present."""
+    for cls in CONDITIONING_CLASSES:
+        if all(f"{prefix}{suffix}" in tensors for suffix in cls.ARTEFACT_SUFFIXES.values()):
+            return cls.from_artefact(tensors, prefix)
+    raise KeyError(f"no conditioning named '{prefix}_*' in the artefact ({sorted(tensors)[:6]})")
+
+
+def interpolate_conditioning(target: Conditioning, optimized: Conditioning, alphas: Sequence[float]) -> Conditioning:
+    """e(a) = a * e_tgt + (1 - a) * e_opt for each alpha and every INTERPOLATED field (A rows from two of one row);
+    FIXED fields are the target's, repeated. Exact at the ends: e(0) == e_opt and e(1) == e_tgt bit for bit."""
+    fields = {}
+    for name, t in target.tensors().items():
+        o = getattr(optimized, name)
+        if name in target.INTERPOLATED:
+            a = torch.tensor(list(alphas), dtype=t.dtype, device=t.device).view(-1, *([1] * (t.ndim - 1)))
+            fields[name] = a * t + (1 - a) * o
+        else:
+            if not torch.equal(t, o.to(t.device)):
+                raise ValueError(f"the fixed conditioning '{name}' differs between e_tgt and e_opt")
+            fields[name] = t.expand(len(alphas), *t.shape[1:])
+    return dataclasses.replace(target, **fields)
+
+
+# --------------------------------------------------------------------------------------------------
+# Families
+# --------------------------------------------------------------------------------------------------
+
+
+def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
+    """Token ids (B, model_max_length), padded and truncated as Stable Diffusion does."""
+    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids
+
+
+@dataclass(frozen=True)
+class LatentFamily:
+    """What the latent-diffusion families share: image <-> UNet space through the VAE."""
+
+    name: ClassVar[str] = ""
+    pipeline_classes: ClassVar[tuple[str, ...]] = ()
+
+    @torch.no_grad()
+    def to_unet_space(self, components: SDComponents, image: torch.Tensor, mode: str,
+                      generator: torch.Generator) -> torch.Tensor:
+        """VAE latents (1, C, H/f, W/f) of `image` (1, 3, H, W) in [-1, 1], times the VAE's scaling_factor;
+        `mode` "sample" draws from the posterior with `generator`, "mean" takes its mean."""
+        vae = components.vae
+        posterior = vae.encode(image.to(components.device, vae.dtype)).latent_dist
+        latents = posterior.sample(generator=generator) if mode == "sample" else posterior.mean
+        return latents.float() * vae.config.scaling_factor
+
+    @torch.no_grad()
+    def from_unet_space(self, components: SDComponents, latents: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] from scaled latents (B, C, h, w)."""
+        vae = components.vae
+        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+        return images.float().clamp(-1, 1)
+
+    def load_extra(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
+        """Components beyond tokenizer, text encoder, VAE, UNet and scheduler (SDComponents field -> module)."""
+        return {}
+
+
+@dataclass(frozen=True)
+class StableDiffusionFamily(LatentFamily):
+    """SD 1.x / 2.x: one CLIP text encoder's last hidden states (B, 77, D)."""
+
+    name: ClassVar[str] = "sd"
+    pipeline_classes: ClassVar[tuple[str, ...]] = ("StableDiffusionPipeline",)
+
+    @torch.no_grad()
+    def encode(self, components: SDComponents, prompts: list[str], size: tuple[int, int] | None = None
+               ) -> TokenConditioning:
+        ids = tokenize(components.tokenizer, prompts).to(components.device)
+        return TokenConditioning(components.text_encoder(ids)[0].float())
+
+    def unconditional(self, components: SDComponents, like: Conditioning) -> TokenConditioning:
+        """The empty prompt's conditioning (1 row)."""
+        return self.encode(components, [""])
+
+    def img2img_pipeline(self, components: SDComponents, scheduler):
+        from diffusers import StableDiffusionImg2ImgPipeline
+
+        return StableDiffusionImg2ImgPipeline(
+            vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
+            unet=components.unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False)
+
+
+@dataclass(frozen=True)
+class StableDiffusionXLFamily(LatentFamily):
+    """SDXL: two CLIP text encoders (penultimate states concatenated), encoder 2's pooled projection, time ids."""
+
+    force_zeros_for_empty_prompt: bool = True
+
+    name: ClassVar[str] = "sdxl"
+    pipeline_classes: ClassVar[tuple[str, ...]] = ("StableDiffusionXLPipeline",)
+
+    def load_extra(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
+        from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+        return {"tokenizer_2": CLIPTokenizer.from_pretrained(path, subfolder="tokenizer_2", **kwargs),
+                "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(
+                    path, subfolder="text_encoder_2", torch_dtype=torch_dtype, **kwargs)}
+
+    def time_ids(self, components: SDComponents, size: tuple[int, int], pooled_dim: int) -> torch.Tensor:
+        """(1, 6): original size, crop top-left (0, 0), target size, all the image's (H, W); checked against the
+        UNet's added embedding as diffusers' `_get_add_time_ids` does."""
+        ids = [*size, 0, 0, *size]
+        unet = components.unet
+        expected = unet.add_embedding.linear_1.in_features
+        if unet.config.addition_time_embed_dim * len(ids) + pooled_dim != expected:
+            raise ValueError(f"the UNet expects an added embedding of {expected} features, the text encoder and time "
+                             f"ids give {unet.config.addition_time_embed_dim * len(ids) + pooled_dim}")
+        return torch.tensor([ids], dtype=torch.float32, device=components.device)
+
+    @torch.no_grad()
+    def encode(self, components: SDComponents, prompts: list[str], size: tuple[int, int] | None = None
+               ) -> SDXLConditioning:
+        size = size or (components.resolution, components.resolution)
+        hidden, pooled = [], None
+        for tokenizer, encoder in ((components.tokenizer, components.text_encoder),
+                                   (components.tokenizer_2, components.text_encoder_2)):
+            output = encoder(tokenize(tokenizer, prompts).to(components.device), output_hidden_states=True)
+            if pooled is None and output[0].ndim == 2:  # the projection of the encoder that has one (encoder 2)
+                pooled = output[0]
+            hidden.append(output.hidden_states[-2])
+        embeds = torch.cat(hidden, dim=-1).float()
+        time_ids = self.time_ids(components, size, pooled.shape[-1]).expand(len(prompts), -1)
+        return SDXLConditioning(embeds, pooled.float(), time_ids)
+
+    def unconditional(self, components: SDComponents, like: Conditioning) -> SDXLConditioning:
+        """The negative conditioning (1 row): zeros if the model forces them for an empty prompt, else the empty
+        prompt encoded; always `like`'s time ids."""
+        time_ids = like.time_ids[:1]
+        if self.force_zeros_for_empty_prompt:
+            return SDXLConditioning(torch.zeros_like(like.embeds[:1]), torch.zeros_like(like.pooled[:1]), time_ids)
+        empty = self.encode(components, [""])
+        return SDXLConditioning(empty.embeds, empty.pooled, time_ids)
+
+    def img2img_pipeline(self, components: SDComponents, scheduler):
+        from diffusers import StableDiffusionXLImg2ImgPipeline
+
+        return StableDiffusionXLImg2ImgPipeline(
+            vae=components.vae, text_encoder=components.text_encoder, text_encoder_2=components.text_encoder_2,
+            tokenizer=components.tokenizer, tokenizer_2=components.tokenizer_2, unet=components.unet,
+            scheduler=scheduler, requires_aesthetics_score=False,
+            force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt, add_watermarker=False)
+
+
+SD = StableDiffusionFamily()
+FAMILIES: dict[str, type[LatentFamily]] = {"sd": StableDiffusionFamily, "sdxl": StableDiffusionXLFamily}
+
+
+def family_from_model_index(index: dict) -> LatentFamily:
+    """The family of a diffusers folder from its model_index.json: SDXL by its pipeline class or a `text_encoder_2`
+    entry, else Stable Diffusion."""
+    if index.get("_class_name") in StableDiffusionXLFamily.pipeline_classes or index.get("text_encoder_2"):
+        return StableDiffusionXLFamily(force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt",
+                                                                                    True)))
+    return SD
+
+
+def detect_family(path: str, **kwargs) -> LatentFamily:
+    """The family of a model folder or (cached) hub id; Stable Diffusion when its model_index.json is not found
+    (the component loading then says what is missing)."""
+    folder = Path(path)
+    if folder.is_dir():
+        index_file = folder / "model_index.json"
+        return family_from_model_index(json.loads(index_file.read_text())) if index_file.is_file() else SD
+    try:
+        from huggingface_hub import hf_hub_download
+
+        index_file = hf_hub_download(path, "model_index.json", **kwargs)
+    except Exception:  # noqa: BLE001 - offline or unknown: the component loading reports it
+        return SD
+    return family_from_model_index(json.loads(Path(index_file).read_text()))
