@@ -40,7 +40,7 @@ class EmbedResult:
     (1, C, h, w), the loss per step. A bare tensor for e_tgt / e_opt is Stable Diffusion's token embeddings.
 
     Artefact tensors: `target_embedding`, `optimized_embedding` (token embeddings), `image_latents`, `losses`, and
-    for SDXL also `{target,optimized}_pooled_embedding` and `{target,optimized}_time_ids`.
+    for SDXL also `{target,optimized}_pooled_embedding` and `time_ids` (fixed: e_tgt's and e_opt's).
     """
 
     target: Conditioning

@@ -101,12 +101,19 @@ class Conditioning:
         """The UNet's keyword arguments for this conditioning, cast to the UNet's `dtype`."""
         raise NotImplementedError
 
+    @classmethod
+    def artefact_name(cls, name: str, prefix: str) -> str:
+        """A field's tensor name in the embed artefact: `{prefix}{suffix}`; FIXED fields, which e_tgt and e_opt
+        share, once without the prefix."""
+        suffix = cls.ARTEFACT_SUFFIXES[name]
+        return suffix.lstrip("_") if name in cls.FIXED else f"{prefix}{suffix}"
+
     def artefact_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
-        return {f"{prefix}{self.ARTEFACT_SUFFIXES[name]}": t for name, t in self.tensors().items()}
+        return {self.artefact_name(name, prefix): t for name, t in self.tensors().items()}
 
     @classmethod
     def from_artefact(cls, tensors: dict[str, torch.Tensor], prefix: str) -> "Conditioning":
-        return cls(**{name: tensors[f"{prefix}{suffix}"] for name, suffix in cls.ARTEFACT_SUFFIXES.items()})
+        return cls(**{name: tensors[cls.artefact_name(name, prefix)] for name in cls.ARTEFACT_SUFFIXES})
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,7 @@ def as_conditioning(value: Conditioning | torch.Tensor) -> Conditioning:
 def conditioning_from_artefact(tensors: dict[str, torch.Tensor], prefix: str) -> Conditioning:
     """The conditioning stored under `prefix` in an embed artefact, its class told by the tensor names present."""
     for cls in CONDITIONING_CLASSES:
-        if all(f"{prefix}{suffix}" in tensors for suffix in cls.ARTEFACT_SUFFIXES.values()):
+        if all(cls.artefact_name(name, prefix) in tensors for name in cls.ARTEFACT_SUFFIXES):
             return cls.from_artefact(tensors, prefix)
     raise KeyError(f"no conditioning named '{prefix}_*' in the artefact ({sorted(tensors)[:6]})")
 
