@@ -91,7 +91,7 @@ def test_tokenizer_is_tinys_with_sds_padding(tmp_path, tiny, name, pad_id):
 
 def test_random_presets_are_labelled_by_one_predicate(tiny):
     random = [name for name in MODEL_PRESETS if is_random_preset(name)]
-    assert random == ["tiny", SD15_SHAPED_PRESET, SD21_SHAPED_PRESET]
+    assert random == ["tiny", "tiny-sdxl", SD15_SHAPED_PRESET, SD21_SHAPED_PRESET]
     assert not is_random_preset("digits") and not is_random_preset("stable-diffusion-v1-5/stable-diffusion-v1-5")
     assert tiny.provenance()["random_weights"] is True
     assert tiny.provenance()["prediction_type"] == "epsilon"
