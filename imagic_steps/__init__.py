@@ -6,6 +6,8 @@ Modules, one concept each (README.md, "Where the code lives", maps them to rules
   variants       every stage's parameters (SDEdit's too), the named presets (`original`, `modified`, `paper`,
                  `pinkney`) and user overrides
   models         load tokenizer / text encoder / VAE / UNet / scheduler (hub id, local folder or a preset)
+  families       what differs between model families (SD, SDXL): prompt -> conditioning, the UNet call, image <->
+                 UNet space, the img2img pipeline; the stages call these hooks
   locations      the presets and the cache folder
   memory         each job's peak memory, estimated from the model's size
   images         read any user image and turn it into the model's input tensor

@@ -88,7 +88,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise PlanError(problem)
     if args.model.startswith((".", "/", "~")) and not Path(args.model).expanduser().exists():
         raise PlanError(f"command line (--model): folder {args.model} does not exist; give a diffusers folder, "
-                        "a hub id or a preset (tiny, digits, sd15-shaped, sd21-shaped)")
+                        "a hub id or a preset (tiny, tiny-sdxl, digits, sd15-shaped, sd21-shaped)")
     if args.out.exists() and not args.out.is_dir():
         raise PlanError(f"command line (--out): {args.out} is a file; give a folder (it is created if missing)")
 

@@ -249,10 +249,13 @@ def model_folder_problem(model_folder: str | Path) -> str | None:
 
 def read_model_size(model_folder: str | Path) -> ModelSize | None:
     """Parameter counts (from the safetensors headers) and native resolution (from the UNet and VAE configs) of a
-    diffusers model folder; None if a component has no safetensors weights."""
+    diffusers model folder; None if a component has no safetensors weights. An SDXL folder's second text encoder
+    (`text_encoder_2/`) counts into `text_encoder`: both are frozen weights loaded beside the UNet."""
     model_folder = Path(model_folder)
     shapes = {}
-    for component in ("unet", "text_encoder", "vae"):
+    components = ("unet", "text_encoder", "vae") + (("text_encoder_2",) if (model_folder / "text_encoder_2").is_dir()
+                                                    else ())
+    for component in components:
         files = component_weight_files(model_folder / component)
         if not files:
             return None
@@ -264,8 +267,9 @@ def read_model_size(model_folder: str | Path) -> ModelSize | None:
     vae_config = json.loads((model_folder / "vae" / "config.json").read_text())
     resolution = unet_config["sample_size"] * 2 ** (len(vae_config["block_out_channels"]) - 1)
     largest_file = max(sum(path.stat().st_size for path in component_weight_files(model_folder / component))
-                       for component in ("unet", "text_encoder", "vae"))
-    return ModelSize(totals["unet"], totals["text_encoder"], totals["vae"], lora_per_rank, resolution, largest_file)
+                       for component in components)
+    text_encoders = totals["text_encoder"] + totals.get("text_encoder_2", 0)
+    return ModelSize(totals["unet"], text_encoders, totals["vae"], lora_per_rank, resolution, largest_file)
 
 
 def local_model_folder(model: str, revision: str | None = None) -> Path | None:

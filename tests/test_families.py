@@ -164,3 +164,11 @@ def test_sdedit_runs_on_sdxl_with_the_loaded_weights(xl, cat_image_path):
     again = sdedit(xl, image, PROMPT, 0.5, [0], params)
     assert [im.size for im in first] == [(64, 64)] * 2
     assert first[0].tobytes() == again[0].tobytes() and first[0].tobytes() != first[1].tobytes()
+
+
+def test_memory_size_counts_both_text_encoders(xl):
+    from imagic_steps.memory import model_size
+
+    size = model_size(TINY_SDXL_PRESET)
+    encoders = sum(p.numel() for m in (xl.text_encoder, xl.text_encoder_2) for p in m.parameters())
+    assert size.text_encoder == encoders and size.unet == sum(p.numel() for p in xl.unet.parameters())
