@@ -172,3 +172,15 @@ def test_memory_size_counts_both_text_encoders(xl):
     size = model_size(TINY_SDXL_PRESET)
     encoders = sum(p.numel() for m in (xl.text_encoder, xl.text_encoder_2) for p in m.parameters())
     assert size.text_encoder == encoders and size.unet == sum(p.numel() for p in xl.unet.parameters())
+
+
+def test_cli_edit_runs_on_tiny_sdxl(cat_image_path, tmp_path):
+    from imagic_steps.cli import main
+
+    out = tmp_path / "edit"
+    assert main(["edit", "--image", str(cat_image_path), "--prompt", PROMPT, "--model", TINY_SDXL_PRESET,
+                 "--set", "embed.steps=2", "--set", "finetune.steps=2", "--set", "sample.steps=2",
+                 "--alphas", "0", "1", "--out", str(out)]) == 0
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["seed0_alpha0.png", "seed0_alpha1.png"]
+    for stage in ("embed", "finetune", "sample"):
+        assert json.loads((out / f"{stage}.json").read_text())["model"]["family"] == "sdxl"
