@@ -153,6 +153,7 @@ def load_components(
         module.to(device)
     if channels_last:
         unet.to(memory_format=torch.channels_last)
+    family.finish_loading(components)
     if is_random_preset(model):
         logger.info("model '%s' has seeded random weights: its outputs check the mechanics, not quality", model)
     return components

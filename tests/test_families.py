@@ -184,3 +184,17 @@ def test_cli_edit_runs_on_tiny_sdxl(cat_image_path, tmp_path):
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["seed0_alpha0.png", "seed0_alpha1.png"]
     for stage in ("embed", "finetune", "sample"):
         assert json.loads((out / f"{stage}.json").read_text())["model"]["family"] == "sdxl"
+
+
+def test_fp16_sdxl_keeps_its_vae_in_fp32(preset_cache, cat_tensor):
+    """SDXL's VAE overflows in fp16 (force_upcast); the UNet and text encoders keep the requested dtype."""
+    from imagic_steps.models import load_components
+
+    half = load_components(TINY_SDXL_PRESET, dtype="fp16")
+    assert half.vae.dtype == torch.float32 and half.unet.dtype == torch.float16
+    assert half.text_encoder_2.dtype == torch.float16
+    assert load_components("tiny", dtype="fp16").vae.dtype == torch.float16  # Stable Diffusion: unchanged
+    result = optimize_embedding(half, cat_tensor, PROMPT, EmbedParams(steps=2), progress=False)
+    images = sample_alphas(half, half.unet, result.target, result.optimized, [0.0, 1.0], [0], SampleParams(steps=2),
+                           progress=False)
+    assert torch.isfinite(images).all()
