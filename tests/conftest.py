@@ -78,3 +78,12 @@ def embedded(tiny, cat_tensor):
     from imagic_steps.variants import EmbedParams
 
     return optimize_embedding(tiny, cat_tensor, PROMPT, EmbedParams(steps=40, lr=5e-2, seed=0), progress=False)
+
+
+def stage_a_probe_losses(components, embedded) -> tuple[float, float]:
+    """The denoising loss on a fixed probe set under e_tgt and under e_opt (stage A should lower it)."""
+    from imagic_steps.diffusion import make_probe_set, probe_loss
+
+    probe = make_probe_set(embedded.image_latents, components.scheduler, count=32)
+    return tuple(probe_loss(components.unet, components.scheduler, embedded.image_latents, conditioning, probe)
+                 for conditioning in (embedded.target, embedded.optimized))

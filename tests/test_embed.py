@@ -2,14 +2,12 @@
 
 import torch
 
-from imagic_steps.diffusion import make_probe_set, probe_loss
+from conftest import stage_a_probe_losses
 from imagic_steps.variants import EmbedParams
 
 
 def test_embed_lowers_loss_on_fixed_probe_set(tiny, embedded):
-    probe = make_probe_set(embedded.image_latents, tiny.scheduler, count=32)
-    before = probe_loss(tiny.unet, tiny.scheduler, embedded.image_latents, embedded.target_embedding, probe)
-    after = probe_loss(tiny.unet, tiny.scheduler, embedded.image_latents, embedded.optimized_embedding, probe)
+    before, after = stage_a_probe_losses(tiny, embedded)
     print(f"stage A probe loss: e_tgt {before:.4f} -> e_opt {after:.4f}")
     assert after < before
     assert len(embedded.losses) == 40

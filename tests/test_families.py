@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import FAST_SAMPLE, PROMPT, state_equal
+from conftest import FAST_SAMPLE, PROMPT, stage_a_probe_losses, state_equal
 
 from imagic_steps.diffusion import encode_conditioning, make_probe_set, probe_loss
 from imagic_steps.embed import EmbedResult, optimize_embedding
@@ -72,9 +72,7 @@ def test_sdxl_conditioning_follows_diffusers_encode_prompt(xl):
 
 
 def test_stage_a_lowers_the_loss_and_optimises_token_and_pooled_embeddings(xl, xl_embedded):
-    probe = make_probe_set(xl_embedded.image_latents, xl.scheduler, count=32)
-    before = probe_loss(xl.unet, xl.scheduler, xl_embedded.image_latents, xl_embedded.target, probe)
-    after = probe_loss(xl.unet, xl.scheduler, xl_embedded.image_latents, xl_embedded.optimized, probe)
+    before, after = stage_a_probe_losses(xl, xl_embedded)
     print(f"tiny-sdxl stage A probe loss: e_tgt {before:.4f} -> e_opt {after:.4f}")
     assert after < before
     assert not torch.equal(xl_embedded.optimized.embeds, xl_embedded.target.embeds)
