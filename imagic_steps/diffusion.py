@@ -17,7 +17,6 @@ import torch.nn.functional as F
 
 from .errors import NonFiniteLossError
 from .families import Conditioning, as_conditioning
-from .families import tokenize as tokenize_with
 from .models import SDComponents
 
 logger = logging.getLogger(__name__)
@@ -28,16 +27,6 @@ def check_finite(loss: float, stage: str, step: int) -> None:
         raise NonFiniteLossError(
             f"{stage}: loss became {loss} at step {step}; lower the learning rate or disable fp16 mixed precision"
         )
-
-
-def tokenize(components: SDComponents, prompts: list[str]) -> torch.Tensor:
-    """Token ids (B, model_max_length), padded and truncated like Stable Diffusion does; warns on truncation."""
-    tokenizer = components.tokenizer
-    for prompt in prompts:
-        kept = truncated_prompt(components, prompt)
-        if kept is not None:
-            logger.warning("prompt longer than %d tokens is truncated to: %r", tokenizer.model_max_length, kept)
-    return tokenize_with(tokenizer, prompts)
 
 
 def truncated_prompt(components: SDComponents, prompt: str) -> str | None:

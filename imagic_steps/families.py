@@ -318,7 +318,6 @@ class StableDiffusionXLFamily(LatentFamily):
 
 
 SD = StableDiffusionFamily()
-FAMILIES: dict[str, type[LatentFamily]] = {"sd": StableDiffusionFamily, "sdxl": StableDiffusionXLFamily}
 
 
 def family_from_model_index(index: dict) -> LatentFamily:

@@ -35,21 +35,6 @@ from .provenance import provenance
 from .variants import SCHEDULERS, SampleParams
 
 
-def interpolate_embeddings(target: torch.Tensor, optimized: torch.Tensor, alphas: Sequence[float]) -> torch.Tensor:
-    """e(a) = a * e_tgt + (1 - a) * e_opt for each alpha: (A, 77, D) from two (1, 77, D).
-
-    Exact at the ends in floating point: e(0) == e_opt and e(1) == e_tgt bit for bit.
-    """
-    a = torch.tensor(list(alphas), dtype=target.dtype, device=target.device).view(-1, 1, 1)
-    return a * target + (1 - a) * optimized
-
-
-def interpolate(target: Conditioning | torch.Tensor, optimized: Conditioning | torch.Tensor,
-                alphas: Sequence[float]) -> Conditioning:
-    """e(a) for every alpha and every optimised conditioning tensor (families.interpolate_conditioning)."""
-    return interpolate_conditioning(as_conditioning(target), as_conditioning(optimized), alphas)
-
-
 def make_scheduler(name: str, base_config):
     """A fresh inference scheduler of class `name` built from the model's own scheduler config."""
     if name not in SCHEDULERS:
@@ -176,7 +161,7 @@ def sample_alphas(
     unet = components.unet_forward(unet)
     target = as_conditioning(target_embedding).to(components.device)
     unconditional = components.family.unconditional(components, target)
-    embeddings = interpolate(target, as_conditioning(optimized_embedding).to(components.device), alphas)
+    embeddings = interpolate_conditioning(target, as_conditioning(optimized_embedding).to(components.device), alphas)
     noises = [initial_noise(seed, latent_shape) for seed in seeds]
     grid = [(s, a) for s in range(len(seeds)) for a in range(len(alphas))]
     chunks = [grid[i : i + params.batch_size] for i in range(0, len(grid), params.batch_size)]

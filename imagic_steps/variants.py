@@ -111,7 +111,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     #     model_fine_tuning_optimization_steps=1000, diffusion_model_learning_rate=2e-6; Adam on the embedding,
     #     then Adam on every UNet parameter (full fine-tune); latents = a sample of the VAE posterior.
     #   __call__() defaults: alpha=1.2, num_inference_steps=50, guidance_scale=7.5, eta=0.0; the embedding is
-    #     alpha * e_tgt + (1 - alpha) * e_opt as in interpolate_embeddings.
+    #     alpha * e_tgt + (1 - alpha) * e_opt as in families.interpolate_conditioning.
     #   Scheduler: the pipeline takes any; DDIM is the one in the Imagic example of huggingface/diffusers
     #     examples/community/README.md (there with explicit SD betas; here built from the model's scheduler config).
     "original": {

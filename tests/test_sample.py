@@ -9,12 +9,13 @@ import pytest
 import torch
 from conftest import FAST_SAMPLE
 
-from imagic_steps.sample import interpolate_embeddings, sample_alphas
+from imagic_steps.families import interpolate_conditioning
+from imagic_steps.sample import sample_alphas
 from imagic_steps.variants import SCHEDULERS, SampleParams
 
 
 def test_interpolation_is_exact_at_the_ends(embedded):
-    e = interpolate_embeddings(embedded.target_embedding, embedded.optimized_embedding, [0.0, 1.0, 0.5])
+    e = interpolate_conditioning(embedded.target, embedded.optimized, [0.0, 1.0, 0.5]).embeds
     assert torch.equal(e[0], embedded.optimized_embedding[0])
     assert torch.equal(e[1], embedded.target_embedding[0])
     assert torch.allclose(e[2], (embedded.target_embedding[0] + embedded.optimized_embedding[0]) / 2, atol=1e-6)
