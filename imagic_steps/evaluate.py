@@ -57,10 +57,20 @@ def summary_markdown(summary: pd.DataFrame, scorer_note: str) -> str:
             + markdown_table(summary) + "\n")
 
 
+# Scorer names as imagic_steps.score.ScorerSpec.name and imagic_steps.digits.classifier.SCORER_NAME write them (not
+# imported: either module would load torch into the evaluate job).
+DIGITS_SCORER = "digits-classifier"
+RANDOM_WEIGHT_SCORERS = ("tiny-random", "random-init")  # ScorerSpec(tiny=True), ScorerSpec(random_weights=True)
+
+
+def scored_by_digits_classifier(table: pd.DataFrame) -> bool:
+    return bool(table["scorer"].str.startswith(DIGITS_SCORER).all())
+
+
 def tradeoff_options(table: pd.DataFrame) -> dict:
     """Trade-off plot options that say what the scorer measured: axis labels and, for the digits classifier,
     its calibrated reference bands of the identity distance (imagic_steps/digits/classifier.py)."""
-    if table["scorer"].str.startswith("digits-classifier").all():
+    if scored_by_digits_classifier(table):
         # imported here: the CLIP path needs neither the classifier nor its calibration file
         from .digits.classifier import REFERENCE_LABELS, load_calibration
 
@@ -74,7 +84,7 @@ def tradeoff_options(table: pd.DataFrame) -> dict:
 
 def metric_labels(table: pd.DataFrame) -> dict[str, str]:
     """What the metric columns measure with the table's scorer, short enough for an axis."""
-    if table["scorer"].str.startswith("digits-classifier").all():
+    if scored_by_digits_classifier(table):
         return {TEXT_METRIC: "100 · P(target digit)", DISTANCE_METRIC: "identity distance", "image_similarity": "SSIM"}
     return {TEXT_METRIC: "CLIP score (100 · cosine)", DISTANCE_METRIC: "LPIPS",
             "image_similarity": "CLIP image similarity"}
@@ -83,14 +93,15 @@ def metric_labels(table: pd.DataFrame) -> dict[str, str]:
 def scorer_note(table: pd.DataFrame) -> str:
     names = sorted(table["scorer"].unique())
     note = ", ".join(names)
-    if any(name.startswith("tiny-random") for name in names):
+    random_weights = any(name.startswith(RANDOM_WEIGHT_SCORERS) for name in names)
+    if random_weights:
         note += " (random-weight scorers: these numbers check the plumbing and mean nothing about quality)"
-    if any(name.startswith("digits-classifier") for name in names):
+    if any(name.startswith(DIGITS_SCORER) for name in names):
         note += (" (digits domain: text_alignment = 100 · P(target digit) from a digit classifier, distance = identity"
                  " distance, 1 − cosine similarity of the classifier's features, calibrated in"
                  " imagic_steps/presets/digits_classifier/calibration.json; image_similarity = SSIM; pixel_fidelity"
                  " = 1 − RMSE of grey levels)")
-    elif not any(name.startswith("tiny-random") for name in names):
+    elif not random_weights:
         note += (" (text_alignment = CLIP score, distance = LPIPS, image_similarity = CLIP image cosine,"
                  " directional_similarity = directional CLIP)")
     return note

@@ -149,3 +149,18 @@ def test_tradeoff_draws_the_calibration_bands_for_the_digits_scorer_only(tmp_pat
     out = evaluation_outputs(tmp_path)
     write_evaluation(rows, [tmp_path / "digits.csv"], images=input_images(tmp_path), text_min=15.0, sweeps={}, out=out)
     assert Path(out["tradeoff"]).stat().st_size > 0
+
+
+def test_scorer_names_match_the_scorers_and_every_random_weight_scorer_is_flagged():
+    from imagic_steps.digits.classifier import SCORER_NAME
+    from imagic_steps.evaluate import DIGITS_SCORER, RANDOM_WEIGHT_SCORERS
+    from imagic_steps.score import ScorerSpec
+
+    assert SCORER_NAME == DIGITS_SCORER
+    random_names = [ScorerSpec(tiny=True).name, ScorerSpec(random_weights=True).name]
+    assert [name.startswith(RANDOM_WEIGHT_SCORERS) for name in random_names] == [True, True]
+    assert not ScorerSpec().name.startswith(RANDOM_WEIGHT_SCORERS)
+    for name in random_names:  # the SD-shaped run's random-init CLIP must not read as real CLIP numbers
+        note = scorer_note(pd.DataFrame({"scorer": [name]}))
+        assert "mean nothing about quality" in note and "= CLIP score" not in note
+    assert "= CLIP score" in scorer_note(pd.DataFrame({"scorer": [ScorerSpec().name]}))
