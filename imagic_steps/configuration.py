@@ -11,7 +11,7 @@ Import-light (no torch): the workflow plans with it.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ class ModelSpec:
     The one home of the block's defaults: the schema checks the block's form and leaves the defaults to this class.
     """
 
-    id: str = "tiny"  # a preset ('tiny', 'digits', 'sd15-shaped', 'sd21-shaped'), a local diffusers folder or a hub id
+    id: str = "tiny"  # a preset (locations.MODEL_PRESETS), a local diffusers folder or a hub id
     revision: str | None = None
     dtype: str = "fp32"  # storage dtype of the frozen weights: fp32, fp16 or bf16
     device: str = "cpu"  # cpu, cuda, cuda:N, mps or auto
@@ -36,9 +36,8 @@ class ModelSpec:
 
     @classmethod
     def from_config(cls, block: dict) -> "ModelSpec":
-        """From a `model:` block; keys it leaves out take the defaults above."""
-        known = {field.name for field in fields(cls)}
-        return cls(**{key: value for key, value in block.items() if key in known})
+        """From a `model:` block (the schema allows no other keys); keys it leaves out take the defaults above."""
+        return cls(**block)
 
     def to_config(self) -> dict:
         """The block with every key filled in: what rules pass to their jobs and plan.json records."""
