@@ -1,7 +1,8 @@
 """Diffusion maths shared by the stages: prompt and image encoding, the denoising loss, probe sets.
 
-Shapes: images (B, 3, H, W) in [-1, 1]; latents (B, C, H/f, W/f) already multiplied by the VAE's
-`scaling_factor`; conditioning: the model family's `Conditioning` (imagic_steps.families), whose token embeddings
+Shapes: images (B, 3, H, W) in [-1, 1]; "latents" are the image in the UNet's space (B, C, H/f, W/f): VAE latents
+already multiplied by the VAE's `scaling_factor` (f = 8), or in pixel space (IF) the image itself (f = 1);
+conditioning: the model family's `Conditioning` (imagic_steps.families), whose token embeddings
 are (B, 77, D). What differs between families is behind `components.family`; a bare tensor where a conditioning
 is expected is Stable Diffusion's token embeddings.
 """
@@ -32,10 +33,10 @@ def check_finite(loss: float, stage: str, step: int) -> None:
 def truncated_prompt(components: SDComponents, prompt: str) -> str | None:
     """The text the model actually sees when `prompt` exceeds the context, else None."""
     tokenizer = components.tokenizer
-    ids = tokenizer(prompt, truncation=False).input_ids
-    if len(ids) <= tokenizer.model_max_length:
+    if len(tokenizer(prompt, truncation=False).input_ids) <= tokenizer.model_max_length:
         return None
-    return tokenizer.decode(ids[1 : tokenizer.model_max_length - 1])
+    kept = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
+    return tokenizer.decode(kept, skip_special_tokens=True)
 
 
 def encode_conditioning(components: SDComponents, prompts: list[str], size: tuple[int, int] | None = None
@@ -58,7 +59,7 @@ def encode_prompts(components: SDComponents, prompts: list[str]) -> torch.Tensor
 
 def encode_image(components: SDComponents, image: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
     """`image` (1, 3, H, W) in [-1, 1] in the UNet's space: VAE latents (1, C, H/f, W/f) scaled by the VAE's
-    scaling_factor for the latent families.
+    scaling_factor for the latent families, the image itself in pixel space.
 
     `mode="sample"` draws from the posterior with `generator` (as the community pipeline does);
     `mode="mean"` takes the posterior mean.
@@ -67,7 +68,7 @@ def encode_image(components: SDComponents, image: torch.Tensor, mode: str, gener
 
 
 def decode_latents(components: SDComponents, latents: torch.Tensor) -> torch.Tensor:
-    """Images (B, 3, H, W) in [-1, 1] from the UNet's space (scaled latents (B, C, h, w))."""
+    """Images (B, 3, H, W) in [-1, 1] from the UNet's space (B, C, h, w)."""
     return components.family.from_unet_space(components, latents)
 
 
@@ -79,6 +80,19 @@ def training_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, times
     if prediction_type == "v_prediction":
         return scheduler.get_velocity(latents, noise, timesteps)
     raise ValueError(f"unsupported prediction_type '{prediction_type}' (epsilon or v_prediction)")
+
+
+def split_prediction(output: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A UNet output (B, C or 2C, h, w) as (prediction (B, C, h, w), learned variance (B, C, h, w) or None).
+
+    A UNet with twice its input's channels (DeepFloyd IF's `variance_type: learned_range`) predicts the noise (or
+    v) and a variance interpolation; the denoising loss and guidance use the first, DDPM sampling both."""
+    if output.shape[1] == channels:
+        return output, None
+    if output.shape[1] == 2 * channels:
+        return output[:, :channels], output[:, channels:]
+    raise ValueError(f"the UNet outputs {output.shape[1]} channels for a {channels}-channel input (expected "
+                     f"{channels}, or {2 * channels} with learned variance)")
 
 
 def draw_noise_and_timesteps(
@@ -101,13 +115,15 @@ def denoising_loss(
 ) -> torch.Tensor:
     """Mean-squared error between the UNet's prediction and its training target (scalar, fp32).
 
-    latents (1 or N, C, h, w) are broadcast to the N noise draws; so is the conditioning (1 or N rows).
+    latents (1 or N, C, h, w) are broadcast to the N noise draws; so is the conditioning (1 or N rows). A learned
+    variance output is left out: Imagic's loss is the noise (or v) prediction's, as in the paper.
     """
     count = noise.shape[0]
     latents = latents.expand(count, -1, -1, -1)
     conditioning = as_conditioning(embeddings).expand(count)
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    prediction = unet(noisy.to(unet.dtype), timesteps, **conditioning.unet_inputs(unet.dtype)).sample
+    output = unet(noisy.to(unet.dtype), timesteps, **conditioning.unet_inputs(unet.dtype)).sample
+    prediction, _ = split_prediction(output, latents.shape[1])
     target = training_target(scheduler, latents, noise, timesteps)
     return F.mse_loss(prediction.float(), target.float())
 

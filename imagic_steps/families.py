@@ -1,13 +1,16 @@
-"""Model families: what differs between Stable Diffusion (1.x / 2.x) and SDXL, in one place per family.
+"""Model families: what differs between Stable Diffusion (1.x / 2.x), SDXL and DeepFloyd IF, in one place per family.
 
 A family says
   (a) prompt -> conditioning: `encode` and `unconditional` (classifier-free guidance's negative), returning the
       family's `Conditioning` dataclass of batch-first fp32 tensors;
   (b) how the UNet is called with that conditioning: `Conditioning.unet_inputs`;
-  (c) image <-> UNet space: `to_unet_space` / `from_unet_space` (both families here: VAE latents x the VAE's
-      `scaling_factor`; a pixel-space family would return the image itself);
-plus the extra components it loads (`load_extra`) and the diffusers img2img pipeline SDEdit runs (`img2img_pipeline`).
-The stages (embed, finetune, sample, previews, SDEdit) call these hooks and contain no family-specific branch.
+  (c) image <-> UNet space: `to_unet_space` / `from_unet_space` and `space_factor` (SD, SDXL: VAE latents x the
+      VAE's `scaling_factor`, 8 pixels per latent; IF stage I: the image itself in [-1, 1], factor 1);
+plus the components it loads (`load_text_and_vae`) and the diffusers img2img pipeline SDEdit runs
+(`img2img_pipeline`). The stages (embed, finetune, sample, previews, SDEdit) call these hooks and contain no
+family-specific branch. How a UNet's output becomes the training target and the sampler's input is not a family
+property but the UNet's: a UNet with twice the input channels (IF's `learned_range` variance) predicts
+(eps or v, variance), see `imagic_steps.diffusion.split_prediction`.
 
 Imagic's interpolation e(a) = a * e_tgt + (1 - a) * e_opt applies to every field a conditioning class lists in
 `INTERPOLATED` (those are also what stage A optimises); `FIXED` fields (SDXL's time ids) are copied.
@@ -17,6 +20,11 @@ states of both text encoders concatenated (B, 77, 768 + 1280 for the real model)
 2 (B, 1280), and time ids (original size, crop top-left, target size) = (H, W, 0, 0, H, W) of the image; the
 negative prompt is all zeros when the model sets `force_zeros_for_empty_prompt` (SDXL base does), with the same
 time ids.
+
+IF follows diffusers' IFPipeline (`encode_prompt` with `clean_caption=False`, i.e. the prompt lower-cased and
+stripped): the T5 encoder's last hidden states (B, 77, 4096 for T5-v1.1-XXL) under the tokens' attention mask;
+the negative is the empty prompt encoded. Only stage I (64 px) is edited, as Imagic edited Imagen's base model;
+its super-resolution stages are applied to the result unchanged.
 """
 
 from __future__ import annotations
@@ -191,11 +199,45 @@ def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class LatentFamily:
-    """What the latent-diffusion families share: image <-> UNet space through the VAE."""
+class ModelFamily:
+    """The hooks every family has; see the module docstring."""
 
     name: ClassVar[str] = ""
     pipeline_classes: ClassVar[tuple[str, ...]] = ()
+
+    def load_text_and_vae(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
+        """The tokenizer(s), text encoder(s) and VAE (None in pixel space) from a diffusers folder or hub id
+        (SDComponents field -> module); the UNet and scheduler every family loads alike."""
+        raise NotImplementedError
+
+    def finish_loading(self, components: SDComponents) -> None:
+        """Adjust the loaded, frozen components (nothing for Stable Diffusion)."""
+
+    def space_factor(self, components: SDComponents) -> int:
+        """Image pixels per UNet-space cell along a side."""
+        raise NotImplementedError
+
+    def img2img_kwargs(self) -> dict:
+        """Extra arguments of the family's img2img pipeline call (SDEdit)."""
+        return {}
+
+
+@dataclass(frozen=True)
+class LatentFamily(ModelFamily):
+    """What the latent-diffusion families share: image <-> UNet space through the VAE."""
+
+    def load_text_and_vae(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
+        from diffusers import AutoencoderKL
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        return {"tokenizer": CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **kwargs),
+                "text_encoder": CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=torch_dtype,
+                                                              **kwargs),
+                "vae": AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=torch_dtype, **kwargs)}
+
+    def space_factor(self, components: SDComponents) -> int:
+        """The VAE's down-sampling: 2 per down-sampling block (8 for SD's four blocks)."""
+        return 2 ** (len(components.vae.config.block_out_channels) - 1)
 
     @torch.no_grad()
     def to_unet_space(self, components: SDComponents, image: torch.Tensor, mode: str,
@@ -213,13 +255,6 @@ class LatentFamily:
         vae = components.vae
         images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
         return images.float().clamp(-1, 1)
-
-    def load_extra(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
-        """Components beyond tokenizer, text encoder, VAE, UNet and scheduler (SDComponents field -> module)."""
-        return {}
-
-    def finish_loading(self, components: SDComponents) -> None:
-        """Adjust the loaded, frozen components (nothing for Stable Diffusion)."""
 
 
 @dataclass(frozen=True)
@@ -257,10 +292,11 @@ class StableDiffusionXLFamily(LatentFamily):
     name: ClassVar[str] = "sdxl"
     pipeline_classes: ClassVar[tuple[str, ...]] = ("StableDiffusionXLPipeline",)
 
-    def load_extra(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
+    def load_text_and_vae(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
         from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
-        return {"tokenizer_2": CLIPTokenizer.from_pretrained(path, subfolder="tokenizer_2", **kwargs),
+        return {**super().load_text_and_vae(path, torch_dtype, **kwargs),
+                "tokenizer_2": CLIPTokenizer.from_pretrained(path, subfolder="tokenizer_2", **kwargs),
                 "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(
                     path, subfolder="text_encoder_2", torch_dtype=torch_dtype, **kwargs)}
 
@@ -317,19 +353,79 @@ class StableDiffusionXLFamily(LatentFamily):
             force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt, add_watermarker=False)
 
 
+@dataclass(frozen=True)
+class DeepFloydIFFamily(ModelFamily):
+    """DeepFloyd IF stage I: a pixel-space UNet (64 px) conditioned on T5 encoder states; no VAE."""
+
+    name: ClassVar[str] = "if"
+    pipeline_classes: ClassVar[tuple[str, ...]] = ("IFPipeline",)
+    CONTEXT_TOKENS: ClassVar[int] = 77  # IFPipeline.encode_prompt's max_length: IF's T5 was trained on 77 tokens
+
+    def load_text_and_vae(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
+        from transformers import T5EncoderModel, T5Tokenizer
+
+        return {"tokenizer": T5Tokenizer.from_pretrained(path, subfolder="tokenizer", **kwargs),
+                "text_encoder": T5EncoderModel.from_pretrained(path, subfolder="text_encoder",
+                                                               torch_dtype=torch_dtype, **kwargs),
+                "vae": None}
+
+    def finish_loading(self, components: SDComponents) -> None:
+        """IF's tokenizer config allows T5's 512 tokens; IF truncates at 77, so the truncation warning must too."""
+        components.tokenizer.model_max_length = self.CONTEXT_TOKENS
+
+    def space_factor(self, components: SDComponents) -> int:
+        return 1
+
+    def to_unet_space(self, components: SDComponents, image: torch.Tensor, mode: str,
+                      generator: torch.Generator) -> torch.Tensor:
+        """The image (1, 3, H, W) in [-1, 1] itself, fp32 on the device (no posterior: `mode`, `generator` unused)."""
+        return image.to(components.device, torch.float32)
+
+    def from_unet_space(self, components: SDComponents, images: torch.Tensor) -> torch.Tensor:
+        return images.float().clamp(-1, 1)
+
+    @torch.no_grad()
+    def encode(self, components: SDComponents, prompts: list[str], size: tuple[int, int] | None = None
+               ) -> TokenConditioning:
+        """T5's last hidden states (B, 77, D) of the prompts lower-cased and stripped, under their attention mask."""
+        tokens = components.tokenizer([p.lower().strip() for p in prompts], padding="max_length",
+                                      max_length=self.CONTEXT_TOKENS, truncation=True, add_special_tokens=True,
+                                      return_tensors="pt").to(components.device)
+        hidden = components.text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask)[0]
+        return TokenConditioning(hidden.float())
+
+    def unconditional(self, components: SDComponents, like: Conditioning) -> TokenConditioning:
+        """The empty prompt's conditioning (1 row), IFPipeline's negative."""
+        return self.encode(components, [""])
+
+    def img2img_pipeline(self, components: SDComponents, scheduler):
+        from diffusers import IFImg2ImgPipeline
+
+        return IFImg2ImgPipeline(tokenizer=components.tokenizer, text_encoder=components.text_encoder,
+                                 unet=components.unet, scheduler=scheduler, safety_checker=None,
+                                 feature_extractor=None, watermarker=None, requires_safety_checker=False)
+
+    def img2img_kwargs(self) -> dict:
+        """IF's caption cleaning needs bs4 and ftfy and changes prompts beyond `encode`'s lower-casing: off."""
+        return {"clean_caption": False}
+
+
 SD = StableDiffusionFamily()
 
 
-def family_from_model_index(index: dict) -> LatentFamily:
+def family_from_model_index(index: dict) -> ModelFamily:
     """The family of a diffusers folder from its model_index.json: SDXL by its pipeline class or a `text_encoder_2`
-    entry, else Stable Diffusion."""
+    entry, IF by its pipeline class or a T5 text encoder, else Stable Diffusion."""
     if index.get("_class_name") in StableDiffusionXLFamily.pipeline_classes or index.get("text_encoder_2"):
         return StableDiffusionXLFamily(force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt",
                                                                                     True)))
+    if (index.get("_class_name") in DeepFloydIFFamily.pipeline_classes
+            or (index.get("text_encoder") or [None, None])[1] == "T5EncoderModel"):
+        return DeepFloydIFFamily()
     return SD
 
 
-def detect_family(path: str, **kwargs) -> LatentFamily:
+def detect_family(path: str, **kwargs) -> ModelFamily:
     """The family of a model folder or (cached) hub id; Stable Diffusion when its model_index.json is not found
     (the component loading then says what is missing)."""
     folder = Path(path)

@@ -13,8 +13,9 @@ A model reference is one of:
     `stabilityai/stable-diffusion-xl-base-1.0` (SDXL: a second tokenizer and text encoder, `tokenizer_2/`,
     `text_encoder_2/`).
 
-The model family (`imagic_steps.families`: SD or SDXL) is read from the folder's model_index.json; `tiny-sdxl` is a
-~1 M parameter SDXL-layout preset for fast tests of the SDXL path.
+The model family (`imagic_steps.families`: SD, SDXL or IF) is read from the folder's model_index.json; `tiny-sdxl`
+and `tiny-if` are ~1 M parameter presets in SDXL's and DeepFloyd IF stage I's layouts (IF: `tokenizer/` is a T5
+SentencePiece model, `text_encoder/` a T5EncoderModel, no `vae/`) for fast tests of those paths.
 """
 
 from __future__ import annotations
@@ -32,17 +33,19 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, PNDMScheduler, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import logging as diffusers_logging
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, T5Config,
+                          T5EncoderModel, T5Tokenizer)
 from transformers.utils import logging as transformers_logging
 
 from .errors import ModelNotAvailableError
-from .families import SD, LatentFamily, StableDiffusionXLFamily, detect_family
+from .families import SD, DeepFloydIFFamily, ModelFamily, StableDiffusionXLFamily, detect_family
 from .locations import (  # DIGITS_PRESET is re-exported for the digits domain
     DIGITS_PRESET,
     MODEL_PRESETS,
     SD15_SHAPED_PRESET,
     SD21_SHAPED_PRESET,
     TINY_PRESET,
+    TINY_IF_PRESET,
     TINY_SDXL_PRESET,
     is_random_preset,
     preset_folder,
@@ -58,14 +61,14 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16
 
 @dataclass
 class SDComponents:
-    """The frozen Stable Diffusion parts shared by all stages.
+    """The frozen model parts shared by all stages.
 
-    `resolution` is the model's native image side in pixels (UNet sample size x VAE down-sampling).
+    `resolution` is the model's native image side in pixels (UNet sample size x `space_factor`).
     """
 
-    tokenizer: CLIPTokenizer
-    text_encoder: CLIPTextModel
-    vae: AutoencoderKL
+    tokenizer: CLIPTokenizer | T5Tokenizer
+    text_encoder: CLIPTextModel | T5EncoderModel
+    vae: AutoencoderKL | None  # None in pixel space (IF)
     unet: UNet2DConditionModel
     scheduler: SchedulerMixin
     model_id: str
@@ -74,7 +77,7 @@ class SDComponents:
     dtype: torch.dtype
     channels_last: bool = False  # UNet weights in channels-last memory format (faster convolutions on GPUs)
     compile_unet: bool = False
-    family: LatentFamily = SD  # what differs between model families (imagic_steps.families)
+    family: ModelFamily = SD  # what differs between model families (imagic_steps.families)
     tokenizer_2: CLIPTokenizer | None = None  # SDXL's second tokenizer and text encoder (with projection)
     text_encoder_2: CLIPTextModelWithProjection | None = None
 
@@ -88,12 +91,13 @@ class SDComponents:
         return torch.compile(unet) if self.compile_unet else unet
 
     @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+    def space_factor(self) -> int:
+        """Image pixels per UNet-space cell along a side: the VAE's down-sampling (8 for SD), 1 in pixel space."""
+        return self.family.space_factor(self)
 
     @property
     def resolution(self) -> int:
-        return int(self.unet.config.sample_size) * self.vae_scale_factor
+        return int(self.unet.config.sample_size) * self.space_factor
 
     def provenance(self) -> dict:
         """What a result folder records about the model it came from. `random_weights` marks the random presets'
@@ -137,16 +141,14 @@ def load_components(
     kwargs = {"revision": revision} if revision else {}
     family = detect_family(path, **kwargs)
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **kwargs)
-        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=torch_dtype, **kwargs)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=torch_dtype, **kwargs)
+        text_and_vae = family.load_text_and_vae(path, torch_dtype, **kwargs)
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=torch_dtype, **kwargs)
         scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler", **kwargs)
-        extra = family.load_extra(path, torch_dtype, **kwargs)
     except (OSError, ValueError) as error:
         raise ModelNotAvailableError(_unavailable_message(model, error)) from error
-    components = SDComponents(tokenizer, text_encoder, vae, unet, scheduler, model, revision, device, torch_dtype,
-                              channels_last, compile_unet, family=family, **extra)
+    components = SDComponents(unet=unet, scheduler=scheduler, model_id=model, revision=revision, device=device,
+                              dtype=torch_dtype, channels_last=channels_last, compile_unet=compile_unet,
+                              family=family, **text_and_vae)
     for module in components.frozen_modules():
         module.requires_grad_(False)
         module.eval()
@@ -361,6 +363,92 @@ def preset_recipe(name: str) -> PresetRecipe:
     raise KeyError(f"'{name}' is not a built preset")
 
 
+# The captions tiny-if's SentencePiece model is trained on (fixed, so the build is deterministic): the shipped
+# pairs' prompts and test prompts, and plain image-caption words, so most prompts tokenise into whole words.
+IF_TOKENIZER_CAPTIONS = (
+    "a photo of a cat", "a photo of a dog", "a photo of a sitting dog", "a photo of a bird spreading wings",
+    "a photo of a cat wearing a hat", "a photo of a dog jumping", "a photo of a horse", "a photo of a zebra",
+    "a red car on the street", "a blue house by the sea", "a painting of a bird", "a sketch of a person",
+    "a children's drawing of a castle", "a cup of coffee on a table", "a giraffe in a field",
+    "a black and white photo of a tree", "a cake with candles", "a teddy bear on a bench",
+    "a handwritten digit zero", "one two three four five six seven eight nine", "a green apple and a yellow banana",
+    "a snowy mountain at sunset", "a boat on a lake", "an orange cat with white fur", "a brown dog in a costume",
+)
+
+
+def write_t5_tokenizer(folder: Path, captions: tuple[str, ...] = IF_TOKENIZER_CAPTIONS,
+                       vocab_size: int = 256) -> T5Tokenizer:
+    """Train a SentencePiece unigram model on `captions` and save it as IF's tokenizer folder (spiece.model and
+    a T5Tokenizer config: pad 0, eos 1, unk 2, no sentinel tokens, 77-token context), then load it back through
+    `from_pretrained` as a real IF tokenizer is (transformers converts the SentencePiece model)."""
+    import io
+
+    import sentencepiece
+
+    model = io.BytesIO()
+    # one thread, a fixed input order and no sampling: the trained model is the same on every build
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(captions), model_writer=model, vocab_size=vocab_size, model_type="unigram",
+        hard_vocab_limit=False, character_coverage=1.0, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>", num_threads=1, minloglevel=2)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spiece.model").write_bytes(model.getvalue())
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "T5Tokenizer", "model_max_length": DeepFloydIFFamily.CONTEXT_TOKENS, "extra_ids": 0,
+         "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}, indent=2))
+    return T5Tokenizer.from_pretrained(folder)
+
+
+def tiny_t5_config(vocab_size: int) -> T5Config:
+    """A two-layer T5-v1.1-style encoder (gated GELU, as IF's T5-XXL) of width 32."""
+    return T5Config(vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                    feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False, pad_token_id=0,
+                    eos_token_id=1, decoder_start_token_id=0)
+
+
+def tiny_if_unet_config(encoder_hid_dim: int) -> dict:
+    """IF stage I's UNet layout at tiny size (after diffusers' IF pipeline tests): pixel space, 64 px, three RGB
+    channels in and six out (noise and a `learned_range` variance), T5 states projected by `text_proj`, an
+    attention-pooled text embedding added to the time embedding, simple cross-attention at 16x16."""
+    return dict(
+        sample_size=TINY_RESOLUTION, in_channels=3, out_channels=6, layers_per_block=1,
+        block_out_channels=(16, 32, 64),
+        down_block_types=("ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D"),
+        cross_attention_dim=32, encoder_hid_dim=encoder_hid_dim, encoder_hid_dim_type="text_proj",
+        attention_head_dim=8, addition_embed_type="text", addition_embed_type_num_heads=2,
+        cross_attention_norm="group_norm", resnet_time_scale_shift="scale_shift", act_fn="gelu", norm_num_groups=8,
+    )
+
+
+def if_scheduler_config() -> dict:
+    """IF stage I's training scheduler: DDPM over cosine betas, epsilon with a learned_range variance, dynamic
+    thresholding of x0 (ratio 0.95, max 1.5)."""
+    return dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", beta_start=0.0001, beta_end=0.02,
+                clip_sample=True, clip_sample_range=1.0, thresholding=True, dynamic_thresholding_ratio=0.95,
+                sample_max_value=1.5, prediction_type="epsilon", variance_type="learned_range")
+
+
+def build_if_preset(folder: Path, seed: int = 0) -> None:
+    """Build tiny-if deterministically from `seed` in DeepFloyd/IF-I-M-v1.0's folder layout (no VAE)."""
+    tokenizer = write_t5_tokenizer(folder / "tokenizer")
+    text_config = tiny_t5_config(len(tokenizer))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _save_component(UNet2DConditionModel(**tiny_if_unet_config(text_config.d_model)), folder / "unet",
+                        torch.float32)
+        _save_component(T5EncoderModel(text_config), folder / "text_encoder", torch.float32)
+    DDPMScheduler.from_config(if_scheduler_config()).save_pretrained(folder / "scheduler")
+    model_index = {"_class_name": DeepFloydIFFamily.pipeline_classes[0], "_diffusers_version": "0.42.1",
+                   "feature_extractor": [None, None], "requires_safety_checker": False,
+                   "safety_checker": [None, None], "scheduler": ["diffusers", "DDPMScheduler"],
+                   "text_encoder": ["transformers", "T5EncoderModel"], "tokenizer": ["transformers", "T5Tokenizer"],
+                   "unet": ["diffusers", "UNet2DConditionModel"], "watermarker": [None, None]}
+    (folder / "model_index.json").write_text(json.dumps(model_index, indent=2))
+
+
 def write_clip_bpe_files(folder: Path) -> None:
     """Write SD 1.x's CLIP BPE tokenizer files (vocab.json, merges.txt) from open_clip's shipped vocabulary.
 
@@ -398,9 +486,12 @@ def build_preset(name: str, folder: Path, seed: int = 0) -> None:
     The components are built, saved and freed one at a time, so the build holds at most one of them (SD's
     UNet: 3.4 GB in fp32) in memory.
     """
-    recipe = preset_recipe(name)
     folder = Path(folder)
     transformers_logging.disable_progress_bar()
+    if name == TINY_IF_PRESET:
+        build_if_preset(folder, seed)
+        return
+    recipe = preset_recipe(name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         # One random stream in this order (UNet, VAE, text encoder): the order the tiny preset was drawn in.

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .diffusion import decode_latents
+from .diffusion import decode_latents, split_prediction
 from .embed import EmbedResult
 from .families import Conditioning, as_conditioning, interpolate_conditioning
 from .finetune_artefact import load_finetuned_unet
@@ -39,7 +39,12 @@ def make_scheduler(name: str, base_config):
     """A fresh inference scheduler of class `name` built from the model's own scheduler config."""
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler '{name}'; choose one of {list(SCHEDULERS)}")
-    return getattr(diffusers, name).from_config(base_config)
+    scheduler = getattr(diffusers, name).from_config(base_config)
+    if scheduler.config.get("variance_type") and "variance_type" not in inspect.signature(type(scheduler)).parameters:
+        # from_config keeps a learned-variance model's (IF's) variance_type in a scheduler that cannot use the
+        # variance (DDIM, Euler); cleared, the sampler and diffusers' IF pipelines pass it the noise prediction only
+        scheduler.register_to_config(variance_type=None)
+    return scheduler
 
 
 STEP_NOISE_STREAM = 1  # SeedSequence spawn key of the per-step noise; the initial noise uses the seed itself
@@ -117,13 +122,19 @@ def denoise(
     guided = params.guidance_scale != 1.0
     embeddings = Conditioning.cat([unconditional.expand(batch), conditional]) if guided else conditional
     unet_inputs = embeddings.unet_inputs(unet.dtype)
+    # A learned variance (IF) goes to the schedulers that use it (DDPM), the text branch's as in IFPipeline
+    uses_variance = scheduler.config.get("variance_type") in ("learned", "learned_range")
     for t in tqdm(timesteps, desc="sample", disable=not progress, leave=False):
         model_input = torch.cat([latents, latents]) if guided else latents
         model_input = scheduler.scale_model_input(model_input, t)
-        prediction = unet(model_input.to(unet.dtype), t, **unet_inputs).sample.float()
+        output = unet(model_input.to(unet.dtype), t, **unet_inputs).sample.float()
+        prediction, variance = split_prediction(output, latents.shape[1])
         if guided:
             uncond_pred, cond_pred = prediction.chunk(2)
             prediction = uncond_pred + params.guidance_scale * (cond_pred - uncond_pred)
+            variance = None if variance is None else variance.chunk(2)[1]
+        if uses_variance and variance is not None:
+            prediction = torch.cat([prediction, variance], dim=1)
         latents = scheduler.step(prediction, t, latents, **step_kwargs).prev_sample
     return latents
 
@@ -145,12 +156,12 @@ def sample_alphas(
 ) -> torch.Tensor:
     """Images (S, A, 3, H, W) in [-1, 1] for every seed x alpha, sampled with `unet`.
 
-    `height`/`width` default to the model's native resolution and must be multiples of the VAE factor.
+    `height`/`width` default to the model's native resolution and must be multiples of `components.space_factor`.
     `init_latents` (1, C, h, w), the input image's latents, are used only when `params.init_timestep_rate` > 0.
     The seed x alpha samples are denoised `params.batch_size` at a time (seed-major order); the empty-prompt
     embedding is encoded once.
     """
-    factor = components.vae_scale_factor
+    factor = components.space_factor
     height = height or components.resolution
     width = width or components.resolution
     if height % factor or width % factor:

@@ -18,8 +18,9 @@ from .variants import SdeditParams
 
 
 def img2img_pipeline(components: SDComponents, scheduler: str):
-    """diffusers' img2img pipeline of the model's family (StableDiffusionImg2ImgPipeline or
-    StableDiffusionXLImg2ImgPipeline) sharing the loaded weights (no copy, no safety checker)."""
+    """diffusers' img2img pipeline of the model's family (StableDiffusionImg2ImgPipeline,
+    StableDiffusionXLImg2ImgPipeline or IFImg2ImgPipeline) sharing the loaded weights (no copy, no safety
+    checker)."""
     pipeline = components.family.img2img_pipeline(components, make_scheduler(scheduler, components.scheduler.config))
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
@@ -38,7 +39,7 @@ def sdedit(components: SDComponents, image: Image.Image, prompt: str, strength: 
     pipeline = img2img_pipeline(components, params.scheduler)
     return [pipeline(prompt=prompt, image=image, strength=strength, num_inference_steps=params.steps,
                      guidance_scale=params.guidance_scale, generator=torch.Generator().manual_seed(seed),
-                     output_type="pil").images[0]
+                     output_type="pil", **components.family.img2img_kwargs()).images[0]
             for seed in seeds]
 
 

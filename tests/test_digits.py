@@ -91,7 +91,7 @@ def test_digits_preset_is_a_shipped_stable_diffusion_folder(digits):
     folder = resolve_model_path(DIGITS_PRESET)
     index = json.loads(open(f"{folder}/model_index.json").read())
     assert index == json.loads((ensure_tiny_model() / "model_index.json").read_text())
-    assert digits.resolution == 32 and digits.vae_scale_factor == 4
+    assert digits.resolution == 32 and digits.space_factor == 4
     assert digits.unet.config.sample_size == 8 and digits.vae.config.latent_channels == 4
     assert digits.scheduler.config.beta_schedule == "scaled_linear"
     assert digits.scheduler.config.num_train_timesteps == 1000

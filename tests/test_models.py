@@ -24,7 +24,7 @@ def test_tiny_preset_shapes_match_stable_diffusion(tiny):
     unet_params = sum(p.numel() for p in tiny.unet.parameters())
     print(f"tiny UNet parameters: {unet_params:,}")
     assert 1_000_000 <= unet_params <= 3_000_000
-    assert tiny.vae_scale_factor == 8
+    assert tiny.space_factor == 8
     assert tiny.vae.config.latent_channels == 4
     assert tiny.unet.config.cross_attention_dim == tiny.text_encoder.config.hidden_size
     assert any("CrossAttn" in block for block in tiny.unet.config.down_block_types)

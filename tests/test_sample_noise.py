@@ -47,7 +47,7 @@ def embedding(tiny):
 
 
 def latent_shape(tiny):
-    side = tiny.resolution // tiny.vae_scale_factor
+    side = tiny.resolution // tiny.space_factor
     return (1, tiny.unet.config.in_channels, side, side)
 
 

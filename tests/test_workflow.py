@@ -1,5 +1,6 @@
 """The Snakemake workflow on the tiny model: DAG, caching, reruns, validation, lint."""
 
+import json
 import os
 import re
 import shutil
@@ -276,6 +277,28 @@ def test_end_to_end_interrupted_then_cached_reruns(tmp_path):
     jobs = planned_jobs(tmp_path)
     assert counts(jobs) == {"finetune": 2, "sample": 4, "score": 2, "pair_montage": 2, "overview_montage": 1,
                             "sample_table": 1, "evaluate": 1, "experiment_plan": 1}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["tiny-sdxl", "tiny-if"])
+def test_the_workflow_runs_each_model_family(tmp_path, preset):
+    """The whole workflow, SDEdit included, on the SDXL and the pixel-space IF family: every stage writes its
+    files and records the family, and every score is a number."""
+    write_config(tmp_path, model={"id": preset, "dtype": "fp32", "device": "cpu"},
+                 sdedit={"strengths": [0.5], "steps": 2})
+    snakemake(tmp_path)
+    results = tmp_path / "results"
+    assert len(list(results.glob("samples/*/*/seed0_alpha*.png"))) == 8
+    assert len(list(results.glob("sdedit/*/*/*.png"))) == 2
+    scores = pd.read_csv(results / "tables/scores.csv")
+    assert len(scores) == 8 + 2 and scores[["text_alignment", "distance"]].notna().all().all()
+    family = {"tiny-sdxl": "sdxl", "tiny-if": "if"}[preset]
+    records = [json.loads(p.read_text()) for stage in ("embed", "finetune", "samples", "sdedit")
+               for p in results.glob(f"{stage}/*/*/*.json")]
+    models = [r["model"] for r in records if isinstance(r, dict) and isinstance(r.get("model"), dict)]
+    assert len(models) >= 2 + 4 + 4 + 2  # embeds, fine-tunes, sample jobs, SDEdit jobs
+    assert all(m["family"] == family and m["model"] == preset for m in models)
+    assert (results / "montages/pairs/cat.png").exists() and (results / "figures/tradeoff.png").exists()
 
 
 def test_lint_has_only_the_documented_finding():
