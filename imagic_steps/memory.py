@@ -6,7 +6,8 @@ parameter counts come from the safetensors headers of a local model folder or th
 
 The model of a stage's peak (GiB = 2**30 bytes; "dtype bytes" = 2 for fp16/bf16 weights, 4 for fp32):
 
-* frozen weights: UNet + text encoder + VAE in the load dtype (`load_components` keeps all three on the device);
+* frozen weights: UNet + text encoder(s) + VAE in the load dtype (`load_components` keeps them all on the device;
+  a pixel-space model, DeepFloyd IF stage I, has no VAE);
 * UNet copy: stage B trains a copy (`full`: cast to fp32; `lora`: only fp32 LoRA weights, the layers share the
   frozen weights); stage C samples from a copy with a full artefact applied (load dtype), or from LoRA weights
   over the shared frozen ones;
@@ -14,9 +15,11 @@ The model of a stage's peak (GiB = 2**30 bytes; "dtype bytes" = 2 for fp16/bf16 
 * the largest transient: stage B's saved activations (backward) or Adam's step temporaries (`foreach=True`: one
   fp32 copy of the trainables; `fused=True`, as the package uses: none); stage A's saved activations; stage C's
   inference activations for its batch (CFG doubles it). Stage B's preview samples are transient too.
-* activations were counted for the SD-1.x UNet at 512 px, batch 1, fp32 (`benchmarks/memory.py`) and are scaled
-  by batch x (resolution / 512)^2 x activation dtype bytes / 4. Other architectures (SD-2 at 768 px is SD-1.x's
-  shape at a larger size; SDXL is not) need their own count.
+* activations were counted per family (`ACTIVATIONS`: the SD-1.x UNet at 512 px, SDXL's at 512 px, IF-I-M's at
+  its native 64 px; batch 1, fp32, `benchmarks/memory.py`) and are scaled by batch x (resolution / reference)^2 x
+  activation dtype bytes / 4. SD-2.x uses SD-1.x's (the same UNet shape conditioned on wider text states).
+  The family comes from model_index.json's `_class_name` (or, for a known hub id not downloaded yet, from
+  `KNOWN_MODELS`).
 
 Not included: the CUDA context and cuDNN workspaces (`CUDA_OVERHEAD_GIB` is added to device figures),
 allocator fragmentation (`SAFETY_FACTOR`).
@@ -54,9 +57,37 @@ PREVIEW_BATCH = 5  # imagic_steps.finetune.PREVIEW_ALPHAS: one preview sample pe
 
 
 @dataclass(frozen=True)
-class ModelSize:
-    """Parameters of a Stable Diffusion model's components and its native image side in pixels.
+class ActivationProfile:
+    """Measured activations of one family's UNet per sample at `resolution` px (the UNet's input side times the
+    VAE's down-sampling), fp32, GiB: saved for backward without / with gradient checkpointing (`training`), and the
+    working memory of one no-grad forward (`inference`)."""
 
+    resolution: int
+    training: dict[bool, float]
+    inference: float
+
+    def scale(self, resolution: int, batch: int) -> float:
+        return batch * (resolution / self.resolution) ** 2
+
+
+# From `python -m benchmarks.memory --count-activations` (torch 2.14.1, diffusers 0.42.1, CPU, random weights,
+# fp32, batch 1; it also recounts SD-1.5's: 1.743 / 0.426 / 0.227). SDXL's UNet at 512 px (its native 1024 px
+# does not fit beside the 10.3 GB of fp32 weights on this 24 GiB machine; scaled by area), IF-I-M's at its native
+# 64 px. The inference figures of SD-1.5 and SDXL at 512 px are the same 0.227 GiB: at that size a no-grad
+# forward's working set is small and the RSS measure is mostly the allocator's floor, so treat them as an upper
+# bound at 512 px; scaled by area they are generous at 1024 px.
+ACTIVATIONS = {
+    "sd": ActivationProfile(512, SD15_ACTIVATION_GIB_512, SD15_INFERENCE_GIB_512),
+    "sdxl": ActivationProfile(512, {False: 3.241, True: 0.344}, 0.227),
+    "if": ActivationProfile(64, {False: 0.511, True: 0.288}, 0.141),
+}
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """Parameters of a model's components, its native image side in pixels and its family (`sd`, `sdxl`, `if`).
+
+    `text_encoder`: all text encoders together (SDXL's two). `vae`: 0 for a pixel-space model (IF).
     `lora_per_rank`: LoRA parameters per unit of rank on the attention projections (the sum of in + out
     features over LORA_TARGET_MODULES).
     """
@@ -67,6 +98,11 @@ class ModelSize:
     lora_per_rank: int
     resolution: int = 512
     largest_weight_file: int | None = None  # bytes on disk of the largest component's weights; None: fp32 UNet
+    family: str = "sd"
+
+    @property
+    def activations(self) -> ActivationProfile:
+        return ACTIVATIONS[self.family]
 
     @property
     def load_transient_bytes(self) -> int:
@@ -77,11 +113,36 @@ class ModelSize:
         return rank * self.lora_per_rank
 
 
-# Stable Diffusion 1.5 and 2.1 (768-v), counted from the architectures (diffusers / transformers configs; the
-# `sd15-shaped` / `sd21-shaped` presets are built from the same ones).
+# The published architectures, counted exactly from their configs on the meta device by `python -m
+# benchmarks.memory --count-architectures` (diffusers 0.42.1, transformers 5.23.0; the configs and their sources
+# are in benchmarks/memory.py; the `sd15-shaped` / `sd21-shaped` presets are built from the same SD ones).
+# SD 1.5 and 2.1 (768-v): CLIP ViT-L/14 / OpenCLIP ViT-H text towers, SD's VAE.
 SD15 = ModelSize(unet=859_520_964, text_encoder=123_060_480, vae=83_653_863, lora_per_rank=199_296, resolution=512)
 SD21 = ModelSize(unet=865_910_724, text_encoder=340_387_840, vae=83_653_863, lora_per_rank=207_488, resolution=768)
-ARCHITECTURE_SIZES = {"sd15": SD15, "sd21": SD21}  # by `imagic_steps.locations.ModelPreset.architecture`
+# SDXL base 1.0: text encoders CLIP ViT-L/14 (123.1 M) + OpenCLIP ViT-bigG/14 with its projection, SD's VAE shape.
+SDXL = ModelSize(unet=2_567_463_684, text_encoder=123_060_480 + 694_659_840, vae=83_653_863, lora_per_rank=1_451_520,
+                 resolution=1024, family="sdxl")
+# DeepFloyd IF stage I, pixel space (64 px, no VAE), T5-v1.1-XXL's encoder. IF-I-XL's UNet config is published
+# (read from a copy); IF-I-M's is assumed to be IF-I-XL's at 192 base channels (see benchmarks/memory.py).
+T5_V1_1_XXL_ENCODER = 4_762_310_656
+IF_I_M = ModelSize(unet=371_605_830, text_encoder=T5_V1_1_XXL_ENCODER, vae=0, lora_per_rank=102_912, resolution=64,
+                   family="if")
+IF_I_XL = ModelSize(unet=4_304_695_110, text_encoder=T5_V1_1_XXL_ENCODER, vae=0, lora_per_rank=377_344, resolution=64,
+                    family="if")
+# by `imagic_steps.locations.ModelPreset.architecture` and KNOWN_MODELS
+ARCHITECTURE_SIZES = {"sd15": SD15, "sd21": SD21, "sdxl": SDXL, "if-i-m": IF_I_M, "if-i-xl": IF_I_XL}
+ARCHITECTURE_FAMILIES = {name: size.family for name, size in ARCHITECTURE_SIZES.items()}
+# Hub ids whose architecture is one of the above: planned with its published size before they are downloaded.
+KNOWN_MODELS = {
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": "sd15",
+    "runwayml/stable-diffusion-v1-5": "sd15",
+    "CompVis/stable-diffusion-v1-4": "sd15",
+    "stabilityai/stable-diffusion-2-1": "sd21",
+    "stabilityai/stable-diffusion-2": "sd21",
+    "stabilityai/stable-diffusion-xl-base-1.0": "sdxl",
+    "DeepFloyd/IF-I-M-v1.0": "if-i-m",
+    "DeepFloyd/IF-I-XL-v1.0": "if-i-xl",
+}
 
 
 @dataclass(frozen=True)
@@ -117,10 +178,6 @@ def _frozen_gib(size: ModelSize, weights_bytes: int) -> float:
     return weights_bytes * (size.unet + size.text_encoder + size.vae) / GIB
 
 
-def _area_scale(resolution: int, batch: int) -> float:
-    return batch * (resolution / 512) ** 2
-
-
 def estimate_training_memory(
     size: ModelSize = SD15,
     weights_bytes: int = 2,
@@ -132,7 +189,6 @@ def estimate_training_memory(
     batch: int = 1,
     adam: str = "fused",
     preview: bool = False,
-    activation_gib_512: dict[bool, float] = SD15_ACTIVATION_GIB_512,
 ) -> MemoryEstimate:
     """Stage B (fine-tune) peak. Activations are fp32 in `full` mode unless autocast (`mixed_precision` fp16/bf16)
     stores half precision, and in the load dtype in `lora` mode. `preview`: preview grids are sampled mid-training."""
@@ -144,10 +200,10 @@ def estimate_training_memory(
         activation_bytes = weights_bytes
     else:
         activation_bytes = 2 if mixed_precision in ("fp16", "bf16") else 4
-    scale = _area_scale(resolution, batch)
-    activations = activation_gib_512[gradient_checkpointing] * scale * activation_bytes / 4
+    profile = size.activations
+    activations = profile.training[gradient_checkpointing] * profile.scale(resolution, batch) * activation_bytes / 4
     if preview:
-        activations = max(activations, SD15_INFERENCE_GIB_512 * _area_scale(resolution, 2 * PREVIEW_BATCH)
+        activations = max(activations, profile.inference * profile.scale(resolution, 2 * PREVIEW_BATCH)
                           * activation_bytes / 4)
     return MemoryEstimate(
         frozen_weights=_frozen_gib(size, weights_bytes),
@@ -159,10 +215,10 @@ def estimate_training_memory(
     )
 
 
-def estimate_embedding_memory(size: ModelSize = SD15, weights_bytes: int = 2, resolution: int = 512,
-                              activation_gib_512: dict[bool, float] = SD15_ACTIVATION_GIB_512) -> MemoryEstimate:
+def estimate_embedding_memory(size: ModelSize = SD15, weights_bytes: int = 2, resolution: int = 512) -> MemoryEstimate:
     """Stage A peak: the frozen model and the activations of a backward to the embedding (load dtype)."""
-    activations = activation_gib_512[False] * _area_scale(resolution, 1) * weights_bytes / 4
+    profile = size.activations
+    activations = profile.training[False] * profile.scale(resolution, 1) * weights_bytes / 4
     return MemoryEstimate(frozen_weights=_frozen_gib(size, weights_bytes), activations=activations)
 
 
@@ -177,7 +233,7 @@ def estimate_sampling_memory(size: ModelSize = SD15, weights_bytes: int = 2, mod
     return MemoryEstimate(
         frozen_weights=_frozen_gib(size, weights_bytes),
         unet_copy=copy_bytes / GIB,
-        activations=SD15_INFERENCE_GIB_512 * _area_scale(resolution, 2 * batch) * weights_bytes / 4,
+        activations=size.activations.inference * size.activations.scale(resolution, 2 * batch) * weights_bytes / 4,
     )
 
 
@@ -212,9 +268,44 @@ def component_weight_files(folder: Path) -> list[Path]:
     return []
 
 
-MODEL_COMPONENTS = ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
-WEIGHTED_COMPONENTS = ("text_encoder", "vae", "unet")
+MODEL_COMPONENTS = ("tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2", "vae", "unet", "scheduler")
+ALWAYS_REQUIRED = ("tokenizer", "text_encoder", "unet", "scheduler")
+WEIGHTED_COMPONENTS = ("text_encoder", "text_encoder_2", "vae", "unet")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+SDXL_PIPELINES = ("StableDiffusionXLPipeline",)  # as imagic_steps.families detects SDXL
+IF_PIPELINES = ("IFPipeline",)
+
+
+def model_index(model_folder: str | Path) -> dict:
+    """A diffusers folder's model_index.json, or {} when it has none (or an unreadable one)."""
+    try:
+        return json.loads((Path(model_folder) / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _listed(entry) -> bool:
+    """Whether a model_index.json entry names a component (`["diffusers", "AutoencoderKL"]`), not `[null, null]`."""
+    return entry is not None and not (isinstance(entry, list) and all(item is None for item in entry))
+
+
+def required_components(index: dict) -> tuple[str, ...]:
+    """The components a folder must have: those of MODEL_COMPONENTS its model_index.json lists, and always the
+    tokenizer, text encoder, UNet and scheduler. Without a model_index.json: Stable Diffusion's (with a VAE).
+    Components the package never loads (IF's safety checker, feature extractor, watermarker) are not required."""
+    if not index:
+        return ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
+    return tuple(c for c in MODEL_COMPONENTS if c in ALWAYS_REQUIRED or _listed(index.get(c)))
+
+
+def family_of_index(index: dict) -> str:
+    """`sdxl`, `if` or `sd` from model_index.json, as imagic_steps.families picks the family (not imported here:
+    it imports torch)."""
+    if index.get("_class_name") in SDXL_PIPELINES or _listed(index.get("text_encoder_2")):
+        return "sdxl"
+    if index.get("_class_name") in IF_PIPELINES:
+        return "if"
+    return "sd"
 
 
 def model_folder_problem(model_folder: str | Path) -> str | None:
@@ -226,10 +317,11 @@ def model_folder_problem(model_folder: str | Path) -> str | None:
     fix = "point model.id at a diffusers folder (`huggingface-cli download ID --local-dir DIR` writes one)"
     if not (folder / "model_index.json").is_file():
         return f"{name} (model_index.json): not found; {fix}"
-    for component in MODEL_COMPONENTS:
+    required = required_components(model_index(folder))
+    for component in required:
         if not (folder / component).is_dir():
             return f"{name} ({component}/): not found; {fix}"
-    for component in WEIGHTED_COMPONENTS:
+    for component in (c for c in required if c in WEIGHTED_COMPONENTS):
         if not (folder / component / "config.json").is_file():
             return f"{name} ({component}/config.json): not found; {fix}"
         files = component_weight_files(folder / component)
@@ -247,29 +339,41 @@ def model_folder_problem(model_folder: str | Path) -> str | None:
     return None
 
 
+def lora_per_rank_of(unet_shapes: dict[str, list[int]]) -> int:
+    """LoRA parameters per unit of rank over a UNet's attention projections (LORA_TARGET_MODULES), from its
+    parameter names and shapes: the sum of in + out features of each adapted linear layer."""
+    return sum(sum(shape) for name, shape in unet_shapes.items()
+               if len(shape) == 2 and any(name.endswith(f".{m}.weight") for m in LORA_TARGET_MODULES))
+
+
 def read_model_size(model_folder: str | Path) -> ModelSize | None:
-    """Parameter counts (from the safetensors headers) and native resolution (from the UNet and VAE configs) of a
-    diffusers model folder; None if a component has no safetensors weights. An SDXL folder's second text encoder
-    (`text_encoder_2/`) counts into `text_encoder`: both are frozen weights loaded beside the UNet."""
+    """Parameter counts (from the safetensors headers), native resolution (the UNet's sample size times the VAE's
+    down-sampling; x 1 without a VAE) and family (model_index.json) of a diffusers model folder; None if a
+    component has no safetensors weights. An SDXL folder's second text encoder (`text_encoder_2/`) counts into
+    `text_encoder`: both are frozen weights loaded beside the UNet. A folder whose model_index.json lists no VAE
+    (pixel-space IF) has `vae` 0."""
     model_folder = Path(model_folder)
+    index = model_index(model_folder)
+    required = required_components(index)
     shapes = {}
-    components = ("unet", "text_encoder", "vae") + (("text_encoder_2",) if (model_folder / "text_encoder_2").is_dir()
-                                                    else ())
+    components = ("unet", "text_encoder") + tuple(c for c in ("vae", "text_encoder_2") if c in required or (
+        not index and (model_folder / c).is_dir()))
     for component in components:
         files = component_weight_files(model_folder / component)
         if not files:
             return None
         shapes[component] = {name: shape for path in files for name, shape in safetensors_shapes(path).items()}
     totals = {component: sum(math.prod(shape) for shape in table.values()) for component, table in shapes.items()}
-    lora_per_rank = sum(sum(shape) for name, shape in shapes["unet"].items()
-                        if len(shape) == 2 and any(name.endswith(f".{m}.weight") for m in LORA_TARGET_MODULES))
     unet_config = json.loads((model_folder / "unet" / "config.json").read_text())
-    vae_config = json.loads((model_folder / "vae" / "config.json").read_text())
-    resolution = unet_config["sample_size"] * 2 ** (len(vae_config["block_out_channels"]) - 1)
+    down_sampling = 1
+    if "vae" in components:
+        vae_config = json.loads((model_folder / "vae" / "config.json").read_text())
+        down_sampling = 2 ** (len(vae_config["block_out_channels"]) - 1)
     largest_file = max(sum(path.stat().st_size for path in component_weight_files(model_folder / component))
                        for component in components)
     text_encoders = totals["text_encoder"] + totals.get("text_encoder_2", 0)
-    return ModelSize(totals["unet"], text_encoders, totals["vae"], lora_per_rank, resolution, largest_file)
+    return ModelSize(totals["unet"], text_encoders, totals.get("vae", 0), lora_per_rank_of(shapes["unet"]),
+                     unet_config["sample_size"] * down_sampling, largest_file, family_of_index(index))
 
 
 def local_model_folder(model: str, revision: str | None = None) -> Path | None:
@@ -302,15 +406,21 @@ def planning_model_size(model: str, revision: str | None = None) -> tuple[ModelS
 
     Weights on this machine: their size, no note. A preset with a published architecture that is not built yet:
     that architecture's size (the preset has exactly it). Another preset not built yet (tiny): None, no note;
-    it is small. Any other model not on this machine yet: SD-1.5's size.
+    it is small. A known hub id (KNOWN_MODELS) not downloaded yet: its architecture's published size. Any other
+    model not on this machine yet: SD-1.5's size.
     """
     size = model_size(model, revision)
     if size is not None:
         return size, None
     preset = MODEL_PRESETS.get(model)
+    download = "download it first (huggingface-cli download) for figures from its own weights"
+    if preset is None and model in KNOWN_MODELS:
+        return ARCHITECTURE_SIZES[KNOWN_MODELS[model]], (
+            f"model '{model}' is not on this machine yet, so job memory resources assume its architecture's "
+            f"published size ({KNOWN_MODELS[model]}); {download}")
     if preset is None:
         return SD15, (f"model '{model}' is not on this machine yet, so job memory resources assume Stable Diffusion "
-                      "1.5's size; download it first (huggingface-cli download) for figures from its own weights")
+                      f"1.5's size; {download}")
     if preset.architecture is None:
         return None, None
     return ARCHITECTURE_SIZES[preset.architecture], (

@@ -1,6 +1,7 @@
 """Test set-up: offline hub, a per-session preset cache, single-threaded torch for speed and determinism."""
 
 import os
+import re
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
@@ -65,6 +66,17 @@ def random_image(seed: int, size: int = 64) -> Image.Image:
 # import the names with `from conftest import FAST_SAMPLE, PROMPT, state_equal`.
 PROMPT = "a photo of a gray cat"
 FAST_SAMPLE = SampleParams(steps=4, guidance_scale=3.0)
+
+
+def planned_resources_of(output: str) -> dict[str, list[dict[str, str]]]:
+    """A verbose Snakemake dry run's output -> {rule: [resources of each job]}."""
+    jobs: dict[str, list[dict[str, str]]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        found = re.search(r"^\s+resources: (.+)$", block, re.M)
+        if head and found:
+            jobs.setdefault(head.group(1), []).append(dict(kv.split("=", 1) for kv in found.group(1).split(", ")))
+    return jobs
 
 
 def state_equal(a: dict, b: dict) -> bool:

@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import planned_resources_of
 from imagic_steps.io import save_image, save_tensors, staging_dir, write_text
+from imagic_steps.memory import ARCHITECTURE_SIZES, KNOWN_MODELS, SD15, job_memory_mb, stage_estimate
 from imagic_steps.variants import resolve_variant
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = ["config.yaml", "tiny.yaml", "sd15.yaml", "tedbench.yaml"]
+SHIPPED = ["config.yaml", "tiny.yaml", "sd15.yaml", "sdxl.yaml", "if.yaml", "tedbench.yaml"]
 
 
 def snakemake(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -60,7 +62,8 @@ def test_each_shipped_config_plans_exactly_its_own_experiment(tmp_path, name):
     planned = {run["variant"]["name"]: run["variant"] for run in plan["runs"]}
     assert set(planned) == set(variants)
     for variant_name, spec in variants.items():  # every stage parameter is the file's (or its preset's)
-        expected = resolve_variant(variant_name, {"alphas": config["alphas"], **spec}).to_dict()
+        top_level = {key: config[key] for key in ("alphas", "resolution") if key in config}  # a variant's own wins
+        expected = resolve_variant(variant_name, {**top_level, **spec}).to_dict()
         assert json.loads(json.dumps(planned[variant_name])) == json.loads(json.dumps(expected)), variant_name
     assert len(plan["pairs"]) == pair_count(config)
     assert len(plan["runs"]) == len(plan["pairs"]) * len(variants)
@@ -85,6 +88,30 @@ def test_sd15_config_plans_its_variants_and_the_clip_scorer(tmp_path):
     assert original["embed"]["steps"] == 500 and original["finetune"]["steps"] == 1000  # the preset's, not digits'
     assert original["finetune"]["mixed_precision"] == "fp16"
     assert plan["model"]["dtype"] == "fp16"
+
+
+@pytest.mark.parametrize("name, family", [("sdxl.yaml", "sdxl"), ("if.yaml", "if")])
+def test_family_configs_request_their_published_sizes_memory_before_any_download(tmp_path, name, family):
+    """Planned offline (HF_HUB_OFFLINE, nothing cached): each model job's mem_mb / gpu_mem_mb is the estimate for
+    the model's published architecture and family, at the config's resolution, not SD-1.5's fallback."""
+    config = yaml.safe_load((REPO / "config" / name).read_text())
+    size = ARCHITECTURE_SIZES[KNOWN_MODELS[config["model"]["id"]]]
+    assert size.family == family and size.resolution == config["resolution"]
+    done = snakemake("--configfile", f"config/{name}", "--config", f"results={tmp_path}/r", "--dry-run", "--verbose")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "published size" in done.stderr and "Stable Diffusion 1.5's size" not in done.stderr
+    jobs = planned_resources_of(done.stdout + done.stderr)
+    variants = [resolve_variant(n, {"alphas": config["alphas"], **spec}) for n, spec in config["variants"].items()]
+
+    def expected(model_size, stage):
+        return {tuple(job_memory_mb(stage_estimate(stage, model_size, "fp16", config["resolution"], v.finetune),
+                                    "cuda").values()) for v in variants}
+
+    for stage in ("embed", "finetune"):
+        planned = {(int(job["mem_mb"]), int(job["gpu_mem_mb"])) for job in jobs[stage]}
+        assert planned == expected(size, stage), stage
+        assert planned.isdisjoint(expected(SD15, stage)), stage
+    assert not (tmp_path / "r").exists()
 
 
 def test_no_configfile_runs_the_digits_default(tmp_path):

@@ -1,5 +1,6 @@
 """The memory estimate: model sizes read from weight-file headers, the estimate's parts, and job resources."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,11 +12,20 @@ import pytest
 
 from imagic_steps.jobs import device_memory_warning
 from imagic_steps.memory import (
+    ACTIVATIONS,
+    ARCHITECTURE_SIZES,
+    IF_I_M,
+    IF_I_XL,
     SD15,
+    SD21,
+    SDXL,
     estimate_sampling_memory,
     estimate_training_memory,
     job_memory_mb,
+    model_folder_problem,
     model_size,
+    planning_model_size,
+    read_model_size,
     stage_estimate,
 )
 from imagic_steps.variants import FinetuneParams
@@ -99,3 +109,83 @@ def test_device_memory_warning_names_the_need_and_the_fixes():
     assert device_memory_warning(None, 8 * 2**30, "cuda:0") is None
     warning = device_memory_warning(20_000, 8 * 2**30, "cuda:1")
     assert "18.6 GiB on cuda:1" in warning and "8.0 GiB" in warning and "lora" in warning
+
+
+def test_published_sizes_are_the_counted_architectures():
+    """Every published size is what instantiating its configs counts (meta device, no weights)."""
+    from benchmarks.memory import count_architecture
+
+    for architecture, size in ARCHITECTURE_SIZES.items():
+        assert count_architecture(architecture) == size, architecture
+    assert IF_I_M.vae == IF_I_XL.vae == 0 and IF_I_M.text_encoder == IF_I_XL.text_encoder  # no VAE, the same T5
+
+
+def write_weights(folder: Path, shapes: dict[str, tuple[int, ...]], config: dict | None = None) -> None:
+    from safetensors.torch import save_file
+    import torch
+
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config or {}))
+    stem = "model" if "text_encoder" in folder.name else "diffusion_pytorch_model"
+    save_file({name: torch.zeros(shape) for name, shape in shapes.items()}, folder / f"{stem}.safetensors")
+
+
+def pixel_space_folder(root: Path) -> Path:
+    """An IF-layout folder: IFPipeline, T5 tokenizer/encoder, a 3-channel UNet, a scheduler, no VAE; the safety
+    checker, feature extractor and watermarker listed as the real IF-I-M index lists them, but absent."""
+    folder = root / "if"
+    index = {"_class_name": "IFPipeline", "tokenizer": ["transformers", "T5Tokenizer"],
+             "text_encoder": ["transformers", "T5EncoderModel"], "unet": ["diffusers", "UNet2DConditionModel"],
+             "scheduler": ["diffusers", "DDPMScheduler"], "safety_checker": ["deepfloyd_if", "IFSafetyChecker"],
+             "feature_extractor": ["transformers", "CLIPImageProcessor"], "watermarker": [None, None]}
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps(index))
+    for name in ("tokenizer", "scheduler"):
+        (folder / name).mkdir()
+    write_weights(folder / "text_encoder", {"shared.weight": (10, 4)})
+    write_weights(folder / "unet", {"conv_in.weight": (8, 3, 3, 3), "down.attn.to_q.weight": (8, 6)},
+                  {"sample_size": 64, "in_channels": 3, "out_channels": 6})
+    return folder
+
+
+def test_a_folder_without_a_vae_is_pixel_space_if(tmp_path):
+    folder = pixel_space_folder(tmp_path)
+    assert model_folder_problem(folder) is None
+    size = read_model_size(folder)
+    assert (size.unet, size.text_encoder, size.vae) == (8 * 3 * 3 * 3 + 8 * 6, 40, 0)
+    assert size.resolution == 64 and size.family == "if"  # sample_size x 1: no VAE down-sampling
+    assert size.lora_per_rank == 8 + 6
+    shutil.rmtree(folder / "scheduler")
+    assert "(scheduler/): not found" in model_folder_problem(folder)
+
+
+def test_a_listed_component_is_required_and_an_unlisted_or_null_one_is_not(tmp_path):
+    folder = pixel_space_folder(tmp_path)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "vae": ["diffusers", "AutoencoderKL"]}))
+    assert "(vae/): not found" in model_folder_problem(folder)
+    (folder / "model_index.json").write_text(json.dumps({**index, "vae": [None, None], "text_encoder": None}))
+    assert model_folder_problem(folder) is None and read_model_size(folder).vae == 0
+    shutil.rmtree(folder / "text_encoder")
+    assert "(text_encoder/): not found" in model_folder_problem(folder)  # always required, even listed as null
+
+
+def test_stage_estimates_use_their_familys_measured_activations():
+    sdxl = stage_estimate("embed", SDXL, "fp16")  # native 1024 px: 4 x the 512 px reference
+    assert sdxl.activations == pytest.approx(ACTIVATIONS["sdxl"].training[False] * 4 * 2 / 4)
+    assert sdxl.activations != pytest.approx(stage_estimate("embed", replace(SDXL, family="sd"), "fp16").activations)
+    pixel = stage_estimate("sample", IF_I_M, "fp16", None, FinetuneParams(steps=10))  # 64 px = IF's reference side
+    assert pixel.activations == pytest.approx(ACTIVATIONS["if"].inference * 2 * 2 / 4)
+    assert pixel.frozen_weights == pytest.approx(2 * (IF_I_M.unet + IF_I_M.text_encoder) / 2**30)
+    # SD-2.x shares SD-1.x's constants, scaled to its 768 px
+    assert stage_estimate("embed", SD21, "fp16").activations == pytest.approx(
+        2.25 * stage_estimate("embed", SD15, "fp16").activations)
+
+
+def test_known_hub_ids_plan_with_their_published_size_before_download():
+    for model, size in (("stabilityai/stable-diffusion-xl-base-1.0", SDXL), ("DeepFloyd/IF-I-M-v1.0", IF_I_M),
+                        ("DeepFloyd/IF-I-XL-v1.0", IF_I_XL), ("stabilityai/stable-diffusion-2-1", SD21)):
+        planned, note = planning_model_size(model)
+        assert planned == size and "published size" in note and model in note, model
+    planned, note = planning_model_size("someone/unknown-model")
+    assert planned == SD15 and "Stable Diffusion 1.5's size" in note

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import planned_resources_of
 from imagic_steps.figures import row_label_width
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,13 +102,7 @@ def test_dry_run_builds_the_expected_dag(tmp_path):
 def planned_resources(workdir: Path) -> dict[str, list[dict[str, str]]]:
     """Verbose dry run -> {rule: [resources of each job]}."""
     done = snakemake(workdir, "--dry-run", "--verbose")
-    jobs: dict[str, list[dict[str, str]]] = {}
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", done.stdout + done.stderr):
-        head = re.match(r"(?:local)?rule (\w+):", block)
-        found = re.search(r"^\s+resources: (.+)$", block, re.M)
-        if head and found:
-            jobs.setdefault(head.group(1), []).append(dict(kv.split("=", 1) for kv in found.group(1).split(", ")))
-    return jobs
+    return planned_resources_of(done.stdout + done.stderr)
 
 
 def test_gpu_jobs_request_the_estimated_memory_and_the_config_overrides_it(tmp_path, tiny):
