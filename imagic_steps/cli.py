@@ -17,6 +17,7 @@ from .errors import USER_ERRORS, PlanError
 from .finetune import run_finetune
 from .images import load_image, open_rgb
 from .io import write_json
+from .locations import MODEL_PRESETS
 from .memory import model_folder_problem
 from .plan import check_text
 from .sample import run_sample
@@ -88,7 +89,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise PlanError(problem)
     if args.model.startswith((".", "/", "~")) and not Path(args.model).expanduser().exists():
         raise PlanError(f"command line (--model): folder {args.model} does not exist; give a diffusers folder, "
-                        "a hub id or a preset (tiny, tiny-sdxl, digits, sd15-shaped, sd21-shaped)")
+                        f"a hub id or a preset ({', '.join(MODEL_PRESETS)})")
     if args.out.exists() and not args.out.is_dir():
         raise PlanError(f"command line (--out): {args.out} is a file; give a folder (it is created if missing)")
 

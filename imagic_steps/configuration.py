@@ -43,12 +43,14 @@ class ModelSpec:
         """The block with every key filled in: what rules pass to their jobs and plan.json records."""
         return asdict(self)
 
-    def load(self):
-        """The model's `SDComponents` (imagic_steps.models; imported here, since planning never loads a model)."""
+    def load(self, text_encoders: bool = True):
+        """The model's `SDComponents` (imagic_steps.models; imported here, since planning never loads a model);
+        `text_encoders=False` leaves the tokenizers and text encoders out."""
         from .models import load_components
 
         return load_components(self.id, revision=self.revision, device=self.device, dtype=self.dtype,
-                               channels_last=self.channels_last, compile_unet=self.compile)
+                               channels_last=self.channels_last, compile_unet=self.compile,
+                               text_encoders=text_encoders)
 
 
 def default_scorer(model_id: str) -> dict:

@@ -37,20 +37,25 @@ logger = logging.getLogger(__name__)
 @dataclass
 class EmbedResult:
     """e_tgt and e_opt (the family's conditioning, one row, fp32), the image latents they were fitted to
-    (1, C, h, w), the loss per step. A bare tensor for e_tgt / e_opt is Stable Diffusion's token embeddings.
+    (1, C, h, w), the loss per step, and the family's negative conditioning for guidance (one row): stored here,
+    the text encoders run once per prompt, in the embed job, and fine-tune and sample jobs load without them
+    (T5-XXL is 4.8 B parameters). A bare tensor for e_tgt / e_opt is Stable Diffusion's token embeddings.
 
-    Artefact tensors: `target_embedding`, `optimized_embedding` (token embeddings), `image_latents`, `losses`, and
-    for SDXL also `{target,optimized}_pooled_embedding` and `time_ids` (fixed: e_tgt's and e_opt's).
+    Artefact tensors: `target_embedding`, `optimized_embedding`, `unconditional_embedding` (token embeddings),
+    `image_latents`, `losses`, and for SDXL also `{target,optimized,unconditional}_pooled_embedding` and `time_ids`
+    (fixed: shared by all three).
     """
 
     target: Conditioning
     optimized: Conditioning
     image_latents: torch.Tensor
     losses: list[float] = field(default_factory=list)
+    unconditional: Conditioning | None = None  # None: encoded when sampling (needs the text encoders)
 
     def __post_init__(self):
         self.target = as_conditioning(self.target)
         self.optimized = as_conditioning(self.optimized)
+        self.unconditional = None if self.unconditional is None else as_conditioning(self.unconditional)
 
     @property
     def target_embedding(self) -> torch.Tensor:
@@ -68,6 +73,7 @@ class EmbedResult:
             {
                 **self.target.artefact_tensors("target"),
                 **self.optimized.artefact_tensors("optimized"),
+                **(self.unconditional.artefact_tensors("unconditional") if self.unconditional is not None else {}),
                 "image_latents": self.image_latents,
                 "losses": torch.tensor(self.losses, dtype=torch.float64),
             },
@@ -81,6 +87,7 @@ class EmbedResult:
             conditioning_from_artefact(tensors, "optimized"),
             tensors["image_latents"],
             tensors["losses"].tolist(),
+            conditioning_from_artefact(tensors, "unconditional") if "unconditional_embedding" in tensors else None,
         )
 
 
@@ -123,7 +130,7 @@ def optimize_embedding(
         check_finite(losses[-1], "embed", step)
     if skipped:
         logger.info("embed: fp16 loss scaling skipped %d of %d steps (gradient overflow)", skipped, params.steps)
-    return EmbedResult(target, optimized.detach(), latents, losses)
+    return EmbedResult(target, optimized.detach(), latents, losses, components.family.unconditional(components, target))
 
 
 def run_embed(

@@ -6,7 +6,7 @@ A family says
   (b) how the UNet is called with that conditioning: `Conditioning.unet_inputs`;
   (c) image <-> UNet space: `to_unet_space` / `from_unet_space` and `space_factor` (SD, SDXL: VAE latents x the
       VAE's `scaling_factor`, 8 pixels per latent; IF stage I: the image itself in [-1, 1], factor 1);
-plus the components it loads (`load_text_and_vae`) and the diffusers img2img pipeline SDEdit runs
+plus the components it loads (`load_text`, `load_vae`) and the diffusers img2img pipeline SDEdit runs
 (`img2img_pipeline`). The stages (embed, finetune, sample, previews, SDEdit) call these hooks and contain no
 family-specific branch. How a UNet's output becomes the training target and the sampler's input is not a family
 property but the UNet's: a UNet with twice the input channels (IF's `learned_range` variance) predicts
@@ -205,9 +205,13 @@ class ModelFamily:
     name: ClassVar[str] = ""
     pipeline_classes: ClassVar[tuple[str, ...]] = ()
 
-    def load_text_and_vae(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
-        """The tokenizer(s), text encoder(s) and VAE (None in pixel space) from a diffusers folder or hub id
-        (SDComponents field -> module); the UNet and scheduler every family loads alike."""
+    def load_text(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
+        """The tokenizer(s) and text encoder(s) from a diffusers folder or hub id (SDComponents field -> module);
+        the UNet and scheduler every family loads alike."""
+        raise NotImplementedError
+
+    def load_vae(self, path: str, torch_dtype: torch.dtype, **kwargs) -> torch.nn.Module | None:
+        """The VAE (None in pixel space)."""
         raise NotImplementedError
 
     def finish_loading(self, components: SDComponents) -> None:
@@ -226,14 +230,17 @@ class ModelFamily:
 class LatentFamily(ModelFamily):
     """What the latent-diffusion families share: image <-> UNet space through the VAE."""
 
-    def load_text_and_vae(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
-        from diffusers import AutoencoderKL
+    def load_text(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
         from transformers import CLIPTextModel, CLIPTokenizer
 
         return {"tokenizer": CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **kwargs),
                 "text_encoder": CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=torch_dtype,
-                                                              **kwargs),
-                "vae": AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=torch_dtype, **kwargs)}
+                                                              **kwargs)}
+
+    def load_vae(self, path: str, torch_dtype: torch.dtype, **kwargs) -> torch.nn.Module:
+        from diffusers import AutoencoderKL
+
+        return AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=torch_dtype, **kwargs)
 
     def space_factor(self, components: SDComponents) -> int:
         """The VAE's down-sampling: 2 per down-sampling block (8 for SD's four blocks)."""
@@ -292,10 +299,10 @@ class StableDiffusionXLFamily(LatentFamily):
     name: ClassVar[str] = "sdxl"
     pipeline_classes: ClassVar[tuple[str, ...]] = ("StableDiffusionXLPipeline",)
 
-    def load_text_and_vae(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
+    def load_text(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
         from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
-        return {**super().load_text_and_vae(path, torch_dtype, **kwargs),
+        return {**super().load_text(path, torch_dtype, **kwargs),
                 "tokenizer_2": CLIPTokenizer.from_pretrained(path, subfolder="tokenizer_2", **kwargs),
                 "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(
                     path, subfolder="text_encoder_2", torch_dtype=torch_dtype, **kwargs)}
@@ -361,17 +368,20 @@ class DeepFloydIFFamily(ModelFamily):
     pipeline_classes: ClassVar[tuple[str, ...]] = ("IFPipeline",)
     CONTEXT_TOKENS: ClassVar[int] = 77  # IFPipeline.encode_prompt's max_length: IF's T5 was trained on 77 tokens
 
-    def load_text_and_vae(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
+    def load_text(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
         from transformers import T5EncoderModel, T5Tokenizer
 
         return {"tokenizer": T5Tokenizer.from_pretrained(path, subfolder="tokenizer", **kwargs),
                 "text_encoder": T5EncoderModel.from_pretrained(path, subfolder="text_encoder",
-                                                               torch_dtype=torch_dtype, **kwargs),
-                "vae": None}
+                                                               torch_dtype=torch_dtype, **kwargs)}
+
+    def load_vae(self, path: str, torch_dtype: torch.dtype, **kwargs) -> None:
+        return None
 
     def finish_loading(self, components: SDComponents) -> None:
         """IF's tokenizer config allows T5's 512 tokens; IF truncates at 77, so the truncation warning must too."""
-        components.tokenizer.model_max_length = self.CONTEXT_TOKENS
+        if components.tokenizer is not None:
+            components.tokenizer.model_max_length = self.CONTEXT_TOKENS
 
     def space_factor(self, components: SDComponents) -> int:
         return 1

@@ -143,7 +143,7 @@ def write_preview(components, unet, embed: EmbedResult, preview: PreviewSpec, se
     sample_params = SampleParams(**{**asdict(preview.sample), "steps": preview.steps})
     images = sample_alphas(components, unet, embed.target, embed.optimized, PREVIEW_ALPHAS,
                            [seed], sample_params, height=preview.height, width=preview.width,
-                           init_latents=embed.image_latents, progress=False)
+                           init_latents=embed.image_latents, unconditional=embed.unconditional, progress=False)
     unet.train(was_training)
     path = Path(path) if path else Path(preview.folder) / f"step_{step:06d}.png"
     save_grid(path, [tensor_to_pil(images[0])], column_labels=[f"a={a:g}" for a in PREVIEW_ALPHAS])

@@ -148,10 +148,10 @@ def job_context(log_path: str | os.PathLike, threads: int = 1, device: str = "cp
 
 
 @contextlib.contextmanager
-def model_job(log_path, threads: int, model: dict, gpu_mem_mb: int | None = None):
+def model_job(log_path, threads: int, model: dict, gpu_mem_mb: int | None = None, text_encoders: bool = True):
     """A workflow job that runs the model: `job_context` (log file, threads, a device of its own, the memory
     check, one-line user errors) with the workflow's `model:` block (`ModelSpec.to_config`) loaded on that
-    device; yields its `SDComponents`."""
+    device; yields its `SDComponents`. `text_encoders=False`: a job that encodes no prompt (fine-tune, sample)."""
     spec = ModelSpec.from_config(model)
     with job_context(log_path, threads, spec.device, gpu_mem_mb) as device:
-        yield dataclasses.replace(spec, device=device).load()
+        yield dataclasses.replace(spec, device=device).load(text_encoders=text_encoders)

@@ -7,7 +7,8 @@ parameter counts come from the safetensors headers of a local model folder or th
 The model of a stage's peak (GiB = 2**30 bytes; "dtype bytes" = 2 for fp16/bf16 weights, 4 for fp32):
 
 * frozen weights: UNet + text encoder(s) + VAE in the load dtype (`load_components` keeps them all on the device;
-  a pixel-space model, DeepFloyd IF stage I, has no VAE);
+  a pixel-space model, DeepFloyd IF stage I, has no VAE); fine-tune and sample jobs load no text encoder (the
+  embed artefact holds every conditioning they use), embed and SDEdit jobs do;
 * UNet copy: stage B trains a copy (`full`: cast to fp32; `lora`: only fp32 LoRA weights, the layers share the
   frozen weights); stage C samples from a copy with a full artefact applied (load dtype), or from LoRA weights
   over the shared frozen ones;
@@ -442,6 +443,8 @@ def stage_estimate(stage: str, size: ModelSize, dtype: str, resolution: int | No
     finetune = finetune or FinetuneParams(steps=0)
     loading = size.load_transient_bytes / GIB
     mode = None if finetune.steps == 0 else finetune.mode
+    if stage in ("finetune", "sample"):  # their jobs load no text encoder: the embed artefact holds the conditioning
+        size = dataclasses.replace(size, text_encoder=0)
     if stage == "embed":
         estimate = estimate_embedding_memory(size, weights_bytes, resolution)
     elif stage == "finetune" and mode is None:  # the embed-only marker: nothing trained, the base weights shared

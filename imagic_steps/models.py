@@ -66,15 +66,17 @@ class SDComponents:
     `resolution` is the model's native image side in pixels (UNet sample size x `space_factor`).
     """
 
-    tokenizer: CLIPTokenizer | T5Tokenizer
-    text_encoder: CLIPTextModel | T5EncoderModel
-    vae: AutoencoderKL | None  # None in pixel space (IF)
     unet: UNet2DConditionModel
     scheduler: SchedulerMixin
     model_id: str
     revision: str | None
     device: torch.device
     dtype: torch.dtype
+    # None when loaded with `text_encoders=False` (fine-tune and sample jobs read the conditioning from the embed
+    # artefact); the VAE is None in pixel space (IF)
+    tokenizer: CLIPTokenizer | T5Tokenizer | None = None
+    text_encoder: CLIPTextModel | T5EncoderModel | None = None
+    vae: AutoencoderKL | None = None
     channels_last: bool = False  # UNet weights in channels-last memory format (faster convolutions on GPUs)
     compile_unet: bool = False
     family: ModelFamily = SD  # what differs between model families (imagic_steps.families)
@@ -125,13 +127,15 @@ def load_components(
     dtype: str | torch.dtype = "fp32",
     channels_last: bool = False,
     compile_unet: bool = False,
+    text_encoders: bool = True,
 ) -> SDComponents:
-    """Load tokenizer, text encoder, VAE, UNet and DDPM training scheduler, all frozen and in eval mode.
+    """Load tokenizer(s), text encoder(s), VAE, UNet and DDPM training scheduler, all frozen and in eval mode.
 
     `dtype` is the storage dtype of the frozen weights (fp16/bf16 halve GPU memory); the stages upcast
     what they train to fp32, so half-precision weights never reach an optimiser. `channels_last` stores the
     UNet's weights channels-last (copies keep the format); `compile_unet` makes the stages run every UNet
-    through `torch.compile` (see `SDComponents.unet_forward`).
+    through `torch.compile` (see `SDComponents.unet_forward`). `text_encoders=False` leaves the tokenizers and
+    text encoders out: what needs no prompt encoding (stage B and C from an embed artefact) saves their memory.
     """
     diffusers_logging.disable_progress_bar()  # per-file loading bars only clutter the job logs
     transformers_logging.disable_progress_bar()
@@ -141,14 +145,15 @@ def load_components(
     kwargs = {"revision": revision} if revision else {}
     family = detect_family(path, **kwargs)
     try:
-        text_and_vae = family.load_text_and_vae(path, torch_dtype, **kwargs)
+        text = family.load_text(path, torch_dtype, **kwargs) if text_encoders else {}
+        vae = family.load_vae(path, torch_dtype, **kwargs)
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=torch_dtype, **kwargs)
         scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler", **kwargs)
     except (OSError, ValueError) as error:
         raise ModelNotAvailableError(_unavailable_message(model, error)) from error
     components = SDComponents(unet=unet, scheduler=scheduler, model_id=model, revision=revision, device=device,
                               dtype=torch_dtype, channels_last=channels_last, compile_unet=compile_unet,
-                              family=family, **text_and_vae)
+                              family=family, vae=vae, **text)
     for module in components.frozen_modules():
         module.requires_grad_(False)
         module.eval()

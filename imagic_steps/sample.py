@@ -152,14 +152,15 @@ def sample_alphas(
     height: int | None = None,
     width: int | None = None,
     init_latents: torch.Tensor | None = None,
+    unconditional: Conditioning | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
     """Images (S, A, 3, H, W) in [-1, 1] for every seed x alpha, sampled with `unet`.
 
     `height`/`width` default to the model's native resolution and must be multiples of `components.space_factor`.
     `init_latents` (1, C, h, w), the input image's latents, are used only when `params.init_timestep_rate` > 0.
-    The seed x alpha samples are denoised `params.batch_size` at a time (seed-major order); the empty-prompt
-    embedding is encoded once.
+    The seed x alpha samples are denoised `params.batch_size` at a time (seed-major order). `unconditional` is
+    the guidance's negative (1 row, the embed artefact's); None encodes it once (the text encoders must be loaded).
     """
     factor = components.space_factor
     height = height or components.resolution
@@ -171,7 +172,11 @@ def sample_alphas(
         raise ValueError(f"init latents {tuple(init_latents.shape)} do not match the sample size {latent_shape}")
     unet = components.unet_forward(unet)
     target = as_conditioning(target_embedding).to(components.device)
-    unconditional = components.family.unconditional(components, target)
+    if unconditional is None and components.text_encoder is None:
+        raise ValueError("sampling needs the negative conditioning: pass the embed artefact's, or load the model "
+                         "with its text encoders")
+    unconditional = (components.family.unconditional(components, target) if unconditional is None
+                     else as_conditioning(unconditional).to(components.device))
     embeddings = interpolate_conditioning(target, as_conditioning(optimized_embedding).to(components.device), alphas)
     noises = [initial_noise(seed, latent_shape) for seed in seeds]
     grid = [(s, a) for s in range(len(seeds)) for a in range(len(alphas))]
@@ -219,7 +224,8 @@ def run_sample(
     unet = unet if unet is not None else load_finetuned_unet(components.unet, finetune_artefact)
     resolution = resolution or components.resolution
     images = sample_alphas(components, unet, embed.target, embed.optimized, alphas, seeds, params,
-                           height=resolution, width=resolution, init_latents=embed.image_latents, progress=progress)
+                           height=resolution, width=resolution, init_latents=embed.image_latents,
+                           unconditional=embed.unconditional, progress=progress)
     for seed, alpha, path in samples:
         save_image(tensor_to_pil(images[seeds.index(seed), alphas.index(alpha)][None])[0], path)
     write_json(record, provenance("sample", asdict(params), components.provenance(), pair_id=pair_id,

@@ -257,15 +257,39 @@ def test_embed_artefact_round_trip(embedded_model, tmp_path):
     assert torch.equal(again.image_latents, embedded_model.image_latents)
 
 
-def test_sd_artefact_tensor_names_are_unchanged(embedded, tmp_path):
+def test_sd_artefact_tensor_names(embedded, tmp_path):
     from imagic_steps.io import load_tensors
 
     embedded.save(tmp_path / "e.safetensors")
     assert set(load_tensors(tmp_path / "e.safetensors")) == {"target_embedding", "optimized_embedding",
-                                                            "image_latents", "losses"}
+                                                            "unconditional_embedding", "image_latents", "losses"}
     again = EmbedResult.load(tmp_path / "e.safetensors")
-    assert isinstance(again.target, TokenConditioning)
+    assert isinstance(again.target, TokenConditioning) and isinstance(again.unconditional, TokenConditioning)
     assert torch.equal(again.optimized_embedding, embedded.optimized_embedding)
+
+
+@pytest.mark.parametrize("preset", ["tiny", *FAMILY_PRESETS])
+def test_sampling_needs_no_text_encoder_once_the_embed_artefact_holds_the_negative(preset, load, embed_once,
+                                                                                     tmp_path):
+    """Fine-tune and sample jobs load without text encoders (IF's T5-XXL: 4.8 B parameters) and sample exactly what
+    the fully loaded model samples."""
+    from imagic_steps.models import load_components
+
+    full = load(preset)
+    embedded = embed_once(full)
+    assert torch.equal(embedded.unconditional.embeds, full.family.unconditional(full, embedded.target).embeds)
+    embedded.save(tmp_path / "e.safetensors")
+    again = EmbedResult.load(tmp_path / "e.safetensors")
+    bare = load_components(preset, text_encoders=False)
+    assert bare.text_encoder is None and bare.tokenizer is None and bare.text_encoder_2 is None
+    assert bare.frozen_modules() == [m for m in (bare.vae, bare.unet) if m is not None]
+    args = ([0.0, 1.0], [3], FAST_SAMPLE)
+    expected = sample_alphas(full, full.unet, embedded.target, embedded.optimized, *args, progress=False)
+    got = sample_alphas(bare, bare.unet, again.target, again.optimized, *args, unconditional=again.unconditional,
+                        progress=False)
+    assert torch.equal(expected, got)
+    with pytest.raises(ValueError, match="negative conditioning"):
+        sample_alphas(bare, bare.unet, again.target, again.optimized, *args, progress=False)
 
 
 def test_sdedit_runs_with_the_familys_pipeline_on_the_loaded_weights(model, cat_image_path):

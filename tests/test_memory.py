@@ -176,7 +176,11 @@ def test_stage_estimates_use_their_familys_measured_activations():
     assert sdxl.activations != pytest.approx(stage_estimate("embed", replace(SDXL, family="sd"), "fp16").activations)
     pixel = stage_estimate("sample", IF_I_M, "fp16", None, FinetuneParams(steps=10))  # 64 px = IF's reference side
     assert pixel.activations == pytest.approx(ACTIVATIONS["if"].inference * 2 * 2 / 4)
-    assert pixel.frozen_weights == pytest.approx(2 * (IF_I_M.unet + IF_I_M.text_encoder) / 2**30)
+    # a sample (or fine-tune) job loads no text encoder: the embed artefact holds the conditioning
+    assert pixel.frozen_weights == pytest.approx(2 * IF_I_M.unet / 2**30)
+    embed = stage_estimate("embed", IF_I_M, "fp16")
+    assert embed.frozen_weights == pytest.approx(2 * (IF_I_M.unet + IF_I_M.text_encoder) / 2**30)
+    assert stage_estimate("sdedit", IF_I_M, "fp16").frozen_weights == pytest.approx(embed.frozen_weights)
     # SD-2.x shares SD-1.x's constants, scaled to its 768 px
     assert stage_estimate("embed", SD21, "fp16").activations == pytest.approx(
         2.25 * stage_estimate("embed", SD15, "fp16").activations)

@@ -5,7 +5,7 @@ from imagic_steps.variants import FinetuneParams, SampleParams
 
 params, output = snakemake.params, snakemake.output
 with model_job(snakemake.log[0], snakemake.threads, params.model,
-               getattr(snakemake.resources, "gpu_mem_mb", None)) as components:
+               getattr(snakemake.resources, "gpu_mem_mb", None), text_encoders=False) as components:
     run_finetune(
         components,
         snakemake.input.embed,

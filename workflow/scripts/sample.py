@@ -5,7 +5,7 @@ from imagic_steps.variants import SampleParams
 
 params = snakemake.params
 with model_job(snakemake.log[0], snakemake.threads, params.model,
-               getattr(snakemake.resources, "gpu_mem_mb", None)) as components:
+               getattr(snakemake.resources, "gpu_mem_mb", None), text_encoders=False) as components:
     run_sample(
         components,
         snakemake.input.embed,
