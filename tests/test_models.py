@@ -50,11 +50,14 @@ def test_tiny_preset_is_deterministic(tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-def test_missing_model_offline_says_how_to_fix():
+@pytest.mark.parametrize("model", ["nobody/not-a-real-model-id", "stabilityai/stable-diffusion-xl-base-1.0",
+                                   "DeepFloyd/IF-I-M-v1.0"])
+def test_missing_model_offline_says_how_to_fix(model):
+    """Every family's real id goes through the same from_pretrained path and, offline, the same one-line message."""
     with pytest.raises(ModelNotAvailableError) as info:
-        load_components("nobody/not-a-real-model-id")
+        load_components(model)
     message = str(info.value)
-    assert "nobody/not-a-real-model-id" in message
+    assert message.startswith(f"model '{model}' is not available (HF_HUB_OFFLINE is set)")
     assert "local" in message and "--local-dir" in message
     assert "\n" not in message
 
