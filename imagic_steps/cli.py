@@ -1,4 +1,5 @@
-"""Command line: `python -m imagic_steps edit ...` runs stages A, B and C on one image in one process."""
+"""Command line: `python -m imagic_steps edit ...` runs stages A, B and C on one image in one process (and, with
+`--upscale`, DeepFloyd IF's super-resolution stage on the samples)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ from .configuration import ModelSpec, dtype_device_problem
 from .drawing import save_grid
 from .embed import run_embed
 from .errors import USER_ERRORS, PlanError
+from .families import DeepFloydIFFamily, family_from_model_index
 from .finetune import run_finetune
 from .images import load_image, open_rgb
 from .io import write_json
 from .locations import MODEL_PRESETS
-from .memory import model_folder_problem
+from .memory import ARCHITECTURE_FAMILIES, KNOWN_MODELS, local_model_folder, model_folder_problem, model_index
 from .plan import check_text
 from .sample import run_sample
+from .upscale import UpscaleParams, check_super_resolution, load_super_resolution, run_upscale
 from .variants import MAX_SEED, PRESETS, resolve_variant
 
 DEFAULT_MODEL = ModelSpec()
@@ -72,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--channels-last", action="store_true", help="UNet weights in channels-last memory format")
     edit.add_argument("--compile", action="store_true", help="run the UNet through torch.compile")
     edit.add_argument("--out", required=True, type=Path)
+    edit.add_argument("--upscale", metavar="MODEL",
+                      help="then upscale each sample with DeepFloyd IF's super-resolution stage II, unchanged, into "
+                           "OUT/upscaled/ (an IF --model only): a hub id (DeepFloyd/IF-II-M-v1.0), a local folder "
+                           "or 'tiny-if-sr'")
+    edit.add_argument("--upscale-steps", type=int, default=UpscaleParams.steps, metavar="N")
+    edit.add_argument("--upscale-guidance", type=float, default=UpscaleParams.guidance_scale, metavar="SCALE")
     return parser
 
 
@@ -87,11 +96,49 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise PlanError(problem)
     if Path(args.model).is_dir() and (problem := model_folder_problem(args.model)) is not None:
         raise PlanError(problem)
-    if args.model.startswith((".", "/", "~")) and not Path(args.model).expanduser().exists():
-        raise PlanError(f"command line (--model): folder {args.model} does not exist; give a diffusers folder, "
-                        f"a hub id or a preset ({', '.join(MODEL_PRESETS)})")
+    for option, model in (("--model", args.model), ("--upscale", args.upscale)):
+        if model and model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
+            raise PlanError(f"command line ({option}): folder {model} does not exist; give a diffusers folder, "
+                            f"a hub id or a preset ({', '.join(MODEL_PRESETS)})")
+    if args.upscale:
+        if args.upscale_steps < 1:
+            raise PlanError(f"command line (--upscale-steps): {args.upscale_steps}; give at least 1")
+        if (problem := upscale_problem(args.model, known_family(args.model, args.revision))) is not None:
+            raise PlanError(problem)
+        check_super_resolution(args.upscale)  # one line if it is no stage II or cannot be had (offline)
     if args.out.exists() and not args.out.is_dir():
         raise PlanError(f"command line (--out): {args.out} is a file; give a folder (it is created if missing)")
+
+
+def known_family(model: str, revision: str | None) -> str | None:
+    """The family name (`sd`, `sdxl`, `if`) of the edit model as far as it is known without loading or downloading
+    it: from the model_index.json of a local folder, a built preset or the hub cache, else from a known architecture
+    (the shaped presets, `memory.KNOWN_MODELS`); None when it cannot be told yet (checked again once loaded)."""
+    folder = local_model_folder(model, revision)
+    if folder is not None and (index := model_index(folder)):
+        return family_from_model_index(index, model).name
+    preset = MODEL_PRESETS.get(model)
+    return ARCHITECTURE_FAMILIES.get(preset.architecture if preset else KNOWN_MODELS.get(model))
+
+
+def upscale_problem(model: str, family: str | None) -> str | None:
+    """Why `--upscale` cannot follow an edit of `model` (of `family`, None: not known yet), or None: IF's stage II
+    upscales stage I's 64 px images only."""
+    if family is None or family == DeepFloydIFFamily.name:
+        return None
+    return (f"command line (--upscale): DeepFloyd IF's super-resolution stage upscales IF stage I edits only, and "
+            f"--model '{model}' is of the {family} family; edit with an IF model (e.g. DeepFloyd/IF-I-M-v1.0, tiny-if) "
+            "or leave --upscale out")
+
+
+def upscale_samples(args: argparse.Namespace, samples: dict[tuple[int, float], str], device: str) -> None:
+    """`--upscale`: each sample ((seed, alpha) -> PNG) through IF's stage II with the edit's prompt and its seed, into
+    OUT/upscaled/ under the sample's file name, and the record OUT/upscale.json."""
+    model = load_super_resolution(args.upscale, device=device, dtype=args.dtype)
+    params = UpscaleParams(steps=args.upscale_steps, guidance_scale=args.upscale_guidance)
+    run_upscale(model, args.prompt, params, record=args.out / "upscale.json",
+                samples=[(seed, path, args.out / "upscaled" / Path(path).name) for (seed, _), path in samples.items()])
+    print(f"wrote {len(samples)} upscaled samples ({model.resolution} px) to {args.out / 'upscaled'}")
 
 
 def edit(args: argparse.Namespace) -> None:
@@ -105,6 +152,8 @@ def edit(args: argparse.Namespace) -> None:
     open_rgb(args.image)  # fail on a bad image before spending time on the model
     components = ModelSpec(id=args.model, revision=args.revision, dtype=args.dtype, device=args.device,
                            channels_last=args.channels_last, compile=args.compile).load()
+    if args.upscale and (problem := upscale_problem(args.model, components.family.name)) is not None:
+        raise PlanError(problem)  # a model whose family only loading told
     resolution = variant.resolution or components.resolution
     input_image = load_image(args.image, resolution)
     write_json(out / "variant.json", {**variant.to_dict(), "alphas": list(alphas), "seeds": args.seeds})
@@ -127,6 +176,10 @@ def edit(args: argparse.Namespace) -> None:
     save_grid(out / "montage.png", rows, column_labels=["input"] + [f"a={a:g}" for a in alphas],
               row_labels=[f"seed {s}" for s in args.seeds], row_label_width=48)
     print(f"wrote {len(outputs)} samples, montage and loss curves to {out}")
+    if args.upscale:
+        device = str(components.device)
+        del components, finetuned  # stage I's weights go before stage II's load
+        upscale_samples(args, outputs, device)
 
 
 def main(argv: list[str] | None = None) -> int:

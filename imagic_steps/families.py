@@ -24,7 +24,8 @@ time ids.
 IF follows diffusers' IFPipeline (`encode_prompt` with `clean_caption=False`, i.e. the prompt lower-cased and
 stripped): the T5 encoder's last hidden states (B, 77, 4096 for T5-v1.1-XXL) under the tokens' attention mask;
 the negative is the empty prompt encoded. Only stage I (64 px) is edited, as Imagic edited Imagen's base model;
-its super-resolution stages are applied to the result unchanged.
+its super-resolution stages are applied to the result unchanged (`imagic_steps.upscale`), so a stage II folder
+(`IFSuperResolutionPipeline`) is refused as a model to edit.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Sequence
 
 import torch
+
+from .errors import PlanError
 
 if TYPE_CHECKING:  # models imports this module; the hooks only need its components at call time
     from .models import SDComponents
@@ -423,9 +426,21 @@ class DeepFloydIFFamily(ModelFamily):
 SD = StableDiffusionFamily()
 
 
-def family_from_model_index(index: dict) -> ModelFamily:
+# IF stage II (and its img2img / inpainting versions): T5-conditioned like stage I, but its UNet upscales a 64 px
+# image (6 input channels: the noisy output and the upscaled input). Never edited; `imagic_steps.upscale` runs it.
+SUPER_RESOLUTION_PIPELINE = "IFSuperResolutionPipeline"
+SUPER_RESOLUTION_PIPELINES = (SUPER_RESOLUTION_PIPELINE, "IFImg2ImgSuperResolutionPipeline",
+                              "IFInpaintingSuperResolutionPipeline")
+
+
+def family_from_model_index(index: dict, model: str = "this model") -> ModelFamily:
     """The family of a diffusers folder from its model_index.json: SDXL by its pipeline class or a `text_encoder_2`
-    entry, IF by its pipeline class or a T5 text encoder, else Stable Diffusion."""
+    entry, IF by its pipeline class or a T5 text encoder, else Stable Diffusion. An IF super-resolution stage
+    (`SUPER_RESOLUTION_PIPELINES`) is no model to edit: PlanError naming `model`."""
+    if index.get("_class_name") in SUPER_RESOLUTION_PIPELINES:
+        raise PlanError(f"model '{model}' is a DeepFloyd IF super-resolution stage ({index['_class_name']}), not a "
+                        "model to edit; edit with a stage I model (e.g. DeepFloyd/IF-I-M-v1.0, tiny-if) and give "
+                        "this one to `edit --upscale`")
     if index.get("_class_name") in StableDiffusionXLFamily.pipeline_classes or index.get("text_encoder_2"):
         return StableDiffusionXLFamily(force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt",
                                                                                     True)))
@@ -435,17 +450,19 @@ def family_from_model_index(index: dict) -> ModelFamily:
     return SD
 
 
-def detect_family(path: str, **kwargs) -> ModelFamily:
-    """The family of a model folder or (cached) hub id; Stable Diffusion when its model_index.json is not found
-    (the component loading then says what is missing)."""
+def detect_family(path: str, model: str | None = None, **kwargs) -> ModelFamily:
+    """The family of a model folder or (cached) hub id `path` (`model`: the reference it was resolved from, for
+    messages); Stable Diffusion when its model_index.json is not found (the component loading then says what is
+    missing)."""
+    model = model or path
     folder = Path(path)
     if folder.is_dir():
         index_file = folder / "model_index.json"
-        return family_from_model_index(json.loads(index_file.read_text())) if index_file.is_file() else SD
+        return family_from_model_index(json.loads(index_file.read_text()), model) if index_file.is_file() else SD
     try:
         from huggingface_hub import hf_hub_download
 
         index_file = hf_hub_download(path, "model_index.json", **kwargs)
     except Exception:  # noqa: BLE001 - offline or unknown: the component loading reports it
         return SD
-    return family_from_model_index(json.loads(Path(index_file).read_text()))
+    return family_from_model_index(json.loads(Path(index_file).read_text()), model)

@@ -12,6 +12,7 @@ SD15_SHAPED_PRESET = "sd15-shaped"
 SD21_SHAPED_PRESET = "sd21-shaped"
 TINY_SDXL_PRESET = "tiny-sdxl"  # SDXL's layout (two text encoders, text-time UNet) at tiny sizes
 TINY_IF_PRESET = "tiny-if"  # DeepFloyd IF stage I's layout (T5 encoder, pixel-space UNet, learned variance)
+TINY_IF_SR_PRESET = "tiny-if-sr"  # DeepFloyd IF stage II's layout (64 -> 256 px super-resolution; `upscale` only)
 TINY_VERSION = "tiny-sd-v1"  # bump when the tiny configs change, so stale caches are not reused
 
 
@@ -37,6 +38,7 @@ MODEL_PRESETS: dict[str, ModelPreset] = {preset.name: preset for preset in (
     ModelPreset(TINY_PRESET, TINY_VERSION, random_weights=True),
     ModelPreset(TINY_SDXL_PRESET, "tiny-sdxl-v1", random_weights=True),
     ModelPreset(TINY_IF_PRESET, "tiny-if-v1", random_weights=True),
+    ModelPreset(TINY_IF_SR_PRESET, "tiny-if-sr-v1", random_weights=True),
     ModelPreset(DIGITS_PRESET, DIGITS_PRESET, random_weights=False, shipped=True),
     ModelPreset(SD15_SHAPED_PRESET, "sd15-shaped-v1", random_weights=True, architecture="sd15"),
     ModelPreset(SD21_SHAPED_PRESET, "sd21-shaped-v1", random_weights=True, architecture="sd21"),

@@ -38,7 +38,8 @@ from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjec
 from transformers.utils import logging as transformers_logging
 
 from .errors import ModelNotAvailableError
-from .families import SD, DeepFloydIFFamily, ModelFamily, StableDiffusionXLFamily, detect_family
+from .families import (SD, SUPER_RESOLUTION_PIPELINE, DeepFloydIFFamily, ModelFamily, StableDiffusionXLFamily,
+                       detect_family)
 from .locations import (  # DIGITS_PRESET is re-exported for the digits domain
     DIGITS_PRESET,
     MODEL_PRESETS,
@@ -46,6 +47,7 @@ from .locations import (  # DIGITS_PRESET is re-exported for the digits domain
     SD21_SHAPED_PRESET,
     TINY_PRESET,
     TINY_IF_PRESET,
+    TINY_IF_SR_PRESET,
     TINY_SDXL_PRESET,
     is_random_preset,
     preset_folder,
@@ -54,6 +56,7 @@ from .locations import (  # DIGITS_PRESET is re-exported for the digits domain
 logger = logging.getLogger(__name__)
 
 TINY_RESOLUTION = 64  # pixels; latents are 8x8
+TINY_SR_RESOLUTION = 256  # pixels: tiny-if-sr's output side (4x, as IF-II's 64 -> 256)
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
@@ -143,7 +146,7 @@ def load_components(
     torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     device = torch.device(device)
     kwargs = {"revision": revision} if revision else {}
-    family = detect_family(path, **kwargs)
+    family = detect_family(path, model, **kwargs)
     try:
         text = family.load_text(path, torch_dtype, **kwargs) if text_encoders else {}
         vae = family.load_vae(path, torch_dtype, **kwargs)
@@ -166,12 +169,15 @@ def load_components(
     return components
 
 
-def _unavailable_message(model: str, error: Exception) -> str:
+def _unavailable_message(model: str, error: Exception, preset: str = TINY_PRESET, option: str = "model: ") -> str:
+    """One line: `model` cannot be loaded (the error's first line), and how to get it or which offline `preset` to
+    use instead; `option` is the setting that names the model (`model: ` in a config, `--upscale ` on the
+    command line)."""
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     hint = (
         f"download it once with `huggingface-cli download {model} --local-dir DIR` on a machine with access to "
-        f"the hub and set `model: DIR` (a local diffusers folder), or use the offline preset `model: tiny`"
+        f"the hub and set `{option}DIR` (a local diffusers folder), or use the offline preset `{option}{preset}`"
     )
     where = " (HF_HUB_OFFLINE is set)" if offline else ""
     return f"model '{model}' is not available{where}: {first_line}; {hint}"
@@ -436,22 +442,50 @@ def if_scheduler_config() -> dict:
                 sample_max_value=1.5, prediction_type="epsilon", variance_type="learned_range")
 
 
-def build_if_preset(folder: Path, seed: int = 0) -> None:
-    """Build tiny-if deterministically from `seed` in DeepFloyd/IF-I-M-v1.0's folder layout (no VAE)."""
+def tiny_if_sr_unet_config(encoder_hid_dim: int) -> dict:
+    """IF stage II's UNet layout at tiny size (after diffusers' IF super-resolution test dummy,
+    `_get_superresolution_dummy_components`): tiny-if's blocks with one more down-sampling level, at 256 px
+    (simple cross-attention at 32x32); six channels in (the noisy 256 px image and the 64 px input upscaled
+    bilinearly), six out (noise and variance); the upscaled input's noise level enters as a timestep class
+    embedding (`class_embed_type: timestep`)."""
+    return {**tiny_if_unet_config(encoder_hid_dim), "sample_size": TINY_SR_RESOLUTION, "in_channels": 6,
+            "block_out_channels": (16, 16, 32, 64),
+            "down_block_types": ("ResnetDownsampleBlock2D",) * 3 + ("SimpleCrossAttnDownBlock2D",),
+            "up_block_types": ("SimpleCrossAttnUpBlock2D",) + ("ResnetUpsampleBlock2D",) * 3,
+            "class_embed_type": "timestep", "mid_block_scale_factor": 1.414, "time_embedding_act_fn": "gelu",
+            "time_embedding_dim": 32}
+
+
+def if_sr_scheduler_configs() -> dict[str, dict]:
+    """IF stage II's two DDPM schedulers (as diffusers' super-resolution test dummy): `scheduler` denoises the
+    256 px image (stage I's, thresholding x0 at 1.0); `image_noising_scheduler` noises the upscaled input to the
+    pipeline's `noise_level` (cosine betas, fixed variance)."""
+    return {"scheduler": {**if_scheduler_config(), "sample_max_value": 1.0},
+            "image_noising_scheduler": dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
+                                            beta_start=0.0001, beta_end=0.02)}
+
+
+def build_if_preset(folder: Path, seed: int = 0, super_resolution: bool = False) -> None:
+    """Build tiny-if deterministically from `seed` in DeepFloyd/IF-I-M-v1.0's folder layout (no VAE), or with
+    `super_resolution` tiny-if-sr in DeepFloyd/IF-II-M-v1.0's (IFSuperResolutionPipeline: the same T5 tokenizer
+    and encoder construction, a 6-channel 256 px UNet, a second `image_noising_scheduler`)."""
     tokenizer = write_t5_tokenizer(folder / "tokenizer")
     text_config = tiny_t5_config(len(tokenizer))
+    unet_config = tiny_if_sr_unet_config if super_resolution else tiny_if_unet_config
+    schedulers = if_sr_scheduler_configs() if super_resolution else {"scheduler": if_scheduler_config()}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        _save_component(UNet2DConditionModel(**tiny_if_unet_config(text_config.d_model)), folder / "unet",
-                        torch.float32)
+        _save_component(UNet2DConditionModel(**unet_config(text_config.d_model)), folder / "unet", torch.float32)
         _save_component(T5EncoderModel(text_config), folder / "text_encoder", torch.float32)
-    DDPMScheduler.from_config(if_scheduler_config()).save_pretrained(folder / "scheduler")
-    model_index = {"_class_name": DeepFloydIFFamily.pipeline_classes[0], "_diffusers_version": "0.42.1",
+    for name, config in schedulers.items():
+        DDPMScheduler.from_config(config).save_pretrained(folder / name)
+    pipeline_class = SUPER_RESOLUTION_PIPELINE if super_resolution else DeepFloydIFFamily.pipeline_classes[0]
+    model_index = {"_class_name": pipeline_class, "_diffusers_version": "0.42.1",
                    "feature_extractor": [None, None], "requires_safety_checker": False,
-                   "safety_checker": [None, None], "scheduler": ["diffusers", "DDPMScheduler"],
-                   "text_encoder": ["transformers", "T5EncoderModel"], "tokenizer": ["transformers", "T5Tokenizer"],
-                   "unet": ["diffusers", "UNet2DConditionModel"], "watermarker": [None, None]}
-    (folder / "model_index.json").write_text(json.dumps(model_index, indent=2))
+                   "safety_checker": [None, None], "text_encoder": ["transformers", "T5EncoderModel"],
+                   "tokenizer": ["transformers", "T5Tokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+                   "watermarker": [None, None], **{name: ["diffusers", "DDPMScheduler"] for name in schedulers}}
+    (folder / "model_index.json").write_text(json.dumps(dict(sorted(model_index.items())), indent=2))
 
 
 def write_clip_bpe_files(folder: Path) -> None:
@@ -493,8 +527,8 @@ def build_preset(name: str, folder: Path, seed: int = 0) -> None:
     """
     folder = Path(folder)
     transformers_logging.disable_progress_bar()
-    if name == TINY_IF_PRESET:
-        build_if_preset(folder, seed)
+    if name in (TINY_IF_PRESET, TINY_IF_SR_PRESET):
+        build_if_preset(folder, seed, super_resolution=name == TINY_IF_SR_PRESET)
         return
     recipe = preset_recipe(name)
     with torch.random.fork_rng(devices=[]):

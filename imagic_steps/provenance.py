@@ -23,6 +23,7 @@ STAGE_ENTRY_MODULES = {
     "finetune": "finetune",
     "sample": "sample",
     "sdedit": "sdedit",
+    "upscale": "upscale",
     "score": "score",
     "montage": "figures",
     "evaluate": "evaluate",

@@ -18,6 +18,8 @@ from imagic_steps.locations import (
     MODEL_PRESETS,
     SD15_SHAPED_PRESET,
     SD21_SHAPED_PRESET,
+    TINY_IF_PRESET,
+    TINY_IF_SR_PRESET,
     is_random_preset,
     preset_folder,
 )
@@ -91,12 +93,13 @@ def test_tokenizer_is_tinys_with_sds_padding(tmp_path, tiny, name, pad_id):
 
 def test_random_presets_are_labelled_by_one_predicate(tiny):
     random = [name for name in MODEL_PRESETS if is_random_preset(name)]
-    assert random == ["tiny", "tiny-sdxl", SD15_SHAPED_PRESET, SD21_SHAPED_PRESET]
+    assert random == ["tiny", "tiny-sdxl", TINY_IF_PRESET, TINY_IF_SR_PRESET, SD15_SHAPED_PRESET, SD21_SHAPED_PRESET]
     assert not is_random_preset("digits") and not is_random_preset("stable-diffusion-v1-5/stable-diffusion-v1-5")
     assert tiny.provenance()["random_weights"] is True
     assert tiny.provenance()["prediction_type"] == "epsilon"
     for name, preset in MODEL_PRESETS.items():
-        assert preset.shipped or preset_recipe(name)  # every preset that is built has a recipe
+        # every preset that is built has a recipe, but the IF ones (T5 and a SentencePiece model: `build_if_preset`)
+        assert preset.shipped or name in (TINY_IF_PRESET, TINY_IF_SR_PRESET) or preset_recipe(name)
 
 
 def test_unbuilt_presets_plan_with_their_architecture_size(tmp_path, monkeypatch):
