@@ -15,12 +15,13 @@ from .configuration import ModelSpec, dtype_device_problem
 from .drawing import save_grid
 from .embed import run_embed
 from .errors import USER_ERRORS, PlanError
-from .families import DeepFloydIFFamily, family_from_model_index
+from .families import DeepFloydIFFamily
 from .finetune import run_finetune
 from .images import load_image, open_rgb
 from .io import write_json
 from .locations import MODEL_PRESETS
-from .memory import ARCHITECTURE_FAMILIES, KNOWN_MODELS, local_model_folder, model_folder_problem, model_index
+from .memory import ARCHITECTURE_FAMILIES, KNOWN_MODELS, local_model_folder, model_folder_problem
+from .model_index import family_name, read_model_index
 from .plan import check_text
 from .sample import run_sample
 from .upscale import UpscaleParams, check_super_resolution, load_super_resolution, run_upscale
@@ -115,8 +116,8 @@ def known_family(model: str, revision: str | None) -> str | None:
     it: from the model_index.json of a local folder, a built preset or the hub cache, else from a known architecture
     (the shaped presets, `memory.KNOWN_MODELS`); None when it cannot be told yet (checked again once loaded)."""
     folder = local_model_folder(model, revision)
-    if folder is not None and (index := model_index(folder)):
-        return family_from_model_index(index, model).name
+    if folder is not None and (index := read_model_index(folder)):
+        return family_name(index, model)
     preset = MODEL_PRESETS.get(model)
     return ARCHITECTURE_FAMILIES.get(preset.architecture if preset else KNOWN_MODELS.get(model))
 

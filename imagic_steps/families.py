@@ -31,7 +31,6 @@ its super-resolution stages are applied to the result unchanged (`imagic_steps.u
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import TYPE_CHECKING, ClassVar, Sequence
 
 import torch
 
-from .errors import PlanError
+from .model_index import family_name, read_model_index
 
 if TYPE_CHECKING:  # models imports this module; the hooks only need its components at call time
     from .models import SDComponents
@@ -206,7 +205,6 @@ class ModelFamily:
     """The hooks every family has; see the module docstring."""
 
     name: ClassVar[str] = ""
-    pipeline_classes: ClassVar[tuple[str, ...]] = ()
 
     def load_text(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
         """The tokenizer(s) and text encoder(s) from a diffusers folder or hub id (SDComponents field -> module);
@@ -272,7 +270,6 @@ class StableDiffusionFamily(LatentFamily):
     """SD 1.x / 2.x: one CLIP text encoder's last hidden states (B, 77, D)."""
 
     name: ClassVar[str] = "sd"
-    pipeline_classes: ClassVar[tuple[str, ...]] = ("StableDiffusionPipeline",)
 
     @torch.no_grad()
     def encode(self, components: SDComponents, prompts: list[str], size: tuple[int, int] | None = None
@@ -300,7 +297,6 @@ class StableDiffusionXLFamily(LatentFamily):
     force_zeros_for_empty_prompt: bool = True
 
     name: ClassVar[str] = "sdxl"
-    pipeline_classes: ClassVar[tuple[str, ...]] = ("StableDiffusionXLPipeline",)
 
     def load_text(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
         from transformers import CLIPTextModelWithProjection, CLIPTokenizer
@@ -368,7 +364,6 @@ class DeepFloydIFFamily(ModelFamily):
     """DeepFloyd IF stage I: a pixel-space UNet (64 px) conditioned on T5 encoder states; no VAE."""
 
     name: ClassVar[str] = "if"
-    pipeline_classes: ClassVar[tuple[str, ...]] = ("IFPipeline",)
     CONTEXT_TOKENS: ClassVar[int] = 77  # IFPipeline.encode_prompt's max_length: IF's T5 was trained on 77 tokens
 
     def load_text(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
@@ -426,28 +421,14 @@ class DeepFloydIFFamily(ModelFamily):
 SD = StableDiffusionFamily()
 
 
-# IF stage II (and its img2img / inpainting versions): T5-conditioned like stage I, but its UNet upscales a 64 px
-# image (6 input channels: the noisy output and the upscaled input). Never edited; `imagic_steps.upscale` runs it.
-SUPER_RESOLUTION_PIPELINE = "IFSuperResolutionPipeline"
-SUPER_RESOLUTION_PIPELINES = (SUPER_RESOLUTION_PIPELINE, "IFImg2ImgSuperResolutionPipeline",
-                              "IFInpaintingSuperResolutionPipeline")
-
-
 def family_from_model_index(index: dict, model: str = "this model") -> ModelFamily:
-    """The family of a diffusers folder from its model_index.json: SDXL by its pipeline class or a `text_encoder_2`
-    entry, IF by its pipeline class or a T5 text encoder, else Stable Diffusion. An IF super-resolution stage
-    (`SUPER_RESOLUTION_PIPELINES`) is no model to edit: PlanError naming `model`."""
-    if index.get("_class_name") in SUPER_RESOLUTION_PIPELINES:
-        raise PlanError(f"model '{model}' is a DeepFloyd IF super-resolution stage ({index['_class_name']}), not a "
-                        "model to edit; edit with a stage I model (e.g. DeepFloyd/IF-I-M-v1.0, tiny-if) and give "
-                        "this one to `edit --upscale`")
-    if index.get("_class_name") in StableDiffusionXLFamily.pipeline_classes or index.get("text_encoder_2"):
+    """The family of a diffusers folder from its model_index.json (`model_index.family_name`: an IF
+    super-resolution stage is refused with a PlanError naming `model`)."""
+    name = family_name(index, model)
+    if name == StableDiffusionXLFamily.name:
         return StableDiffusionXLFamily(force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt",
                                                                                     True)))
-    if (index.get("_class_name") in DeepFloydIFFamily.pipeline_classes
-            or (index.get("text_encoder") or [None, None])[1] == "T5EncoderModel"):
-        return DeepFloydIFFamily()
-    return SD
+    return DeepFloydIFFamily() if name == DeepFloydIFFamily.name else SD
 
 
 def detect_family(path: str, model: str | None = None, **kwargs) -> ModelFamily:
@@ -455,14 +436,12 @@ def detect_family(path: str, model: str | None = None, **kwargs) -> ModelFamily:
     messages); Stable Diffusion when its model_index.json is not found (the component loading then says what is
     missing)."""
     model = model or path
-    folder = Path(path)
-    if folder.is_dir():
-        index_file = folder / "model_index.json"
-        return family_from_model_index(json.loads(index_file.read_text()), model) if index_file.is_file() else SD
+    if Path(path).is_dir():
+        return family_from_model_index(read_model_index(path), model)
     try:
         from huggingface_hub import hf_hub_download
 
         index_file = hf_hub_download(path, "model_index.json", **kwargs)
     except Exception:  # noqa: BLE001 - offline or unknown: the component loading reports it
         return SD
-    return family_from_model_index(json.loads(Path(index_file).read_text()), model)
+    return family_from_model_index(read_model_index(Path(index_file).parent), model)

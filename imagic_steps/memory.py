@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .locations import MODEL_PRESETS, preset_folder
+from .model_index import family_name, listed, read_model_index
 from .variants import LORA_TARGET_MODULES, FinetuneParams
 
 GIB = 2**30
@@ -273,40 +274,13 @@ MODEL_COMPONENTS = ("tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2"
 ALWAYS_REQUIRED = ("tokenizer", "text_encoder", "unet", "scheduler")
 WEIGHTED_COMPONENTS = ("text_encoder", "text_encoder_2", "vae", "unet")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-SDXL_PIPELINES = ("StableDiffusionXLPipeline",)  # as imagic_steps.families detects SDXL
-IF_PIPELINES = ("IFPipeline",)
-
-
-def model_index(model_folder: str | Path) -> dict:
-    """A diffusers folder's model_index.json, or {} when it has none (or an unreadable one)."""
-    try:
-        return json.loads((Path(model_folder) / "model_index.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _listed(entry) -> bool:
-    """Whether a model_index.json entry names a component (`["diffusers", "AutoencoderKL"]`), not `[null, null]`."""
-    return entry is not None and not (isinstance(entry, list) and all(item is None for item in entry))
-
-
 def required_components(index: dict) -> tuple[str, ...]:
     """The components a folder must have: those of MODEL_COMPONENTS its model_index.json lists, and always the
     tokenizer, text encoder, UNet and scheduler. Without a model_index.json: Stable Diffusion's (with a VAE).
     Components the package never loads (IF's safety checker, feature extractor, watermarker) are not required."""
     if not index:
         return ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
-    return tuple(c for c in MODEL_COMPONENTS if c in ALWAYS_REQUIRED or _listed(index.get(c)))
-
-
-def family_of_index(index: dict) -> str:
-    """`sdxl`, `if` or `sd` from model_index.json, as imagic_steps.families picks the family (not imported here:
-    it imports torch)."""
-    if index.get("_class_name") in SDXL_PIPELINES or _listed(index.get("text_encoder_2")):
-        return "sdxl"
-    if index.get("_class_name") in IF_PIPELINES:
-        return "if"
-    return "sd"
+    return tuple(c for c in MODEL_COMPONENTS if c in ALWAYS_REQUIRED or listed(index.get(c)))
 
 
 def model_folder_problem(model_folder: str | Path) -> str | None:
@@ -318,7 +292,7 @@ def model_folder_problem(model_folder: str | Path) -> str | None:
     fix = "point model.id at a diffusers folder (`huggingface-cli download ID --local-dir DIR` writes one)"
     if not (folder / "model_index.json").is_file():
         return f"{name} (model_index.json): not found; {fix}"
-    required = required_components(model_index(folder))
+    required = required_components(read_model_index(folder))
     for component in required:
         if not (folder / component).is_dir():
             return f"{name} ({component}/): not found; {fix}"
@@ -354,7 +328,7 @@ def read_model_size(model_folder: str | Path) -> ModelSize | None:
     `text_encoder`: both are frozen weights loaded beside the UNet. A folder whose model_index.json lists no VAE
     (pixel-space IF) has `vae` 0."""
     model_folder = Path(model_folder)
-    index = model_index(model_folder)
+    index = read_model_index(model_folder)
     required = required_components(index)
     shapes = {}
     components = ("unet", "text_encoder") + tuple(c for c in ("vae", "text_encoder_2") if c in required or (
@@ -374,7 +348,7 @@ def read_model_size(model_folder: str | Path) -> ModelSize | None:
                        for component in components)
     text_encoders = totals["text_encoder"] + totals.get("text_encoder_2", 0)
     return ModelSize(totals["unet"], text_encoders, totals.get("vae", 0), lora_per_rank_of(shapes["unet"]),
-                     unet_config["sample_size"] * down_sampling, largest_file, family_of_index(index))
+                     unet_config["sample_size"] * down_sampling, largest_file, family_name(index, str(model_folder)))
 
 
 def local_model_folder(model: str, revision: str | None = None) -> Path | None:

@@ -38,8 +38,7 @@ from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjec
 from transformers.utils import logging as transformers_logging
 
 from .errors import ModelNotAvailableError
-from .families import (SD, SUPER_RESOLUTION_PIPELINE, DeepFloydIFFamily, ModelFamily, StableDiffusionXLFamily,
-                       detect_family)
+from .families import SD, DeepFloydIFFamily, ModelFamily, detect_family
 from .locations import (  # DIGITS_PRESET is re-exported for the digits domain
     DIGITS_PRESET,
     MODEL_PRESETS,
@@ -52,6 +51,7 @@ from .locations import (  # DIGITS_PRESET is re-exported for the digits domain
     is_random_preset,
     preset_folder,
 )
+from .model_index import IF_PIPELINE, SD_PIPELINE, SDXL_PIPELINE, SUPER_RESOLUTION_PIPELINE
 
 logger = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ class PresetRecipe:
     # SDXL: the second text encoder (with projection), its tokenizer's padding ("!" as SDXL's), the pipeline class
     text_encoder_2: CLIPTextConfig | None = None
     pad_token_2: str = "!"
-    pipeline_class: str = "StableDiffusionPipeline"
+    pipeline_class: str = SD_PIPELINE
 
 
 def preset_recipe(name: str) -> PresetRecipe:
@@ -370,7 +370,7 @@ def preset_recipe(name: str) -> PresetRecipe:
                             vae_config((8, 16, 16, 16), 1, 8, TINY_RESOLUTION, scaling_factor=0.13025),
                             tiny_text_config(), EulerDiscreteScheduler, sdxl_scheduler_config(),
                             text_encoder_2=tiny_sdxl_text_config_2(),
-                            pipeline_class=StableDiffusionXLFamily.pipeline_classes[0])
+                            pipeline_class=SDXL_PIPELINE)
     raise KeyError(f"'{name}' is not a built preset")
 
 
@@ -479,7 +479,7 @@ def build_if_preset(folder: Path, seed: int = 0, super_resolution: bool = False)
         _save_component(T5EncoderModel(text_config), folder / "text_encoder", torch.float32)
     for name, config in schedulers.items():
         DDPMScheduler.from_config(config).save_pretrained(folder / name)
-    pipeline_class = SUPER_RESOLUTION_PIPELINE if super_resolution else DeepFloydIFFamily.pipeline_classes[0]
+    pipeline_class = SUPER_RESOLUTION_PIPELINE if super_resolution else IF_PIPELINE
     model_index = {"_class_name": pipeline_class, "_diffusers_version": "0.42.1",
                    "feature_extractor": [None, None], "requires_safety_checker": False,
                    "safety_checker": [None, None], "text_encoder": ["transformers", "T5EncoderModel"],

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from .errors import ModelNotAvailableError, PlanError
-from .families import SUPER_RESOLUTION_PIPELINE
+from .model_index import SUPER_RESOLUTION_PIPELINE
 from .images import open_rgb
 from .io import save_image, write_json
 from .locations import TINY_IF_SR_PRESET, is_random_preset

@@ -61,6 +61,12 @@ def test_a_stage_ii_folder_is_refused_as_a_model_to_edit(preset_cache):
         with pytest.raises(PlanError, match="super-resolution"):
             family_from_model_index({"_class_name": pipeline, "text_encoder": ["transformers", "T5EncoderModel"]})
     assert family_from_model_index({"_class_name": "IFPipeline"}).name == "if"  # stage I still is one
+    # planning reads the same model_index.family_name: a workflow with it as the model fails before any job
+    from imagic_steps.memory import read_model_size
+    from imagic_steps.models import ensure_preset
+
+    with pytest.raises(PlanError, match="super-resolution"):
+        read_model_size(ensure_preset(TINY_IF_SR_PRESET))
 
 
 def test_upscale_gives_stage_ii_size_deterministic_per_seed(sr):
