@@ -88,7 +88,25 @@ class SdeditParams:
 
 
 @dataclass(frozen=True)
-class Variant:
+class LeditsParams:
+    """The LEDITS++ baseline (Brack et al., CVPR 2024; the config's `ledits:` block, less its grid of edit guidance
+    scales): diffusers' LEditsPPPipelineStableDiffusion(XL) defaults. Stochastic (its inversion draws noise)."""
+
+    inversion_steps: int = 50
+    skip: float = 0.15  # fraction of the inversion's first (noisiest) steps not inverted
+    source_guidance_scale: float = 3.5  # guidance of the source prompt while inverting
+    edit_threshold: float = 0.9  # implicit mask: the quantile of the edit guidance kept
+    edit_warmup_steps: int = 0
+
+
+@dataclass(frozen=True)
+class DdimInversionParams:
+    """The DDIM inversion baseline (the config's `ddim_inversion:` block, less its grid of guidance scales): invert
+    the input with the source prompt (empty if the pair has none), without guidance, then regenerate from the
+    inverted noise with the target prompt. Deterministic: one sample per setting, whatever the seeds."""
+
+    steps: int = 50
+
     name: str
     embed: EmbedParams = field(default_factory=EmbedParams)
     finetune: FinetuneParams = field(default_factory=FinetuneParams)
