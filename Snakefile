@@ -1,4 +1,4 @@
-# Imagic experiment pipeline: embed -> finetune -> sample (and the SDEdit baseline) -> score -> montage, evaluate;
+# Imagic experiment pipeline: embed -> finetune -> sample (and the baselines: SDEdit, LEDITS++, DDIM inversion) -> score -> montage, evaluate;
 # cached per stage.
 from snakemake.utils import min_version
 
@@ -20,7 +20,7 @@ include: "workflow/rules/plan.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/sample.smk"
-include: "workflow/rules/sdedit.smk"
+include: "workflow/rules/baselines.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/montage.smk"
 include: "workflow/rules/evaluate.smk"

@@ -20,8 +20,7 @@ from .finetune import run_finetune
 from .images import load_image, open_rgb
 from .io import write_json
 from .locations import MODEL_PRESETS
-from .memory import ARCHITECTURE_FAMILIES, KNOWN_MODELS, local_model_folder, model_folder_problem
-from .model_index import family_name, read_model_index
+from .memory import known_family_name, model_folder_problem
 from .plan import check_text
 from .sample import run_sample
 from .upscale import UpscaleParams, check_super_resolution, load_super_resolution, run_upscale
@@ -104,22 +103,11 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.upscale:
         if args.upscale_steps < 1:
             raise PlanError(f"command line (--upscale-steps): {args.upscale_steps}; give at least 1")
-        if (problem := upscale_problem(args.model, known_family(args.model, args.revision))) is not None:
+        if (problem := upscale_problem(args.model, known_family_name(args.model, args.revision))) is not None:
             raise PlanError(problem)
         check_super_resolution(args.upscale)  # one line if it is no stage II or cannot be had (offline)
     if args.out.exists() and not args.out.is_dir():
         raise PlanError(f"command line (--out): {args.out} is a file; give a folder (it is created if missing)")
-
-
-def known_family(model: str, revision: str | None) -> str | None:
-    """The family name (`sd`, `sdxl`, `if`) of the edit model as far as it is known without loading or downloading
-    it: from the model_index.json of a local folder, a built preset or the hub cache, else from a known architecture
-    (the shaped presets, `memory.KNOWN_MODELS`); None when it cannot be told yet (checked again once loaded)."""
-    folder = local_model_folder(model, revision)
-    if folder is not None and (index := read_model_index(folder)):
-        return family_name(index, model)
-    preset = MODEL_PRESETS.get(model)
-    return ARCHITECTURE_FAMILIES.get(preset.architecture if preset else KNOWN_MODELS.get(model))
 
 
 def upscale_problem(model: str, family: str | None) -> str | None:

@@ -27,12 +27,13 @@ def write_table(rows: Sequence[dict], csv_path, markdown_path, columns: Sequence
 
 
 def score_table(sample_rows: Sequence[dict], score_csvs: Sequence[str | Path]) -> pd.DataFrame:
-    """Sample rows (pair, variant, seed, alpha or strength, parameters, `sample` path) joined with their scores."""
+    """Sample rows (pair, variant, seed, the method's setting, parameters, `sample` path) joined with their
+    scores."""
     samples = pd.DataFrame(list(sample_rows))
     scores = pd.concat([pd.read_csv(path) for path in score_csvs], ignore_index=True).drop_duplicates("sample")
     table = samples.merge(scores, on="sample", how="left", validate="many_to_one")
     table = with_setting_columns(table)
-    for column in SETTING_COLUMNS:  # numbers even where no row has one (e.g. no SDEdit configured)
+    for column in SETTING_COLUMNS:  # numbers even where no row has one (e.g. no baseline configured)
         table[column] = table[column].astype(float)
     missing = table["scorer"].isna()
     if missing.any():
@@ -118,7 +119,7 @@ def write_evaluation(
 ) -> pd.DataFrame:
     """Everything downstream of the scores; `out` names the files (see workflow/rules/evaluate.smk).
 
-    `text_min` (config best_alpha.text_min) is the seed-mean text_alignment an alpha (or SDEdit strength) must
+    `text_min` (config best_alpha.text_min) is the seed-mean text_alignment an alpha (or a baseline's setting) must
     reach to count as an edit; `pick_best_alpha` explains the choice among those.
     """
     table = score_table(sample_rows, score_csvs)
@@ -134,7 +135,7 @@ def write_evaluation(
     main = table[~swept] if (~swept).any() else table  # the sweep's own variants get the sweep figure
     options = tradeoff_options(table)
     plot_tradeoff(summarise(main, by=SUMMARY_KEYS), out["tradeoff"],
-                  "text alignment vs fidelity along alpha (SDEdit: strength)\n"
+                  "text alignment vs fidelity along alpha (baselines: their grid setting)\n"
                   f"mean over pairs of seed means, {CONFIDENCE:.0%} pair bootstrap intervals", **options)
     for pair, pair_rows in main.groupby("pair_id"):
         plot_tradeoff(summarise(pair_rows, by=SUMMARY_KEYS), Path(out["tradeoff_pairs"]) / f"{pair}.png",

@@ -139,7 +139,7 @@ def tradeoff_figure(summary: pd.DataFrame, title: str,
     """The fidelity / text-alignment trade-off of a `summarise` table as a matplotlib Figure.
 
     x = 1 - mean distance (fidelity to the input), y = mean text alignment; one line per (method, variant),
-    ordered by its setting (Imagic's alpha, SDEdit's strength), each point labelled with it. Error bars are the
+    ordered by its setting (Imagic's alpha, a baseline's grid value), each point labelled with it. Error bars are the
     pair bootstrap intervals [lo, hi] (asymmetric, drawn as they are: they lie inside the metric's range by
     construction; none with a single pair). Each of `references` (distance levels, drawn at x = 1 - distance) is
     a vertical band over its interquartile range with a dashed line at its median, named in the legend, so a

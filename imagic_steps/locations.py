@@ -32,13 +32,14 @@ class ModelPreset:
     random_weights: bool
     shipped: bool = False
     architecture: str | None = None
+    family: str | None = "sd"  # imagic_steps.families' name; None: no model to edit (IF stage II)
 
 
 MODEL_PRESETS: dict[str, ModelPreset] = {preset.name: preset for preset in (
     ModelPreset(TINY_PRESET, TINY_VERSION, random_weights=True),
-    ModelPreset(TINY_SDXL_PRESET, "tiny-sdxl-v1", random_weights=True),
-    ModelPreset(TINY_IF_PRESET, "tiny-if-v1", random_weights=True),
-    ModelPreset(TINY_IF_SR_PRESET, "tiny-if-sr-v1", random_weights=True),
+    ModelPreset(TINY_SDXL_PRESET, "tiny-sdxl-v1", random_weights=True, family="sdxl"),
+    ModelPreset(TINY_IF_PRESET, "tiny-if-v1", random_weights=True, family="if"),
+    ModelPreset(TINY_IF_SR_PRESET, "tiny-if-sr-v1", random_weights=True, family=None),
     ModelPreset(DIGITS_PRESET, DIGITS_PRESET, random_weights=False, shipped=True),
     ModelPreset(SD15_SHAPED_PRESET, "sd15-shaped-v1", random_weights=True, architecture="sd15"),
     ModelPreset(SD21_SHAPED_PRESET, "sd21-shaped-v1", random_weights=True, architecture="sd21"),

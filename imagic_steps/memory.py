@@ -403,6 +403,19 @@ def planning_model_size(model: str, revision: str | None = None) -> tuple[ModelS
         f"architecture's published size ({preset.architecture}), which it is built with")
 
 
+def known_family_name(model: str, revision: str | None = None) -> str | None:
+    """The family name (`sd`, `sdxl`, `if`) of a model reference as far as it is known without loading or
+    downloading it: from the model_index.json of a local folder, a built preset or the hub cache, else a preset's
+    own or a known hub id's architecture (`KNOWN_MODELS`); None when it cannot be told yet (loading tells)."""
+    folder = local_model_folder(model, revision)
+    if folder is not None and (index := read_model_index(folder)):
+        return family_name(index, model)
+    preset = MODEL_PRESETS.get(model)
+    if preset is not None:
+        return preset.family
+    return ARCHITECTURE_FAMILIES.get(KNOWN_MODELS.get(model))
+
+
 # --------------------------------------------------------------------------------------------------
 # Job resources
 # --------------------------------------------------------------------------------------------------

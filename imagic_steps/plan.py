@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import PlanError
-from .variants import SdeditParams, Variant, deep_merge, resolve_variant
+from .model_index import FAMILY_NAMES, LEDITS_FAMILIES
+from .variants import (DdimInversionParams, LeditsParams, SdeditParams, Variant, deep_merge,
+                       resolve_variant)
 
 KEY_LENGTH = 10
 PAIR_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
@@ -307,27 +309,64 @@ def expand_sweeps(
 
 
 @dataclass(frozen=True)
-class SdeditRun:
-    """The SDEdit baseline for one pair: its key, strengths and seeds."""
+class BaselineMethod:
+    """A tuning-free baseline: its config block and results folder (`name`), the edit setting its grid varies (a
+    sample-table column, e.g. `strength`; the block's `grid_key` lists the values), its parameters class, whether it
+    draws noise (a stochastic one runs every seed; a deterministic one only the first, which its rows record), the
+    model families it supports, and whether it needs the pair's source prompt (the empty prompt when a pair has
+    none, as TEdBench's)."""
 
+    name: str
+    setting: str
+    grid_key: str
+    params: type
+    stochastic: bool
+    families: tuple[str, ...] = FAMILY_NAMES
+    uses_source_prompt: bool = False
+
+
+BASELINES: dict[str, BaselineMethod] = {method.name: method for method in (
+    BaselineMethod("sdedit", "strength", "strengths", SdeditParams, stochastic=True),
+    BaselineMethod("ledits", "edit_guidance", "edit_guidances", LeditsParams, stochastic=True,
+                   families=LEDITS_FAMILIES, uses_source_prompt=True),
+    BaselineMethod("ddim_inversion", "target_guidance", "target_guidances", DdimInversionParams, stochastic=False,
+                   uses_source_prompt=True),
+)}
+
+
+@dataclass(frozen=True)
+class BaselineRun:
+    """One baseline for one pair: its key, the setting grid and seeds it runs, its parameters (defaults filled)."""
+
+    method: BaselineMethod
     pair: Pair
     key: str
-    strengths: tuple[float, ...]
+    settings: tuple[float, ...]
     seeds: tuple[int, ...]
     params: dict[str, Any] = field(hash=False, compare=False)
     resolution: int | None = None
 
 
-def plan_sdedit(model: dict[str, Any], pairs: Sequence[Pair], config: dict[str, Any] | None,
-                seeds: Sequence[int], resolution: int | None = None) -> list[SdeditRun]:
-    """One SdeditRun per pair when the config has an `sdedit:` block (strengths, scheduler, steps, guidance)."""
-    if not config:
-        return []
-    params = asdict(SdeditParams(**{k: v for k, v in config.items() if k != "strengths"}))  # defaults filled in
+def plan_baselines(model: dict[str, Any], pairs: Sequence[Pair], config: dict[str, Any], seeds: Sequence[int],
+                   resolution: int | None = None, family: str | None = None) -> list[BaselineRun]:
+    """One BaselineRun per pair and baseline whose block (`sdedit:`, `ledits:`, `ddim_inversion:`) the config has.
+    Each is keyed by what it consumes: the model, image, prompt (and source prompt where the method uses one),
+    resolution and its parameters, not its grid (one file per setting). `family` (sd, sdxl, if; None: not known
+    before loading) refuses a baseline the family has no pipeline for."""
     runs = []
-    for pair in pairs:
-        identity = {"model": {k: model.get(k) for k in ("id", "revision", "dtype")}, "image": str(pair.image),
-                    "prompt": pair.prompt, "resolution": resolution, "sdedit": params}
-        runs.append(SdeditRun(pair, stage_key(identity), tuple(float(s) for s in config["strengths"]),
-                              tuple(seeds), params, resolution))
+    for method in BASELINES.values():
+        block = config.get(method.name)
+        if not block:
+            continue
+        if family is not None and family not in method.families:
+            raise PlanError(f"config ({method.name}): not supported for the {family} family of model "
+                            f"'{model.get('id')}' (only {', '.join(method.families)}); remove the block")
+        params = asdict(method.params(**{k: v for k, v in block.items() if k != method.grid_key}))
+        for pair in pairs:
+            identity = {"model": {k: model.get(k) for k in ("id", "revision", "dtype")}, "image": str(pair.image),
+                        "prompt": pair.prompt, "resolution": resolution, method.name: params}
+            if method.uses_source_prompt:
+                identity["source_prompt"] = pair.source_prompt
+            runs.append(BaselineRun(method, pair, stage_key(identity), tuple(float(v) for v in block[method.grid_key]),
+                                    tuple(seeds) if method.stochastic else tuple(seeds[:1]), params, resolution))
     return runs

@@ -1,8 +1,10 @@
 """Summary statistics, best-alpha selection and summary tables of score tables (numbers only; figures.py draws).
 
 A score table has one row per scored sample with at least the columns pair_id, variant, method
-("imagic" or "sdedit"), seed, alpha (Imagic's interpolation weight; empty for SDEdit), strength (SDEdit's;
-empty for Imagic), text_alignment, distance, image_similarity and scorer; other columns are ignored. What
+("imagic" or a baseline's name: "sdedit", "ledits", "ddim_inversion"), seed, one setting column per method
+(`SETTING_COLUMNS`: Imagic's alpha, SDEdit's strength, LEDITS++'s edit_guidance, DDIM inversion's
+target_guidance; the others empty in a row), text_alignment, distance, image_similarity and scorer; other columns
+are ignored. What
 the metric columns measure depends on the scorer, named in the scorer column (imagic_steps/score.py).
 
 The unit of replication is the pair: every seed of a pair shares one optimised embedding and one
@@ -20,6 +22,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .plan import BASELINES
+
 UNIT = "pair_id"  # the unit of replication: seeds are averaged within it, then units are resampled
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # fixed, so every table and figure is reproducible bit for bit
@@ -27,18 +31,23 @@ CONFIDENCE = 0.95
 TEXT_METRIC = "text_alignment"  # higher = better (CLIP: 100 * cosine; digits: 100 * P(target digit))
 DISTANCE_METRIC = "distance"  # to the input, lower = closer (CLIP scorer: LPIPS; digits: identity distance)
 METRICS = (TEXT_METRIC, DISTANCE_METRIC, "image_similarity")  # what summaries report
-SETTING_COLUMNS = ("alpha", "strength")  # an edit's setting: Imagic's alpha or SDEdit's strength (the other empty)
+# an edit's setting, one column per method (the others empty): Imagic's alpha, then each baseline's grid setting
+SETTING_COLUMNS = ("alpha", *(baseline.setting for baseline in BASELINES.values()))
 
 
 def with_setting_columns(table: pd.DataFrame) -> pd.DataFrame:
-    """`table` with both setting columns, a missing one empty (an Imagic-only or SDEdit-only table)."""
+    """`table` with every setting column, a missing one empty (e.g. an Imagic-only table)."""
     missing = {column: np.nan for column in SETTING_COLUMNS if column not in table.columns}
     return table.assign(**missing) if missing else table
 
 
 def edit_setting(table: pd.DataFrame) -> pd.Series:
-    """Each row's position along its method's edit axis: alpha for Imagic, strength for SDEdit."""
-    return table["alpha"].fillna(table["strength"])
+    """Each row's position along its method's edit axis: its one non-empty setting column (alpha for Imagic,
+    strength for SDEdit, ...)."""
+    setting = table[SETTING_COLUMNS[0]]
+    for column in SETTING_COLUMNS[1:]:
+        setting = setting.fillna(table[column])
+    return setting
 
 
 def unit_means(table: pd.DataFrame, metric: str, unit: str = UNIT) -> np.ndarray:
@@ -147,16 +156,16 @@ def pick_best_alpha(
     text: str = TEXT_METRIC,
     distance: str = DISTANCE_METRIC,
 ) -> pd.DataFrame:
-    """Per group (a pair's method and variant): the most faithful setting (Imagic's alpha, SDEdit's strength)
-    among those that achieve the edit.
+    """Per group (a pair's method and variant): the most faithful setting (Imagic's alpha, a baseline's grid
+    value) among those that achieve the edit.
 
     Scores are first averaged over seeds for each setting. A setting edits when its mean `text` score is at
     least `text_min`; among those, the one with the lowest mean `distance` wins (ties: the smallest
-    setting). A group where no setting edits gets edited=False and NaN alpha, strength, `text` and
+    setting). A group where no setting edits gets edited=False and NaN settings, `text` and
     `distance`: there is no best setting to report, only the highest text score it reached.
 
     Returns:
-        One row per group with columns by..., edited (bool), alpha, strength (the best setting; the other
+        One row per group with columns by..., edited (bool), the SETTING_COLUMNS (the best setting; the others
         NaN), text_alignment, distance (the seed means at that setting; the `text` and `distance` columns),
         text_alignment_max (the highest seed-mean text score of any setting), text_min and scorer.
 
@@ -197,7 +206,8 @@ def _format_interval(mean: float, lo: float, hi: float, float_digits: int) -> st
 
 
 def markdown_table(summary: pd.DataFrame, float_digits: int = 3) -> str:
-    """Render a `summarise` table as Markdown, each metric as one "mean [lo, hi]" column."""
+    """Render a `summarise` table as Markdown, each metric as one "mean [lo, hi]" column; setting columns that
+    are empty in every row are left out."""
     metrics = [
         column[: -len("_mean")]
         for column in summary.columns
@@ -210,6 +220,8 @@ def markdown_table(summary: pd.DataFrame, float_digits: int = 3) -> str:
             for mean, lo, hi in zip(summary[f"{metric}_mean"], summary[f"{metric}_lo"], summary[f"{metric}_hi"])
         ]
     table = table.drop(columns=[f"{metric}_{bound}" for metric in metrics for bound in ("lo", "hi")])
+    # a setting column no row uses (a method not configured) is left out of the rendering, not of the table
+    table = table.drop(columns=[c for c in SETTING_COLUMNS if c in table.columns and table[c].isna().all()])
     table = table.rename(columns={f"{metric}_mean": metric for metric in metrics})
     return table.to_markdown(index=False)
 

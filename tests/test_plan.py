@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -8,7 +9,8 @@ from imagic_steps.plan import (
     expand_sweeps,
     format_alpha,
     plan_experiment,
-    plan_sdedit,
+    BASELINES,
+    plan_baselines,
     read_pairs_sheet,
     read_tedbench,
     tedbench_pair_id,
@@ -108,11 +110,30 @@ def test_sweeps_expand_into_variants_sharing_keys_with_equal_ones():
         expand_sweeps(specs, {"ft": {"variant": "nope", "field": "finetune.steps", "values": [1]}})
 
 
-def test_sdedit_plan_keys_per_pair():
-    runs = plan_sdedit(MODEL, PAIRS, {"strengths": [0.5, 1], "steps": 10}, [0, 1])
-    assert [r.strengths for r in runs] == [(0.5, 1.0)] * 2
-    assert runs[0].key != runs[1].key and runs[0].seeds == (0, 1)
-    assert plan_sdedit(MODEL, PAIRS, None, [0]) == []
+def test_baseline_plans_key_per_pair_and_method_by_what_each_consumes():
+    config = {"sdedit": {"strengths": [0.5, 1], "steps": 10}, "ledits": {"edit_guidances": [0, 5]},
+              "ddim_inversion": {"target_guidances": [1, 3], "steps": 10}}
+    runs = plan_baselines(MODEL, PAIRS, config, [0, 1])
+    by_method = {name: [r for r in runs if r.method.name == name] for name in BASELINES}
+    assert [r.settings for r in by_method["sdedit"]] == [(0.5, 1.0)] * 2
+    assert [r.settings for r in by_method["ledits"]] == [(0.0, 5.0)] * 2
+    assert len({r.key for r in runs}) == 6 and all(r.seeds == (0, 1) for r in by_method["ledits"])
+    assert all(r.seeds == (0,) for r in by_method["ddim_inversion"])  # deterministic: the first seed only
+    assert by_method["ddim_inversion"][0].params == {"steps": 10}
+    assert plan_baselines(MODEL, PAIRS, {}, [0]) == []
+    # a grid value is no part of the key (one file per value); a parameter and the source prompt are
+    keys = {r.method.name: r.key for r in runs if r.pair == PAIRS[0]}
+    again = plan_baselines(MODEL, PAIRS, {**config, "ledits": {"edit_guidances": [7]}}, [0, 1])
+    assert {r.method.name: r.key for r in again if r.pair == PAIRS[0]} == keys
+    other = plan_baselines(MODEL, PAIRS, {"ledits": {"edit_guidances": [7], "skip": 0.2}}, [0])
+    assert other[0].key != keys["ledits"]
+    source = dataclasses.replace(PAIRS[0], source_prompt="another source")
+    moved = {r.method.name: r.key for r in plan_baselines(MODEL, [source], config, [0, 1])}
+    assert moved["sdedit"] == keys["sdedit"]  # SDEdit reads no source prompt
+    assert moved["ledits"] != keys["ledits"] and moved["ddim_inversion"] != keys["ddim_inversion"]
+    with pytest.raises(PlanError, match=r"config \(ledits\): not supported for the if family"):
+        plan_baselines(MODEL, PAIRS, config, [0], family="if")
+    assert len(plan_baselines(MODEL, PAIRS, {"ddim_inversion": config["ddim_inversion"]}, [0], family="if")) == 2
 
 
 def test_image_paths_with_shell_syntax_are_refused(tmp_path):

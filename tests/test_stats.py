@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imagic_steps.stats import bootstrap_mean_interval, markdown_table, pick_best_alpha, summarise, unit_means
+from imagic_steps.stats import (SETTING_COLUMNS, bootstrap_mean_interval, markdown_table, pick_best_alpha, summarise,
+                                unit_means)
 
 SCORER = "tiny-random(clip+lpips-alex)"
 DIGITS = "digits-classifier"
@@ -161,7 +162,7 @@ def test_one_pair_has_no_interval():
     assert summary[["text_alignment_lo", "text_alignment_hi", "distance_lo", "distance_hi"]].isna().all().all()
     assert (summary["scorer"] == SCORER).all()
     assert "sample_path" not in summary.columns
-    assert list(summary.columns[:6]) == ["method", "variant", "alpha", "strength", "n_pairs", "n_seeds"]
+    assert list(summary.columns[:2 + len(SETTING_COLUMNS) + 2]) == ["method", "variant", *SETTING_COLUMNS, "n_pairs", "n_seeds"]
 
 
 def test_summarise_ignores_nan_metric_values():
@@ -204,7 +205,7 @@ def test_a_faithful_alpha_that_does_not_edit_is_never_picked():
     assert row["text_alignment"] == pytest.approx(80.0) and row["distance"] == pytest.approx(0.30)
     assert row["text_alignment_max"] == pytest.approx(95.0) and row["text_min"] == 50.0
     assert np.isnan(row["strength"])  # an Imagic row: its setting is alpha
-    assert list(best.columns) == ["pair_id", "method", "variant", "edited", "alpha", "strength", "text_alignment",
+    assert list(best.columns) == ["pair_id", "method", "variant", "edited", *SETTING_COLUMNS, "text_alignment",
                                   "distance", "text_alignment_max", "text_min", "scorer"]
 
 

@@ -1,16 +1,16 @@
 rule sdedit:
     """SDEdit baseline: diffusers' img2img at one strength, every seed, on the base model."""
     input:
-        image=lambda w: sdedit_run(w).pair.image,
+        image=lambda w: baseline_run(w).pair.image,
     output:
         images=expand(SDEDIT_PNG, seed=SEEDS, allow_missing=True),
         record=SDEDIT_RECORD,
     params:
         model=MODEL_BLOCK,
-        prompt=lambda w: sdedit_run(w).pair.prompt,
-        sdedit=lambda w: sdedit_run(w).params,
+        prompt=lambda w: baseline_run(w).pair.prompt,
+        sdedit=lambda w: baseline_run(w).params,
         samples=get_sdedit_samples,  # (seed, path) of each output PNG, from the planned run
-        resolution=lambda w: sdedit_run(w).resolution,
+        resolution=lambda w: baseline_run(w).resolution,
         code=code_version("sdedit"),
     log:
         f"{LOGS}/sdedit/{{pair}}/{{skey}}/strength{{strength}}.log",
@@ -22,3 +22,40 @@ rule sdedit:
         **stage_resources("sdedit", estimated=True),
     script:
         "../scripts/sdedit.py"
+
+
+# LEDITS++ and DDIM inversion, each config block one rule named after it: one job per pair (the inversion is
+# shared by the setting grid).
+for baseline in ("ledits", "ddim_inversion"):
+    if baseline not in BASELINE_GRIDS:
+        continue
+
+    rule:
+        """A per-pair baseline (its module: imagic_steps.ledits, imagic_steps.ddim_inversion) at every setting of
+        its grid and every seed it runs, on the base model."""
+        name:
+            baseline
+        input:
+            image=lambda w: baseline_run(w).pair.image,
+        output:
+            images=baseline_job_images(baseline),
+            record=f"{RESULTS}/{baseline}/{{pair}}/{{skey}}/{baseline}.json",
+        params:
+            method=baseline,
+            model=MODEL_BLOCK,
+            prompt=lambda w: baseline_run(w).pair.prompt,
+            source_prompt=lambda w: baseline_run(w).pair.source_prompt,
+            baseline=lambda w: baseline_run(w).params,
+            samples=get_baseline_samples,  # (seed, setting, path) of each output PNG
+            resolution=lambda w: baseline_run(w).resolution,
+            code=code_version(baseline),
+        log:
+            f"{LOGS}/{baseline}/{{pair}}/{{skey}}.log",
+        benchmark:
+            f"{BENCH}/{baseline}/{{pair}}/{{skey}}.tsv"
+        threads: 1
+        resources:
+            gpu=GPU_PER_JOB,
+            **stage_resources(baseline, estimated=True),
+        script:
+            "../scripts/baseline.py"

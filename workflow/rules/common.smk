@@ -14,14 +14,21 @@ from imagic_steps.configuration import (
     load_schema,
 )
 from imagic_steps.images import ImageError, open_rgb
-from imagic_steps.memory import job_memory_mb, model_folder_problem, planning_model_size, stage_estimate
+from imagic_steps.memory import (
+    job_memory_mb,
+    known_family_name,
+    model_folder_problem,
+    planning_model_size,
+    stage_estimate,
+)
 from imagic_steps.plan import (
+    BASELINES,
     PAIR_ID_PATTERN,
     PlanError,
     expand_sweeps,
     format_alpha,
+    plan_baselines,
     plan_experiment,
-    plan_sdedit,
     read_pairs_sheet,
     read_tedbench,
 )
@@ -86,7 +93,8 @@ try:
     PAIRS = load_pairs()
     VARIANT_SPECS, SWEEPS = expand_sweeps(config["variants"], config.get("sweeps", {}))
     RUNS = plan_experiment(MODEL_BLOCK, PAIRS, VARIANT_SPECS, ALPHAS, SEEDS, config.get("resolution"))
-    SDEDIT_RUNS = plan_sdedit(MODEL_BLOCK, PAIRS, config.get("sdedit"), SEEDS, config.get("resolution"))
+    BASELINE_RUNS = plan_baselines(MODEL_BLOCK, PAIRS, config, SEEDS, config.get("resolution"),
+                                   known_family_name(MODEL.id, MODEL.revision))
 except (PlanError, VariantError) as error:
     fail(str(error))
 
@@ -102,7 +110,10 @@ if SAMPLE_JOBS == "per_variant":
 EMBED_RUNS = {(r.pair.pair_id, r.embed_key): r for r in RUNS}
 FINETUNE_RUNS = {(r.pair.pair_id, r.finetune_key): r for r in RUNS}
 SAMPLE_RUNS = {(r.pair.pair_id, r.sample_key): r for r in RUNS}
-SDEDIT_BY_KEY = {(r.pair.pair_id, r.key): r for r in SDEDIT_RUNS}
+BASELINE_BY_KEY = {(r.pair.pair_id, r.key): r for r in BASELINE_RUNS}
+# each baseline's setting grid (the config block's), which its rule's output patterns expand
+BASELINE_GRIDS = {name: [float(v) for v in config[name][method.grid_key]] for name, method in BASELINES.items()
+                  if config.get(name)}
 SCORER = config.get("scorer") or default_scorer(MODEL.id)
 
 
@@ -146,16 +157,27 @@ def run_samples(run):
     return [sample_png(run, seed, alpha) for seed in run.seeds for alpha in run.alphas]
 
 
-def sdedit_png(run, seed, strength):
-    return SDEDIT_PNG.format(pair=run.pair.pair_id, skey=run.key, seed=seed, strength=format_alpha(strength))
+def baseline_png(run, seed, setting):
+    """A baseline sample: `seed{S}_{setting name}{value}.png` in the run's folder (SDEdit: seed0_strength0.5.png)."""
+    return (f"{RESULTS}/{run.method.name}/{run.pair.pair_id}/{run.key}/"
+            f"seed{seed}_{run.method.setting}{format_alpha(setting)}.png")
 
 
-def sdedit_samples(run):
-    return [sdedit_png(run, seed, strength) for seed in run.seeds for strength in run.strengths]
+def baseline_samples(run):
+    return [baseline_png(run, seed, setting) for seed in run.seeds for setting in run.settings]
+
+
+def baseline_job_images(method):
+    """The PNGs of a per-pair baseline job (LEDITS++, DDIM inversion: one job per pair, the inversion shared by
+    its settings): every seed it runs (a deterministic method: the first) x the config's setting grid."""
+    baseline = BASELINES[method]
+    seeds = SEEDS if baseline.stochastic else SEEDS[:1]
+    return [f"{RESULTS}/{method}/{{pair}}/{{skey}}/seed{seed}_{baseline.setting}{format_alpha(value)}.png"
+            for seed in seeds for value in BASELINE_GRIDS[method]]
 
 
 def score_csvs():
-    keys = sorted({(r.pair.pair_id, r.sample_key) for r in RUNS} | set(SDEDIT_BY_KEY))
+    keys = sorted({(r.pair.pair_id, r.sample_key) for r in RUNS} | set(BASELINE_BY_KEY))
     return [SCORES_CSV.format(pair=pair, skey=key) for pair, key in keys]
 
 
@@ -180,9 +202,9 @@ def estimated_memory(stage, key):
     """A resource function: `key` (mem_mb or gpu_mem_mb) of one job of `stage` from the memory estimate."""
 
     def resource(wildcards):
-        if stage == "sdedit":
-            run = sdedit_run(wildcards)
-            estimate = stage_estimate(stage, MODEL_SIZE, MODEL.dtype, run.resolution)  # one seed at a time
+        if stage in BASELINES:  # base UNet inference, one sample at a time (SDEdit's estimate)
+            run = baseline_run(wildcards)
+            estimate = stage_estimate("sdedit", MODEL_SIZE, MODEL.dtype, run.resolution)
         else:
             run = {"embed": embed_run, "finetune": finetune_run, "sample": sample_run}[stage](wildcards)
             batch = 1
@@ -233,8 +255,14 @@ def get_sample_triples(wildcards):
 
 def get_sdedit_samples(wildcards):
     """(seed, path) of every sample an SDEdit job writes: each seed at the job's strength."""
-    run = sdedit_run(wildcards)
-    return [(seed, sdedit_png(run, seed, float(wildcards.strength))) for seed in run.seeds]
+    run = baseline_run(wildcards)
+    return [(seed, baseline_png(run, seed, float(wildcards.strength))) for seed in run.seeds]
+
+
+def get_baseline_samples(wildcards):
+    """(seed, setting, path) of every sample a per-pair baseline job writes."""
+    run = baseline_run(wildcards)
+    return [(seed, setting, baseline_png(run, seed, setting)) for seed in run.seeds for setting in run.settings]
 
 
 def get_sample_inputs(wildcards):
@@ -246,16 +274,16 @@ def pair_runs(pair_id):
     return [r for r in RUNS if r.pair.pair_id == pair_id]
 
 
-def sdedit_run(wildcards):
-    return SDEDIT_BY_KEY[(wildcards.pair, wildcards.skey)]
+def baseline_run(wildcards):
+    return BASELINE_BY_KEY[(wildcards.pair, wildcards.skey)]
 
 
 def scored_group(wildcards):
-    """(pair, sample paths) of the sample set or SDEdit set a score job covers."""
+    """(pair, sample paths) of the sample set or baseline set a score job covers."""
     key = (wildcards.pair, wildcards.skey)
     if key in SAMPLE_RUNS:
         return SAMPLE_RUNS[key].pair, run_samples(SAMPLE_RUNS[key])
-    return SDEDIT_BY_KEY[key].pair, sdedit_samples(SDEDIT_BY_KEY[key])
+    return BASELINE_BY_KEY[key].pair, baseline_samples(BASELINE_BY_KEY[key])
 
 
 def get_pair_samples(wildcards):
@@ -275,7 +303,7 @@ def sample_table_rows():
             for alpha in run.alphas:
                 rows.append({
                     "pair_id": run.pair.pair_id, "variant": run.variant.name, "method": "imagic", "seed": seed,
-                    "alpha": alpha, "strength": None, "prompt": run.pair.prompt, "source_prompt": run.pair.source_prompt,
+                    "alpha": alpha, **{m.setting: None for m in BASELINES.values()}, "prompt": run.pair.prompt, "source_prompt": run.pair.source_prompt,
                     "image": run.pair.image, "sample": sample_png(run, seed, alpha),
                     "embed_key": run.embed_key, "finetune_key": run.finetune_key, "sample_key": run.sample_key,
                     "embed_steps": run.variant.embed.steps, "embed_lr": run.variant.embed.lr,
@@ -283,13 +311,15 @@ def sample_table_rows():
                     "finetune_lr": run.variant.finetune.lr, "scheduler": run.variant.sample.scheduler,
                     "sample_steps": run.variant.sample.steps, "guidance_scale": run.variant.sample.guidance_scale,
                 })
-    for run in SDEDIT_RUNS:
+    for run in BASELINE_RUNS:
+        method = run.method.name
         for seed in run.seeds:
-            for strength in run.strengths:
+            for setting in run.settings:
                 rows.append({
-                    "pair_id": run.pair.pair_id, "variant": "sdedit", "method": "sdedit", "seed": seed,
-                    "alpha": None, "strength": strength, "prompt": run.pair.prompt, "source_prompt": run.pair.source_prompt,
-                    "image": run.pair.image, "sample": sdedit_png(run, seed, strength), "sample_key": run.key,
+                    "pair_id": run.pair.pair_id, "variant": method, "method": method, "seed": seed,
+                    "alpha": None, **{m.setting: setting if m is run.method else None for m in BASELINES.values()},
+                    "prompt": run.pair.prompt, "source_prompt": run.pair.source_prompt,
+                    "image": run.pair.image, "sample": baseline_png(run, seed, setting), "sample_key": run.key,
                     "scheduler": run.params.get("scheduler"), "sample_steps": run.params.get("steps"),
                     "guidance_scale": run.params.get("guidance_scale"),
                 })
@@ -306,8 +336,9 @@ def experiment_plan():
         "pairs": [dataclasses.asdict(pair) for pair in PAIRS],
         "runs": [{"pair_id": r.pair.pair_id, "variant": r.variant.to_dict(), "embed_key": r.embed_key,
                   "finetune_key": r.finetune_key, "sample_key": r.sample_key} for r in RUNS],
-        "sdedit": [{"pair_id": r.pair.pair_id, "key": r.key, "strengths": list(r.strengths),
-                    "resolution": r.resolution, **r.params} for r in SDEDIT_RUNS],
+        **{name: [{"pair_id": r.pair.pair_id, "key": r.key, method.grid_key: list(r.settings), "seeds": list(r.seeds),
+                   "resolution": r.resolution, **r.params} for r in BASELINE_RUNS if r.method is method]
+           for name, method in BASELINES.items()},
     }
 
 
