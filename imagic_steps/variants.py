@@ -107,6 +107,9 @@ class DdimInversionParams:
 
     steps: int = 50
 
+
+@dataclass(frozen=True)
+class Variant:
     name: str
     embed: EmbedParams = field(default_factory=EmbedParams)
     finetune: FinetuneParams = field(default_factory=FinetuneParams)
