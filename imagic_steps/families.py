@@ -6,8 +6,9 @@ A family says
   (b) how the UNet is called with that conditioning: `Conditioning.unet_inputs`;
   (c) image <-> UNet space: `to_unet_space` / `from_unet_space` and `space_factor` (SD, SDXL: VAE latents x the
       VAE's `scaling_factor`, 8 pixels per latent; IF stage I: the image itself in [-1, 1], factor 1);
-plus the components it loads (`load_text`, `load_vae`) and the diffusers img2img pipeline SDEdit runs
-(`img2img_pipeline`). The stages (embed, finetune, sample, previews, SDEdit) call these hooks and contain no
+plus the components it loads (`load_text`, `load_vae`) and the diffusers pipelines the baselines run: img2img for
+SDEdit (`img2img_pipeline`), LEDITS++ for the sd and sdxl families only (`ledits_pipeline`,
+`model_index.LEDITS_FAMILIES`). The stages (embed, finetune, sample, previews, SDEdit) call these hooks and contain no
 family-specific branch. How a UNet's output becomes the training target and the sampler's input is not a family
 property but the UNet's: a UNet with twice the input channels (IF's `learned_range` variance) predicts
 (eps or v, variance), see `imagic_steps.diffusion.split_prediction`.
@@ -38,7 +39,8 @@ from typing import TYPE_CHECKING, ClassVar, Sequence
 
 import torch
 
-from .model_index import family_name, read_model_index
+from .errors import PlanError
+from .model_index import LEDITS_FAMILIES, family_name, read_model_index
 
 if TYPE_CHECKING:  # models imports this module; the hooks only need its components at call time
     from .models import SDComponents
@@ -226,6 +228,13 @@ class ModelFamily:
         """Extra arguments of the family's img2img pipeline call (SDEdit)."""
         return {}
 
+    def ledits_pipeline(self, components: SDComponents, scheduler):
+        """diffusers' LEDITS++ pipeline of the family on the loaded components (no copy, no safety checker); the
+        families of `model_index.LEDITS_FAMILIES` have one, the others refuse with a PlanError."""
+        raise PlanError(f"LEDITS++ has no diffusers pipeline for the '{self.name}' model family (only "
+                        f"{', '.join(LEDITS_FAMILIES)}); leave the ledits baseline out for model "
+                        f"'{components.model_id}'")
+
 
 @dataclass(frozen=True)
 class LatentFamily(ModelFamily):
@@ -285,6 +294,14 @@ class StableDiffusionFamily(LatentFamily):
         from diffusers import StableDiffusionImg2ImgPipeline
 
         return StableDiffusionImg2ImgPipeline(
+            vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
+            unet=components.unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False)
+
+    def ledits_pipeline(self, components: SDComponents, scheduler):
+        from diffusers import LEditsPPPipelineStableDiffusion
+
+        return LEditsPPPipelineStableDiffusion(
             vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
             unet=components.unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
             requires_safety_checker=False)
@@ -356,6 +373,15 @@ class StableDiffusionXLFamily(LatentFamily):
             vae=components.vae, text_encoder=components.text_encoder, text_encoder_2=components.text_encoder_2,
             tokenizer=components.tokenizer, tokenizer_2=components.tokenizer_2, unet=components.unet,
             scheduler=scheduler, requires_aesthetics_score=False,
+            force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt, add_watermarker=False)
+
+    def ledits_pipeline(self, components: SDComponents, scheduler):
+        from diffusers import LEditsPPPipelineStableDiffusionXL
+
+        return LEditsPPPipelineStableDiffusionXL(
+            vae=components.vae, text_encoder=components.text_encoder, text_encoder_2=components.text_encoder_2,
+            tokenizer=components.tokenizer, tokenizer_2=components.tokenizer_2, unet=components.unet,
+            scheduler=scheduler, image_encoder=None, feature_extractor=None,
             force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt, add_watermarker=False)
 
 

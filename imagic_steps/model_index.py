@@ -21,6 +21,9 @@ IF_PIPELINE = "IFPipeline"
 SUPER_RESOLUTION_PIPELINE = "IFSuperResolutionPipeline"
 SUPER_RESOLUTION_PIPELINES = (SUPER_RESOLUTION_PIPELINE, "IFImg2ImgSuperResolutionPipeline",
                               "IFInpaintingSuperResolutionPipeline")
+# The families (`family_name`) the LEDITS++ baseline runs on: diffusers has LEditsPPPipelineStableDiffusion(XL) and
+# no LEDITS++ pipeline for DeepFloyd IF (`imagic_steps.families`' `ledits_pipeline` hook refuses it).
+LEDITS_FAMILIES = ("sd", "sdxl")
 
 
 def read_model_index(model_folder: str | Path) -> dict:

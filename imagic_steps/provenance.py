@@ -23,6 +23,8 @@ STAGE_ENTRY_MODULES = {
     "finetune": "finetune",
     "sample": "sample",
     "sdedit": "sdedit",
+    "ledits": "ledits",
+    "ddim_inversion": "ddim_inversion",
     "upscale": "upscale",
     "score": "score",
     "montage": "figures",

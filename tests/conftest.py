@@ -32,6 +32,21 @@ def tiny(preset_cache):
     return load_components("tiny")
 
 
+@pytest.fixture(scope="module")
+def load(preset_cache):
+    """`load(name)`: a preset's components, loaded once per test module (a -k run loads only those it uses)."""
+    from imagic_steps.models import load_components
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = load_components(name)
+        return cache[name]
+
+    return get
+
+
 @pytest.fixture(scope="session")
 def cat_image_path(tmp_path_factory):
     from skimage import data

@@ -23,21 +23,6 @@ IMG2IMG_PIPELINES = {TINY_SDXL_PRESET: "StableDiffusionXLImg2ImgPipeline", TINY_
 
 
 @pytest.fixture(scope="module")
-def load(preset_cache):
-    """`load(name)`: a family preset's components, loaded once per module (a -k run of one family loads only it)."""
-    from imagic_steps.models import load_components
-
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = load_components(name)
-        return cache[name]
-
-    return get
-
-
-@pytest.fixture(scope="module")
 def embed_once(cat_tensor):
     """`embed_once(components)`: stage A on the cat image (40 steps), once per family."""
     cache = {}

@@ -1,0 +1,93 @@
+"""DDIM inversion baseline (Song et al., 2021; as a text-guided editing baseline, e.g. Mokady et al., 2023): run the
+deterministic DDIM sampler backwards from the input's UNet-space latents to x_T under the source prompt, without
+guidance, then sample forwards from x_T under the target prompt with classifier-free guidance.
+
+Family-agnostic through the family hooks (sd, sdxl, if): the input goes to UNet space as the posterior mean
+(`encode_image(..., "mean")`; IF: the image itself), a learned-variance UNet's (IF's) variance output is dropped
+(`split_prediction`), and the regeneration is `sample.denoise` with DDIM, eta 0, from x_T (DDIM's init_noise_sigma
+is 1, so x_T is used as it is). The source prompt is the pair's source prompt, the empty prompt when it has none.
+Deterministic: no random draw anywhere, so a setting has one sample whatever the seeds; with the source prompt and
+guidance 1 the regeneration reconstructs the input up to the inversion's discretisation error.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict
+from typing import Sequence
+
+import torch
+from PIL import Image
+
+from .diffusion import decode_latents, encode_conditioning, encode_image, split_prediction
+from .families import Conditioning
+from .images import load_image, pil_to_tensor, tensor_to_pil
+from .io import save_image, write_json
+from .models import SDComponents
+from .provenance import provenance
+from .sample import denoise, make_scheduler
+from .variants import DdimInversionParams, SampleParams
+
+
+@torch.inference_mode()
+def invert(components: SDComponents, image: torch.Tensor, source_conditioning: Conditioning,
+           params: DdimInversionParams) -> torch.Tensor:
+    """x_T (1, C, h, w): `image` (1, 3, H, W) in [-1, 1] in UNet space (posterior mean) run through diffusers'
+    DDIMInverseScheduler (built from the model's scheduler config) over `params.steps` steps under
+    `source_conditioning` (1 row), without guidance."""
+    from diffusers import DDIMInverseScheduler
+
+    # the model's settings DDIM has (a PNDM's skip_prk_steps, an Euler's sigmas, IF's variance_type are not)
+    known = inspect.signature(DDIMInverseScheduler.__init__).parameters
+    scheduler = DDIMInverseScheduler.from_config({key: value for key, value in components.scheduler.config.items()
+                                                  if key in known or key.startswith("_")})
+    scheduler.set_timesteps(params.steps, device=components.device)
+    unet = components.unet_forward(components.unet)
+    unet_inputs = source_conditioning.to(components.device).unet_inputs(unet.dtype)
+    latents = encode_image(components, image, "mean", torch.Generator())
+    for t in scheduler.timesteps:
+        model_input = scheduler.scale_model_input(latents, t)
+        output = unet(model_input.to(unet.dtype), t, **unet_inputs).sample.float()
+        prediction, _ = split_prediction(output, latents.shape[1])
+        latents = scheduler.step(prediction, t, latents).prev_sample
+    return latents
+
+
+@torch.inference_mode()
+def regenerate(components: SDComponents, x_T: torch.Tensor, target_conditioning: Conditioning,
+               guidance_scale: float, params: DdimInversionParams) -> torch.Tensor:
+    """Images (1, 3, H, W) in [-1, 1]: DDIM (eta 0, `params.steps` steps) from `x_T` under `target_conditioning`
+    (1 row) with classifier-free guidance `guidance_scale` against the family's negative (1: no guidance)."""
+    target = target_conditioning.to(components.device)
+    unconditional = components.family.unconditional(components, target)
+    sampling = SampleParams(scheduler="DDIMScheduler", steps=params.steps, guidance_scale=guidance_scale, eta=0.0)
+    latents = denoise(components.unet_forward(components.unet), make_scheduler("DDIMScheduler",
+                      components.scheduler.config), target, unconditional, x_T, sampling, step_seeds=[0])
+    return decode_latents(components, latents)
+
+
+def ddim_inversion_edits(components: SDComponents, image: Image.Image, prompt: str, source_prompt: str | None,
+                         guidance_scales: Sequence[float], params: DdimInversionParams) -> list[Image.Image]:
+    """One edit of `image` (already at the model resolution) towards `prompt` per guidance scale; the inversion
+    under `source_prompt` ("" when None or empty: the pair has none) is done once."""
+    pixels = pil_to_tensor(image)
+    size = tuple(pixels.shape[-2:])
+    source, target = (encode_conditioning(components, [text], size) for text in (source_prompt or "", prompt))
+    x_T = invert(components, pixels, source, params)
+    return [tensor_to_pil(regenerate(components, x_T, target, scale, params).cpu())[0] for scale in guidance_scales]
+
+
+def run_ddim_inversion(components: SDComponents, image_path, prompt: str, source_prompt: str | None,
+                       params: DdimInversionParams, *, samples: Sequence[tuple[float, str]], resolution: int | None,
+                       record, pair_id: str = "") -> None:
+    """The DDIM inversion baseline: a PNG per (guidance_scale, path) of `samples` and one provenance record."""
+    resolution = resolution or components.resolution
+    scales = [scale for scale, _ in samples]
+    images = ddim_inversion_edits(components, load_image(image_path, resolution), prompt, source_prompt, scales,
+                                  params)
+    for edited, (_, path) in zip(images, samples):
+        save_image(edited, path)
+    write_json(record, provenance("ddim_inversion", asdict(params), components.provenance(), pair_id=pair_id,
+                                  image=str(image_path), prompt=prompt, source_prompt=source_prompt or "",
+                                  guidance_scales=scales,
+                                  outputs={f"{scale:g}": str(path) for scale, path in samples}))
