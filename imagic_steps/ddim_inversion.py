@@ -78,16 +78,17 @@ def ddim_inversion_edits(components: SDComponents, image: Image.Image, prompt: s
 
 
 def run_ddim_inversion(components: SDComponents, image_path, prompt: str, source_prompt: str | None,
-                       params: DdimInversionParams, *, samples: Sequence[tuple[float, str]], resolution: int | None,
-                       record, pair_id: str = "") -> None:
-    """The DDIM inversion baseline: a PNG per (guidance_scale, path) of `samples` and one provenance record."""
+                       params: DdimInversionParams, *, samples: Sequence[tuple[int, float, str]],
+                       resolution: int | None, record, pair_id: str = "") -> None:
+    """The DDIM inversion baseline: a PNG per (seed, guidance_scale, path) of `samples` and one provenance record.
+    The method is deterministic: the seed only names the file (the workflow's first seed, as its rows record)."""
     resolution = resolution or components.resolution
-    scales = [scale for scale, _ in samples]
+    scales = [scale for _, scale, _ in samples]
     images = ddim_inversion_edits(components, load_image(image_path, resolution), prompt, source_prompt, scales,
                                   params)
-    for edited, (_, path) in zip(images, samples):
+    for edited, (_, _, path) in zip(images, samples):
         save_image(edited, path)
     write_json(record, provenance("ddim_inversion", asdict(params), components.provenance(), pair_id=pair_id,
                                   image=str(image_path), prompt=prompt, source_prompt=source_prompt or "",
                                   guidance_scales=scales,
-                                  outputs={f"{scale:g}": str(path) for scale, path in samples}))
+                                  outputs={f"{seed}:{scale:g}": str(path) for seed, scale, path in samples}))

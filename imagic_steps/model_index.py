@@ -12,7 +12,6 @@ from pathlib import Path
 from .errors import PlanError
 
 FAMILY_NAMES = ("sd", "sdxl", "if")  # imagic_steps.families' `name`s
-LEDITS_FAMILIES = ("sd", "sdxl")  # diffusers has LEditsPPPipelineStableDiffusion and ...XL, no IF pipeline
 SD_PIPELINE = "StableDiffusionPipeline"
 SDXL_PIPELINE = "StableDiffusionXLPipeline"
 IF_PIPELINE = "IFPipeline"

@@ -130,7 +130,7 @@ def test_ddim_inversion_runs_on_every_family(load, preset):
 
 
 def test_run_ddim_inversion_writes_the_images_and_a_record(digits, tmp_path):
-    samples = [(1.0, str(tmp_path / "g1.png")), (3.0, str(tmp_path / "g3.png"))]
+    samples = [(0, 1.0, str(tmp_path / "g1.png")), (0, 3.0, str(tmp_path / "g3.png"))]
     run_ddim_inversion(digits, IMAGE, TARGET, None, DdimInversionParams(steps=4), samples=samples, resolution=None,
                        record=tmp_path / "record.json", pair_id="three-eight")
     record = json.loads((tmp_path / "record.json").read_text())
