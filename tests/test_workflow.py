@@ -146,6 +146,26 @@ def test_sweep_and_sdedit_add_only_their_new_jobs(tmp_path):
     assert jobs["score"] == 4 + 2 + 2
 
 
+def test_ledits_and_ddim_inversion_plan_one_job_per_pair_and_rerun_only_on_their_own_parameters(tmp_path):
+    baselines = {"ledits": {"edit_guidances": [0, 5], "inversion_steps": 2},
+                 "ddim_inversion": {"target_guidances": [1, 3], "steps": 2}}
+    write_config(tmp_path, seeds=[0, 1], **baselines)
+    jobs = planned_jobs(tmp_path)
+    assert (counts(jobs)["ledits"], counts(jobs)["ddim_inversion"]) == (2, 2)
+    assert counts(jobs)["score"] == 4 + 2 + 2  # the Imagic sample sets, then one score job per baseline set
+    # LEDITS++ draws noise: every seed; DDIM inversion is deterministic: the first seed only
+    done = snakemake(tmp_path, "--dry-run", "--printshellcmds")
+    text = done.stdout + done.stderr
+    assert re.search(r"ledits/cat/\w+/seed1_edit_guidance5\.png", text)
+    assert re.search(r"ddim_inversion/cat/\w+/seed0_target_guidance3\.png", text)
+    assert not re.search(r"ddim_inversion/cat/\w+/seed1_", text)
+    # a family without a LEDITS++ pipeline is refused while planning, in one line naming the block
+    write_config(tmp_path, model={"id": "tiny-if", "dtype": "fp32", "device": "cpu"}, **baselines)
+    done = snakemake(tmp_path, "--dry-run", check=False)
+    assert done.returncode != 0
+    assert "error: config (ledits): not supported for the if family of model 'tiny-if'" in done.stderr
+
+
 def test_per_variant_sample_jobs_plan_one_job_per_sample_set(tmp_path):
     write_config(tmp_path, sample_jobs="per_variant", seeds=[0, 1])
     jobs = planned_jobs(tmp_path)
