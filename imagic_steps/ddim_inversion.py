@@ -55,11 +55,11 @@ def invert(components: SDComponents, image: torch.Tensor, source_conditioning: C
 
 @torch.inference_mode()
 def regenerate(components: SDComponents, x_T: torch.Tensor, target_conditioning: Conditioning,
-               guidance_scale: float, params: DdimInversionParams) -> torch.Tensor:
+               unconditional: Conditioning, guidance_scale: float, params: DdimInversionParams) -> torch.Tensor:
     """Images (1, 3, H, W) in [-1, 1]: DDIM (eta 0, `params.steps` steps) from `x_T` under `target_conditioning`
-    (1 row) with classifier-free guidance `guidance_scale` against the family's negative (1: no guidance)."""
+    (1 row) with classifier-free guidance `guidance_scale` against `unconditional`, the family's negative (1 row;
+    guidance 1: none)."""
     target = target_conditioning.to(components.device)
-    unconditional = components.family.unconditional(components, target)
     sampling = SampleParams(scheduler="DDIMScheduler", steps=params.steps, guidance_scale=guidance_scale, eta=0.0)
     latents = denoise(components.unet_forward(components.unet), make_scheduler("DDIMScheduler",
                       components.scheduler.config), target, unconditional, x_T, sampling, step_seeds=[0])
@@ -74,7 +74,9 @@ def ddim_inversion_edits(components: SDComponents, image: Image.Image, prompt: s
     size = tuple(pixels.shape[-2:])
     source, target = (encode_conditioning(components, [text], size) for text in (source_prompt or "", prompt))
     x_T = invert(components, pixels, source, params)
-    return [tensor_to_pil(regenerate(components, x_T, target, scale, params).cpu())[0] for scale in guidance_scales]
+    unconditional = components.family.unconditional(components, target.to(components.device))  # once, every scale
+    return [tensor_to_pil(regenerate(components, x_T, target, unconditional, scale, params).cpu())[0]
+            for scale in guidance_scales]
 
 
 def run_ddim_inversion(components: SDComponents, image_path, prompt: str, source_prompt: str | None,
