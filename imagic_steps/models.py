@@ -469,22 +469,34 @@ def build_if_preset(folder: Path, seed: int = 0, super_resolution: bool = False)
     """Build tiny-if deterministically from `seed` in DeepFloyd/IF-I-M-v1.0's folder layout (no VAE), or with
     `super_resolution` tiny-if-sr in DeepFloyd/IF-II-M-v1.0's (IFSuperResolutionPipeline: the same T5 tokenizer
     and encoder construction, a 6-channel 256 px UNet, a second `image_noising_scheduler`)."""
-    tokenizer = write_t5_tokenizer(folder / "tokenizer")
+    if super_resolution:
+        write_if_folder(folder, seed, tiny_if_sr_unet_config, if_sr_scheduler_configs(), DDPMScheduler,
+                        SUPER_RESOLUTION_PIPELINE)
+    else:
+        write_if_folder(folder, seed, tiny_if_unet_config, {"scheduler": if_scheduler_config()}, DDPMScheduler,
+                        IF_PIPELINE)
+
+
+def write_if_folder(folder: Path, seed: int, unet_config, schedulers: dict[str, dict], scheduler_class,
+                    pipeline_class: str, captions: tuple[str, ...] = IF_TOKENIZER_CAPTIONS) -> None:
+    """Write an IF-layout folder (no VAE): a SentencePiece tokenizer trained on `captions`, a tiny T5 encoder and
+    a UNet of `unet_config(text width)`, both drawn from `seed` (UNet first), `schedulers` (name -> config of
+    `scheduler_class`) and a `pipeline_class` model_index.json."""
+    folder = Path(folder)
+    tokenizer = write_t5_tokenizer(folder / "tokenizer", captions)
     text_config = tiny_t5_config(len(tokenizer))
-    unet_config = tiny_if_sr_unet_config if super_resolution else tiny_if_unet_config
-    schedulers = if_sr_scheduler_configs() if super_resolution else {"scheduler": if_scheduler_config()}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         _save_component(UNet2DConditionModel(**unet_config(text_config.d_model)), folder / "unet", torch.float32)
         _save_component(T5EncoderModel(text_config), folder / "text_encoder", torch.float32)
     for name, config in schedulers.items():
-        DDPMScheduler.from_config(config).save_pretrained(folder / name)
-    pipeline_class = SUPER_RESOLUTION_PIPELINE if super_resolution else IF_PIPELINE
+        scheduler_class.from_config(config).save_pretrained(folder / name)
     model_index = {"_class_name": pipeline_class, "_diffusers_version": "0.42.1",
                    "feature_extractor": [None, None], "requires_safety_checker": False,
                    "safety_checker": [None, None], "text_encoder": ["transformers", "T5EncoderModel"],
                    "tokenizer": ["transformers", "T5Tokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
-                   "watermarker": [None, None], **{name: ["diffusers", "DDPMScheduler"] for name in schedulers}}
+                   "watermarker": [None, None],
+                   **{name: ["diffusers", scheduler_class.__name__] for name in schedulers}}
     (folder / "model_index.json").write_text(json.dumps(dict(sorted(model_index.items())), indent=2))
 
 

@@ -17,7 +17,7 @@ Training colours: **every training digit in every colour** (`colour_pairs("train
 images). Colour is then exactly independent of digit, writer and stroke shape in the training data (not only
 in expectation, as a seeded one-colour-per-image assignment would give), every (colour, digit) combination is
 seen with the same shapes, and an edit's colour and digit can be measured separately. No draw is involved in
-the set itself; `training_batch` draws batches from it with a seeded `torch.Generator`.
+the set itself; `imagic_steps.colour_digits.train` draws its batches with a seeded `torch.Generator`.
 """
 
 from __future__ import annotations
@@ -110,17 +110,6 @@ def load_colour_split(part: str, seed: int = SPLIT_SEED) -> tuple[torch.Tensor, 
     indices, colours = colour_pairs(part, seed)
     _, labels = raw_digits()
     return colour_tensors(indices, colours), torch.from_numpy(labels[indices]), torch.from_numpy(colours)
-
-
-def training_batch(generator: torch.Generator, batch_size: int, seed: int = SPLIT_SEED
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A batch drawn uniformly with replacement from `colour_pairs("train")` with `generator`: dataset
-    indices, colour indices and caption template indices, each (batch_size,) int64. The same generator state
-    gives the same batch."""
-    indices, colours = colour_pairs("train", seed)
-    rows = torch.randint(0, len(indices), (batch_size,), generator=generator).numpy()
-    templates = torch.randint(0, len(CAPTION_TEMPLATES), (batch_size,), generator=generator).numpy()
-    return indices[rows], colours[rows], templates
 
 
 def caption(colour: str | int, label: int, template: int = 0) -> str:

@@ -125,43 +125,45 @@ def latent_posteriors(vae: AutoencoderKL, images: torch.Tensor,
     return torch.cat(means), torch.cat(stds)
 
 
-def caption_embeddings(components: SDComponents) -> torch.Tensor:
-    """Frozen text embeddings (10 * T + 1, 77, D): digit d with template t at row d * T + t, "" last."""
-    prompts = [caption(label, t) for label in range(10) for t in range(len(CAPTION_TEMPLATES))]
+def caption_embeddings(components: SDComponents, prompts: list[str]) -> torch.Tensor:
+    """Frozen text embeddings (len(prompts) + 1, 77, D) of `prompts` in order, then "" (the dropped caption)."""
     return encode_prompts(components, prompts + [""])
 
 
-def train_unet(components: SDComponents, posterior: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor,
-               config: TrainConfig, generator: torch.Generator,
-               progress: bool = True) -> tuple[UNet2DConditionModel, list[float]]:
-    """Train a conditional UNet with the denoising loss (epsilon, per the scheduler) on posterior samples.
-
-    `posterior` is the (mean, std) pair (N, 4, 8, 8) from `latent_posteriors`, `labels` (N,) the digits.
-    Latents are drawn afresh from the posterior each step and multiplied by the VAE's `scaling_factor`;
-    captions use a random template and are replaced by "" with probability `caption_dropout`.
-    """
-    embeddings = caption_embeddings(components)
-    empty = len(embeddings) - 1
+def digit_caption_rows(labels: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+    """Every digit caption (digit d with template t at index d * T + t) and, per image, the index of its
+    caption under each template: (N, T) int64."""
     templates = len(CAPTION_TEMPLATES)
-    scheduler = components.scheduler
-    scaling = components.vae.config.scaling_factor
-    mean, std = posterior
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        unet = UNet2DConditionModel(**digits_unet_config(embeddings.shape[-1]))
+    prompts = [caption(label, t) for label in range(10) for t in range(templates)]
+    return prompts, labels[:, None] * templates + torch.arange(templates)
+
+
+def train_denoiser(unet: UNet2DConditionModel, scheduler, embeddings: torch.Tensor, caption_rows: torch.Tensor,
+                   clean_batch, config: TrainConfig, generator: torch.Generator, progress: bool = True
+                   ) -> tuple[UNet2DConditionModel, list[float]]:
+    """Train a conditional UNet with the denoising loss (epsilon, per `scheduler`) on the training images.
+
+    `embeddings` (P + 1, 77, D) are the frozen caption embeddings with "" last (`caption_embeddings`);
+    `caption_rows` (N, T) gives image n's caption row under each of T templates; `clean_batch(batch,
+    generator)` returns the clean UNet-space samples (B, C, H, W) of the image indices `batch` (B,): scaled
+    posterior samples for a latent model, the images themselves for a pixel one. Each step draws B images
+    uniformly, a template each, and replaces the caption by "" with probability `caption_dropout` so
+    classifier-free guidance works.
+    """
+    empty = len(embeddings) - 1
+    count, templates = caption_rows.shape
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.unet_lr)
     schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.unet_steps)
     losses: list[float] = []
     unet.train()
     for _ in tqdm(range(config.unet_steps), desc="unet", disable=not progress, mininterval=1.0):
-        batch = torch.randint(0, len(labels), (config.unet_batch_size,), generator=generator)
-        mu, sigma = mean[batch], std[batch]
-        latents = (mu + sigma * torch.randn(mu.shape, generator=generator)) * scaling
-        rows = labels[batch] * templates + torch.randint(0, templates, batch.shape, generator=generator)
+        batch = torch.randint(0, count, (config.unet_batch_size,), generator=generator)
+        clean = clean_batch(batch, generator)
+        rows = caption_rows[batch, torch.randint(0, templates, batch.shape, generator=generator)]
         dropped = torch.rand(batch.shape, generator=generator) < config.caption_dropout
         rows = torch.where(dropped, torch.full_like(rows, empty), rows)
-        noise, timesteps = draw_noise_and_timesteps(latents, scheduler, generator, count=len(batch))
-        loss = denoising_loss(unet, scheduler, latents, embeddings[rows], noise, timesteps)
+        noise, timesteps = draw_noise_and_timesteps(clean, scheduler, generator, count=len(batch))
+        loss = denoising_loss(unet, scheduler, clean, embeddings[rows], noise, timesteps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -169,6 +171,24 @@ def train_unet(components: SDComponents, posterior: tuple[torch.Tensor, torch.Te
         schedule.step()
         losses.append(loss.item())
     return unet.eval().requires_grad_(False), losses
+
+
+def posterior_batches(posterior: tuple[torch.Tensor, torch.Tensor], scaling: float):
+    """`clean_batch` for a latent model: a fresh posterior sample of each image, times the VAE's scaling."""
+    mean, std = posterior
+
+    def clean_batch(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        mu, sigma = mean[batch], std[batch]
+        return (mu + sigma * torch.randn(mu.shape, generator=generator)) * scaling
+
+    return clean_batch
+
+
+def seeded_unet(config: dict, seed: int) -> UNet2DConditionModel:
+    """A UNet initialised from `seed` in a forked RNG (the global stream is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return UNet2DConditionModel(**config)
 
 
 def final_loss(losses: list[float]) -> float:
@@ -179,11 +199,16 @@ def final_loss(losses: list[float]) -> float:
 
 def train_digits_model(out: str | Path, config: TrainConfig = TrainConfig(), progress: bool = True) -> dict:
     """Train the digits model and save it into `out` (replaced atomically); returns the training record."""
+    return train_into_folder(out, lambda folder: _train_into(folder, config, progress))
+
+
+def train_into_folder(out: str | Path, train) -> dict:
+    """Run `train(folder) -> record` on a staging folder beside `out`, then put it at `out` in one rename."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_dir(out.parent, prefix=f".{out.name}.")
     try:
-        record = _train_into(staging, config, progress)
+        record = train(staging)
         _replace_folder(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -191,13 +216,23 @@ def train_digits_model(out: str | Path, config: TrainConfig = TrainConfig(), pro
 
 
 def _train_into(folder: Path, config: TrainConfig, progress: bool) -> dict:
+    images, labels = load_split("train", SPLIT_SEED)
+    prompts, caption_rows = digit_caption_rows(labels)
+    return train_latent_model(folder, images, prompts, caption_rows, config, progress, "digits",
+                              split_record(SPLIT_SEED))
+
+
+def train_latent_model(folder: Path, images: torch.Tensor, prompts: list[str], caption_rows: torch.Tensor,
+                       config: TrainConfig, progress: bool, title: str, data: dict) -> dict:
+    """Build the tiny preset into `folder` with `config.seed`, train its VAE then its UNet on `images`
+    (N, 3, 32, 32) in [-1, 1] captioned by `prompts` / `caption_rows` (`train_denoiser`), save them with loss
+    curves titled `title` and `training.json`, whose `data` is the split record; returns the record."""
     build_tiny_model(folder, seed=config.seed)
     components = load_components(str(folder))
     # The frozen text encoder is stored in fp16 to halve the shipped size (its 49,408-token embedding table
     # is most of it); training uses the rounded weights upcast to fp32, exactly what load_components gives.
     components.text_encoder.half().save_pretrained(folder / "text_encoder")
     components.text_encoder.float()
-    images, labels = load_split("train", SPLIT_SEED)
     generator = torch.Generator().manual_seed(config.seed)
 
     started = time.perf_counter()
@@ -209,13 +244,17 @@ def _train_into(folder: Path, config: TrainConfig, progress: bool) -> dict:
     components.vae = vae
 
     started = time.perf_counter()
-    unet, unet_losses = train_unet(components, (mean, std), labels, config, generator, progress)
+    embeddings = caption_embeddings(components, prompts)
+    unet = seeded_unet(digits_unet_config(embeddings.shape[-1]), config.seed)
+    unet, unet_losses = train_denoiser(unet, components.scheduler, embeddings, caption_rows,
+                                       posterior_batches((mean, std), vae.config.scaling_factor), config,
+                                       generator, progress)
     unet_seconds = time.perf_counter() - started
 
     vae.save_pretrained(folder / "vae", safe_serialization=True)
     unet.save_pretrained(folder / "unet", safe_serialization=True)
-    plot_losses(vae_losses, folder / "losses_vae.png", "digits VAE: reconstruction MSE and KL (per element)")
-    plot_losses({"epsilon MSE": unet_losses}, folder / "losses_unet.png", "digits UNet: denoising loss")
+    plot_losses(vae_losses, folder / "losses_vae.png", f"{title} VAE: reconstruction MSE and KL (per element)")
+    plot_losses({"epsilon MSE": unet_losses}, folder / "losses_unet.png", f"{title} UNet: denoising loss")
     record = {
         "config": asdict(config),
         "parameters": {"vae": _count(vae), "unet": _count(unet), "text_encoder": _count(components.text_encoder)},
@@ -226,13 +265,16 @@ def _train_into(folder: Path, config: TrainConfig, progress: bool) -> dict:
             "unet_epsilon_mse": final_loss(unet_losses),
         },
         "seconds": {"vae": round(vae_seconds, 1), "unet": round(unet_seconds, 1)},
-        "torch_threads": torch.get_num_threads(),
-        "data": split_record(SPLIT_SEED),  # trained on the "train" part of this split
-        "packages": package_versions(),
-        "git_commit": git_commit(),
+        **run_record(data),
     }
     write_json(folder / "training.json", record)
     return record
+
+
+def run_record(data: dict) -> dict:
+    """The part of a training record that says what ran where: threads, data split, versions, commit."""
+    return {"torch_threads": torch.get_num_threads(), "data": data, "packages": package_versions(),
+            "git_commit": git_commit()}
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -250,23 +292,33 @@ def _replace_folder(new: Path, target: Path) -> None:
         shutil.rmtree(old)
 
 
-def main(argv: list[str] | None = None) -> None:
-    defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="python -m imagic_steps.digits.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="folder to write the model to (replaced if it exists)")
-    for name, value in asdict(defaults).items():
+def config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one option per TrainConfig field (`--unet-steps` ...) and `--threads` to `parser`."""
+    for name, value in asdict(TrainConfig()).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared machine)")
-    args = vars(parser.parse_args(argv))
-    out, threads = args.pop("out"), args.pop("threads")
-    torch.set_num_threads(threads)
-    record = train_digits_model(out, TrainConfig(**args))
+
+
+def parsed_config(args: dict) -> TrainConfig:
+    """The TrainConfig of parsed `args` (its fields removed from `args`); sets torch's thread count."""
+    torch.set_num_threads(args.pop("threads"))
+    return TrainConfig(**{name: args.pop(name) for name in asdict(TrainConfig())})
+
+
+def print_record(record: dict, out: str | Path) -> None:
     losses = record["final_losses"]
-    print(f"final losses (mean of the last {LOSS_WINDOW} steps): VAE reconstruction MSE "
-          f"{losses['vae_reconstruction_mse']:.5f}, KL/element {losses['vae_kl_per_element']:.3f}, "
-          f"UNet epsilon MSE {losses['unet_epsilon_mse']:.4f}")
-    print(f"parameters {record['parameters']}, scaling_factor {record['scaling_factor']:.4f}, "
-          f"seconds {record['seconds']}; saved to {out}")
+    print(f"final losses (mean of the last {LOSS_WINDOW} steps): " +
+          ", ".join(f"{name} {value:.5f}" for name, value in losses.items()))
+    print(f"parameters {record['parameters']}, seconds {record['seconds']}; saved to {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m imagic_steps.digits.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="folder to write the model to (replaced if it exists)")
+    config_arguments(parser)
+    args = vars(parser.parse_args(argv))
+    out = args.pop("out")
+    print_record(train_digits_model(out, parsed_config(args)), out)
 
 
 if __name__ == "__main__":

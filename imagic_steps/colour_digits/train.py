@@ -1,0 +1,155 @@
+"""Train the two coloured-digits models: a latent one (VAE + latent UNet) and a pixel-space one (UNet on RGB).
+
+    python -m imagic_steps.colour_digits.train --space latent --out imagic_steps/presets/colour_digits_latent
+    python -m imagic_steps.colour_digits.train --space pixel --out imagic_steps/presets/colour_digits_pixel
+
+Both train on exactly the same data, `colour_pairs("train")` (every training digit in every colour, 7,190
+images at 32 px), with the same captions, caption dropout, noise schedule, optimiser, batch, step count and
+seed (`digits.train.TrainConfig`: one set of defaults), so what differs is where the diffusion runs:
+
+* **latent** (`colour-digits-latent`, Stable Diffusion's layout, the digits recipe unchanged): a frozen random
+  two-layer CLIP text encoder, an AutoencoderKL (32x32x3 <-> 8x8x4) trained first, then a UNet on its scaled
+  latents (cross-attention at 8x8);
+* **pixel** (`colour-digits-pixel`, DeepFloyd IF stage I's layout, loaded through the IF family): a frozen
+  random two-layer T5 encoder (the text encoder IF uses, at the same width 32; its SentencePiece tokenizer is
+  trained on this domain's captions), no VAE, a UNet on the 32x32x3 images themselves, one more down-sampling
+  level so that its cross-attention also runs at 8x8; epsilon only (three channels out) and SD's scaled-linear
+  schedule, as the latent model, rather than IF's learned variance and cosine schedule, which would change two
+  things at once. Its parameter count is the latent model's VAE plus UNet.
+
+Every random draw follows `--seed`; the output folder is replaced atomically; each run writes `training.json`
+(configuration, data, parameter counts, final losses, seconds, package versions, git commit) and loss curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from diffusers import PNDMScheduler
+
+from ..digits.data import raw_digits, split_record
+from ..digits.train import (
+    TrainConfig,
+    caption_embeddings,
+    config_arguments,
+    final_loss,
+    parsed_config,
+    print_record,
+    run_record,
+    seeded_unet,
+    train_denoiser,
+    train_into_folder,
+    train_latent_model,
+)
+from ..drawing import plot_losses
+from ..io import write_json
+from ..models import load_components, sd15_scheduler_config, write_if_folder
+from ..model_index import IF_PIPELINE
+from .data import CAPTION_TEMPLATES, COLOURS, IMAGE_SIZE, SPLIT_SEED, caption, colour_pairs, colour_tensors
+
+SPACES = ("latent", "pixel")
+
+
+def colour_captions() -> list[str]:
+    """Every caption: colour c, digit d, template t at index (c * 10 + d) * T + t."""
+    return [caption(colour, digit, template) for colour in range(len(COLOURS)) for digit in range(10)
+            for template in range(len(CAPTION_TEMPLATES))]
+
+
+def training_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """The training images (N, 3, 32, 32) in [-1, 1] (`colour_pairs("train")` order) and, per image, its
+    caption's index in `colour_captions()` under each template (N, T) int64."""
+    indices, colours = colour_pairs("train", SPLIT_SEED)
+    labels = torch.from_numpy(raw_digits()[1][indices]).long()
+    templates = len(CAPTION_TEMPLATES)
+    rows = (torch.from_numpy(colours).long() * 10 + labels)[:, None] * templates + torch.arange(templates)
+    return colour_tensors(indices, colours), rows
+
+
+def data_record() -> dict:
+    """The digits split the images come from, and the colouring on top of it."""
+    return {**split_record(SPLIT_SEED), "colours": list(COLOURS),
+            "images": len(colour_pairs("train", SPLIT_SEED)[0]), "every_digit_in_every_colour": True}
+
+
+def pixel_unet_config(cross_attention_dim: int) -> dict:
+    """UNet on 32x32x3 images: three levels (32, 16, 8 px), cross-attention at 8x8 as the latent UNet's;
+    0.97 M parameters, the latent model's VAE (0.17 M) plus UNet (0.79 M)."""
+    return dict(
+        sample_size=IMAGE_SIZE, in_channels=3, out_channels=3, layers_per_block=1,
+        block_out_channels=(16, 32, 64),
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=8,
+    )
+
+
+def train_pixel_model(folder: Path, images: torch.Tensor, prompts: list[str], caption_rows: torch.Tensor,
+                      config: TrainConfig, progress: bool) -> dict:
+    """Write the IF-layout folder (tokenizer trained on `prompts`, frozen T5, seeded UNet: replaced next),
+    train a pixel UNet on `images` with `train_denoiser`, save it, its loss curve and `training.json`."""
+    write_if_folder(folder, config.seed, pixel_unet_config, {"scheduler": sd15_scheduler_config()},
+                    PNDMScheduler, IF_PIPELINE, captions=tuple(prompts))
+    components = load_components(str(folder))
+    generator = torch.Generator().manual_seed(config.seed)
+    started = time.perf_counter()
+    embeddings = caption_embeddings(components, prompts)
+    unet = seeded_unet(pixel_unet_config(embeddings.shape[-1]), config.seed)
+    unet, losses = train_denoiser(unet, components.scheduler, embeddings, caption_rows,
+                                  lambda batch, generator: images[batch], config, generator, progress)
+    seconds = time.perf_counter() - started
+    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    plot_losses({"epsilon MSE": losses}, folder / "losses_unet.png", "coloured digits, pixel UNet: denoising loss")
+    record = {
+        "space": "pixel",
+        "config": asdict(config),
+        "parameters": {"unet": _count(unet), "text_encoder": _count(components.text_encoder)},
+        "final_losses": {"unet_epsilon_mse": final_loss(losses)},
+        "seconds": {"unet": round(seconds, 1)},
+        **run_record(data_record()),
+    }
+    write_json(folder / "training.json", record)
+    return record
+
+
+def train_colour_model(space: str, out: str | Path, config: TrainConfig = TrainConfig(),
+                       progress: bool = True) -> dict:
+    """Train the `space` ("latent" or "pixel") coloured-digits model into `out` (replaced atomically)."""
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+    images, caption_rows = training_data()
+    prompts = colour_captions()
+
+    def train(folder: Path) -> dict:
+        if space == "pixel":
+            return train_pixel_model(folder, images, prompts, caption_rows, config, progress)
+        record = train_latent_model(folder, images, prompts, caption_rows, config, progress,
+                                    "coloured digits, latent", data_record())
+        record = {"space": "latent", **record}
+        write_json(folder / "training.json", record)
+        return record
+
+    return train_into_folder(out, train)
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m imagic_steps.colour_digits.train",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--space", required=True, choices=SPACES, help="latent (VAE + UNet) or pixel (UNet on RGB)")
+    parser.add_argument("--out", required=True, help="folder to write the model to (replaced if it exists)")
+    config_arguments(parser)
+    args = vars(parser.parse_args(argv))
+    space, out = args.pop("space"), args.pop("out")
+    print_record(train_colour_model(space, out, parsed_config(args)), out)
+
+
+if __name__ == "__main__":
+    main()
