@@ -54,13 +54,16 @@ class ModelSpec:
 
 
 def default_scorer(model_id: str) -> dict:
-    """The scorer a config without `scorer:` gets: the digits classifier for the digits model, small offline
+    """The scorer a config without `scorer:` gets: the digits classifier for the digits model (on the ink and with
+    a palette colour estimate for the coloured-digits models), small offline
     random-weight scorers for the random-weight presets (real CLIP would need a download and score noise anyway),
     real CLIP + LPIPS otherwise."""
-    from .locations import DIGITS_PRESET, is_random_preset
+    from .locations import COLOUR_DIGITS_LATENT_PRESET, COLOUR_DIGITS_PIXEL_PRESET, DIGITS_PRESET, is_random_preset
 
     if model_id == DIGITS_PRESET:
         return {"kind": "digits"}
+    if model_id in (COLOUR_DIGITS_LATENT_PRESET, COLOUR_DIGITS_PIXEL_PRESET):
+        return {"kind": "colour_digits"}
     if is_random_preset(model_id):
         return {"tiny": True}
     return {"kind": "clip"}

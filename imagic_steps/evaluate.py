@@ -10,10 +10,12 @@ import pandas as pd
 
 from .figures import SWEEP_METRICS, ReferenceBand, best_edits_montage, plot_sweep, plot_tradeoff
 from .io import atomic_path, save_image, write_text
-from .stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, DISTANCE_METRIC, SETTING_COLUMNS, TEXT_METRIC,
-                    markdown_table, pick_best_alpha, summarise, sweep_means, with_setting_columns)
+from .stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, DISTANCE_METRIC, METRICS, SETTING_COLUMNS,
+                    TEXT_METRIC, markdown_table, pick_best_alpha, summarise, summarise_best, sweep_means,
+                    with_setting_columns)
 
 SUMMARY_KEYS = ("method", "variant", *SETTING_COLUMNS)
+PRESERVED_METRIC = "preserved"  # the coloured-digits scorer's 100 * P(the attribute the edit must keep)
 
 
 def write_table(rows: Sequence[dict], csv_path, markdown_path, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -48,12 +50,23 @@ def write_table_files(table: pd.DataFrame, csv_path, parquet_path) -> None:
         table.to_parquet(tmp, index=False)
 
 
+INTERVAL_NOTE = (f"[lo, hi] is a {CONFIDENCE:.0%} percentile bootstrap interval that resamples pairs with replacement "
+                 f"({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}). The pair is the unit of replication: all "
+                 "seeds of a pair share one optimised embedding and one fine-tuned UNet, so n_pairs, not "
+                 "n_pairs × n_seeds, is the sample size. With a single pair there is no interval (n/a).")
+
+
 def summary_markdown(summary: pd.DataFrame, scorer_note: str) -> str:
-    return (f"Each cell: mean [lo, hi]. The mean is over pairs of each pair's mean over seeds; [lo, hi] is a "
-            f"{CONFIDENCE:.0%} percentile bootstrap interval that resamples pairs with replacement "
-            f"({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}). The pair is the unit of replication: all "
-            "seeds of a pair share one optimised embedding and one fine-tuned UNet, so n_pairs, not "
-            "n_pairs × n_seeds, is the sample size. With a single pair there is no interval (n/a). "
+    return (f"Each cell: mean [lo, hi]. The mean is over pairs of each pair's mean over seeds; {INTERVAL_NOTE} "
+            f"Scorer: {scorer_note}.\n\n"
+            + markdown_table(summary) + "\n")
+
+
+def best_summary_markdown(summary: pd.DataFrame, text_min: float, scorer_note: str) -> str:
+    return (f"One row per {' / '.join(summary.columns[:list(summary.columns).index('n_pairs')])}. edited_percent: "
+            f"the percentage of pairs where some setting edits (seed-mean text_alignment >= {text_min:g}); the other "
+            "columns: means over the n_edited pairs that edit, each at its most faithful editing setting "
+            f"(tables/best_alpha.csv: the lowest seed-mean distance among the editing settings). {INTERVAL_NOTE} "
             f"Scorer: {scorer_note}.\n\n"
             + markdown_table(summary) + "\n")
 
@@ -61,6 +74,7 @@ def summary_markdown(summary: pd.DataFrame, scorer_note: str) -> str:
 # Scorer names as imagic_steps.score.ScorerSpec.name and imagic_steps.digits.classifier.SCORER_NAME write them (not
 # imported: either module would load torch into the evaluate job).
 DIGITS_SCORER = "digits-classifier"
+COLOUR_DIGITS_SCORER = "colour-digits"  # imagic_steps.colour_digits.scorer.SCORER_NAME's start
 RANDOM_WEIGHT_SCORERS = ("tiny-random", "random-init")  # ScorerSpec(tiny=True), ScorerSpec(random_weights=True)
 
 
@@ -68,16 +82,24 @@ def scored_by_digits_classifier(table: pd.DataFrame) -> bool:
     return bool(table["scorer"].str.startswith(DIGITS_SCORER).all())
 
 
+def scored_by_colour_digits(table: pd.DataFrame) -> bool:
+    return bool(table["scorer"].str.startswith(COLOUR_DIGITS_SCORER).all())
+
+
 def tradeoff_options(table: pd.DataFrame) -> dict:
     """Trade-off plot options that say what the scorer measured: axis labels and, for the digits classifier,
-    its calibrated reference bands of the identity distance (imagic_steps/digits/classifier.py)."""
-    if scored_by_digits_classifier(table):
+    its calibrated reference bands of the identity distance (imagic_steps/digits/classifier.py; the coloured digits'
+    distance is the same one, on the inks)."""
+    colour = scored_by_colour_digits(table)
+    if scored_by_digits_classifier(table) or colour:
         # imported here: the CLIP path needs neither the classifier nor its calibration file
         from .digits.classifier import REFERENCE_LABELS, load_calibration
 
         levels = load_calibration()["levels"]
-        return {"xlabel": "identity similarity to input (1 − classifier-feature cosine distance; higher = closer)",
-                "ylabel": "100 · P(target digit) (digit classifier; higher = edit achieved)",
+        ink = " of the inks" if colour else ""
+        target = "P(target colour) or P(target digit): what the edit changes" if colour else "P(target digit)"
+        return {"xlabel": f"identity similarity to input{ink} (1 − classifier-feature cosine distance; higher = closer)",
+                "ylabel": f"100 · {target} (higher = edit achieved)",
                 "references": [ReferenceBand(label, levels[key]["q25"], levels[key]["median"], levels[key]["q75"])
                                for key, label in REFERENCE_LABELS.items()]}
     return {}
@@ -87,6 +109,9 @@ def metric_labels(table: pd.DataFrame) -> dict[str, str]:
     """What the metric columns measure with the table's scorer, short enough for an axis."""
     if scored_by_digits_classifier(table):
         return {TEXT_METRIC: "100 · P(target digit)", DISTANCE_METRIC: "identity distance", "image_similarity": "SSIM"}
+    if scored_by_colour_digits(table):
+        return {TEXT_METRIC: "100 · P(edit target)", DISTANCE_METRIC: "identity distance (ink)",
+                "image_similarity": "SSIM (ink)"}
     return {TEXT_METRIC: "CLIP score (100 · cosine)", DISTANCE_METRIC: "LPIPS",
             "image_similarity": "CLIP image similarity"}
 
@@ -102,6 +127,11 @@ def scorer_note(table: pd.DataFrame) -> str:
                  " distance, 1 − cosine similarity of the classifier's features, calibrated in"
                  " imagic_steps/presets/digits_classifier/calibration.json; image_similarity = SSIM; pixel_fidelity"
                  " = 1 − RMSE of grey levels)")
+    elif any(name.startswith(COLOUR_DIGITS_SCORER) for name in names):
+        note += (" (coloured digits: text_alignment = 100 · P(what the edit asks for: the target colour for an"
+                 " attribute edit, the target digit for a structure edit), preserved = 100 · P(what it must keep: the"
+                 " input's digit, resp. colour), distance = the digits identity distance of the inks (shape only),"
+                 " image_similarity = SSIM of the inks; imagic_steps/colour_digits/README.md)")
     elif not random_weights:
         note += (" (text_alignment = CLIP score, distance = LPIPS, image_similarity = CLIP image cosine,"
                  " directional_similarity = directional CLIP)")
@@ -116,39 +146,64 @@ def write_evaluation(
     text_min: float,
     sweeps: dict[str, dict],
     out: dict[str, str],
+    facets: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Everything downstream of the scores; `out` names the files (see workflow/rules/evaluate.smk).
+
+    `facets` (score-table columns: the model label of a several-model run, the coloured digits' edit_kind) split
+    the summaries, the best settings and the trade-off figure's panels (at most two facets), and the sweep figures
+    (one per facet value combination).
 
     `text_min` (config best_alpha.text_min) is the seed-mean text_alignment an alpha (or a baseline's setting) must
     reach to count as an edit; `pick_best_alpha` explains the choice among those.
     """
     table = score_table(sample_rows, score_csvs)
+    facets = list(facets)
     for folder in ("tradeoff_pairs", "sweeps"):  # declared outputs even when empty (no sweep configured)
         Path(out[folder]).mkdir(parents=True, exist_ok=True)
     write_table_files(table, out["scores_csv"], out["scores_parquet"])
     note = scorer_note(table)
-    summary = summarise(table, by=SUMMARY_KEYS)
+    keys = (*facets, *SUMMARY_KEYS)
+    metrics = [*METRICS, *([PRESERVED_METRIC] if table.get(PRESERVED_METRIC, pd.Series()).notna().any() else [])]
+    summary = summarise(table, by=keys, metrics=metrics)
     with atomic_path(out["summary_csv"]) as tmp:
         summary.to_csv(tmp, index=False)
     write_text(out["summary_md"], summary_markdown(summary, note))
     swept = table["variant"].isin([v for sweep in sweeps.values() for v in sweep["variants"]])
     main = table[~swept] if (~swept).any() else table  # the sweep's own variants get the sweep figure
-    options = tradeoff_options(table)
-    plot_tradeoff(summarise(main, by=SUMMARY_KEYS), out["tradeoff"],
+    options = {**tradeoff_options(table), "panels_by": facets}
+    plot_tradeoff(summarise(main, by=keys), out["tradeoff"],
                   "text alignment vs fidelity along alpha (baselines: their grid setting)\n"
                   f"mean over pairs of seed means, {CONFIDENCE:.0%} pair bootstrap intervals", **options)
     for pair, pair_rows in main.groupby("pair_id"):
-        plot_tradeoff(summarise(pair_rows, by=SUMMARY_KEYS), Path(out["tradeoff_pairs"]) / f"{pair}.png",
+        plot_tradeoff(summarise(pair_rows, by=keys), Path(out["tradeoff_pairs"]) / f"{pair}.png",
                       f"pair {pair}: text alignment vs fidelity along alpha\nmean over seeds (one pair: no interval)",
-                      **options)
-    best = pick_best_alpha(main, text_min=text_min)
+                      **{**options, "panels_by": varying_within_pairs(pair_rows, facets)})
+    reported = [metric for metric in metrics if metric not in (TEXT_METRIC, DISTANCE_METRIC)]
+    best = pick_best_alpha(main, text_min=text_min, by=("pair_id", *facets, "method", "variant"), also=reported)
     with atomic_path(out["best_alpha"]) as tmp:
         best.to_csv(tmp, index=False)
-    save_image(best_edits_montage(best, main, images, seed=int(main["seed"].min())), out["best_edits"])
+    best_summary = summarise_best(best, by=(*facets, "method", "variant"), metrics=metrics)
+    with atomic_path(out["best_summary_csv"]) as tmp:
+        best_summary.to_csv(tmp, index=False)
+    write_text(out["best_summary_md"], best_summary_markdown(best_summary, text_min, note))
+    save_image(best_edits_montage(best, main, images, seed=int(main["seed"].min()),
+                                  keys=varying_within_pairs(main, facets)), out["best_edits"])
     for name, sweep in sweeps.items():
         rows = table[table["variant"].isin(list(sweep["variants"]))]
         scorers = ", ".join(sorted(rows["scorer"].unique()))
-        plot_sweep(sweep_means(rows, sweep["variants"], SWEEP_METRICS), Path(out["sweeps"]) / f"{name}.png",
-                   f"{sweep['field']}: sweep '{name}', means over pairs and seeds; scorer: {scorers}",
-                   xlabel=sweep["field"], labels=metric_labels(rows))
+        groups = rows.groupby(facets, sort=True) if facets else [((), rows)]
+        for values, group in groups:
+            values = values if isinstance(values, tuple) else (values,)
+            suffix = "".join(f"_{value}" for value in values)
+            where = "".join(f", {facet} {value}" for facet, value in zip(facets, values))
+            plot_sweep(sweep_means(group, sweep["variants"], SWEEP_METRICS), Path(out["sweeps"]) / f"{name}{suffix}.png",
+                       f"{sweep['field']}: sweep '{name}'{where}, means over pairs and seeds; scorer: {scorers}",
+                       xlabel=sweep["field"], labels=metric_labels(group))
     return table
+
+
+def varying_within_pairs(table: pd.DataFrame, facets: Sequence[str]) -> list[str]:
+    """The facets that take several values within some pair (the model label), not those fixed by the pair (the
+    edit kind): a pair's own figures split by those only."""
+    return [facet for facet in facets if (table.groupby("pair_id")[facet].nunique() > 1).any()]

@@ -74,32 +74,35 @@ def no_edit_tile(size: int, label: str = "no edit") -> Image.Image:
     return tile
 
 
-def best_edits_montage(best: pd.DataFrame, table: pd.DataFrame, images: dict[str, str], seed: int) -> Image.Image:
-    """One row per pair: the input, then each (method, variant)'s sample at its best setting for `seed`.
+def best_edits_montage(best: pd.DataFrame, table: pd.DataFrame, images: dict[str, str], seed: int,
+                       keys: Sequence[str] = ()) -> Image.Image:
+    """One row per pair: the input, then each (*keys, method, variant)'s sample at its best setting for `seed`
+    (`keys`: facets such as the model label that vary within a pair, one column per value).
 
-    A (pair, method, variant) without a best setting (edited False in `pick_best_alpha`) gets a grey
+    A (pair, *keys, method, variant) without a best setting (edited False in `pick_best_alpha`) gets a grey
     "no edit" tile, or "missing" where the table lacks it entirely.
     """
-    columns = sorted({(m, v) for m, v in zip(best["method"], best["variant"])})
+    group = [*keys, "method", "variant"]
+    columns = sorted(set(best[group].itertuples(index=False, name=None)))
     pairs = sorted(best["pair_id"].unique())
     seed_rows = table[table["seed"] == seed].assign(setting=edit_setting)
-    lookup = seed_rows.set_index(["pair_id", "method", "variant", "setting"])["sample"]
+    lookup = seed_rows.set_index(["pair_id", *group, "setting"])["sample"]
     with Image.open(seed_rows["sample"].iloc[0]) as first:
         width = first.width
     cell = max(width, MIN_CELL)
-    picks = best.assign(setting=edit_setting).set_index(["pair_id", "method", "variant"])
+    picks = best.assign(setting=edit_setting).set_index(["pair_id", *group])
     rows = []
     for pair in pairs:
         row = [load_image(images[pair], width)]
-        for method, variant in columns:
-            if (pair, method, variant) not in picks.index:
+        for column in columns:
+            if (pair, *column) not in picks.index:
                 row.append(no_edit_tile(cell, "missing"))
-            elif not bool(picks.at[(pair, method, variant), "edited"]):
+            elif not bool(picks.at[(pair, *column), "edited"]):
                 row.append(no_edit_tile(cell))
             else:
-                row.append(Image.open(lookup[(pair, method, variant, picks.at[(pair, method, variant), "setting"])]))
+                row.append(Image.open(lookup[(pair, *column, picks.at[(pair, *column), "setting"])]))
         rows.append(row)
-    labels = ["input"] + [f"{v}" for _, v in columns]
+    labels = ["input"] + [" ".join(map(str, (*column[:len(keys)], column[-1]))) for column in columns]
     return image_grid(rows, column_labels=labels, row_labels=pairs, cell=cell, row_label_width=row_label_width(pairs))
 
 
@@ -135,7 +138,7 @@ REFERENCE_STYLES = (("0.45", "//"), ("0.65", ".."), ("0.25", "\\\\"))  # (grey l
 def tradeoff_figure(summary: pd.DataFrame, title: str,
                     xlabel: str = "1 − LPIPS (fidelity to input, unitless; higher = closer)",
                     ylabel: str = "CLIP score (100 · cosine; higher = better text alignment)",
-                    references: Sequence[ReferenceBand] = ()):
+                    references: Sequence[ReferenceBand] = (), panels_by: Sequence[str] = ()):
     """The fidelity / text-alignment trade-off of a `summarise` table as a matplotlib Figure.
 
     x = 1 - mean distance (fidelity to the input), y = mean text alignment; one line per (method, variant),
@@ -143,13 +146,40 @@ def tradeoff_figure(summary: pd.DataFrame, title: str,
     pair bootstrap intervals [lo, hi] (asymmetric, drawn as they are: they lie inside the metric's range by
     construction; none with a single pair). Each of `references` (distance levels, drawn at x = 1 - distance) is
     a vertical band over its interquartile range with a dashed line at its median, named in the legend, so a
-    curve's fidelity reads against what e.g. another writer's drawing of the same digit scores. The title names
-    the scorer(s) so random-weight numbers are recognisable.
+    curve's fidelity reads against what e.g. another writer's drawing of the same digit scores. `panels_by` (up to
+    two summary columns, e.g. edit kind and model) splits the figure into panels on shared axes: rows by the first
+    column's values, columns by the second's. The title names the scorer(s) so random-weight numbers are
+    recognisable.
     """
-    require_columns(summary, ["method", "variant", *SETTING_COLUMNS, f"{DISTANCE_METRIC}_mean", f"{TEXT_METRIC}_mean",
-                              "scorer"])
-    figure = new_figure((7, 5), 120)
-    axes = figure.add_subplot()
+    panels_by = list(panels_by)
+    if len(panels_by) > 2:
+        raise ValueError(f"at most two panel columns, got {panels_by}")
+    require_columns(summary, [*panels_by, "method", "variant", *SETTING_COLUMNS, f"{DISTANCE_METRIC}_mean",
+                              f"{TEXT_METRIC}_mean", "scorer"])
+    row_values = sorted(summary[panels_by[0]].unique()) if panels_by else [None]
+    column_values = sorted(summary[panels_by[1]].unique()) if len(panels_by) == 2 else [None]
+    figure = new_figure((7 * len(column_values), 5 * len(row_values)), 120)
+    grid = figure.subplots(len(row_values), len(column_values), sharex=True, sharey=True, squeeze=False)
+    for i, row_value in enumerate(row_values):
+        for j, column_value in enumerate(column_values):
+            axes, panel = grid[i][j], summary
+            names = []
+            for column, value in zip(panels_by, (row_value, column_value)):
+                panel = panel[panel[column] == value]
+                names.append(f"{column} {value}")
+            _draw_tradeoff(axes, panel, references)
+            if names:
+                axes.set_title(", ".join(names), fontsize=10)
+            axes.set_xlabel(xlabel if i == len(row_values) - 1 else "")
+            axes.set_ylabel(ylabel if j == 0 else "")
+    scorer_names = ", ".join(sorted(map(str, summary["scorer"].unique())))
+    figure.suptitle(f"{title}\nscorer: {scorer_names}", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def _draw_tradeoff(axes, summary: pd.DataFrame, references: Sequence[ReferenceBand]) -> None:
+    """One trade-off panel: the reference bands, then one line per (method, variant) of `summary`."""
     for index, band in enumerate(references):
         color, hatch = REFERENCE_STYLES[index % len(REFERENCE_STYLES)]
         axes.axvspan(1.0 - band.q75, 1.0 - band.q25, facecolor=color, edgecolor=color, hatch=hatch, alpha=0.2,
@@ -170,18 +200,13 @@ def tradeoff_figure(summary: pd.DataFrame, title: str,
         axes.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", capsize=3, label=f"{method} / {variant}")
         for setting, x_i, y_i in zip(curve["setting"], x, y):
             axes.annotate(f"{setting:g}", (x_i, y_i), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    scorer_names = ", ".join(sorted(map(str, summary["scorer"].unique())))
-    axes.set_title(f"{title}\nscorer: {scorer_names}", fontsize=10)
     axes.grid(True, alpha=0.3)
     axes.legend(title="method / variant" + (", reference" if references else ""), fontsize=8)
-    figure.tight_layout()
-    return figure
 
 
 def plot_tradeoff(summary: pd.DataFrame, path: str | os.PathLike, title: str, **options) -> None:
-    """`tradeoff_figure` saved as PNG at `path` (atomically); `options` are its xlabel, ylabel, references."""
+    """`tradeoff_figure` saved as PNG at `path` (atomically); `options` are its xlabel, ylabel, references,
+    panels_by."""
     save_figure(tradeoff_figure(summary, title, **options), path)
 
 

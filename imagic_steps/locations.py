@@ -13,6 +13,9 @@ SD21_SHAPED_PRESET = "sd21-shaped"
 TINY_SDXL_PRESET = "tiny-sdxl"  # SDXL's layout (two text encoders, text-time UNet) at tiny sizes
 TINY_IF_PRESET = "tiny-if"  # DeepFloyd IF stage I's layout (T5 encoder, pixel-space UNet, learned variance)
 TINY_IF_SR_PRESET = "tiny-if-sr"  # DeepFloyd IF stage II's layout (64 -> 256 px super-resolution; `upscale` only)
+# the coloured-digits pair of issue 16, trained on the same data (`python -m imagic_steps.colour_digits.train`)
+COLOUR_DIGITS_LATENT_PRESET = "colour-digits-latent"
+COLOUR_DIGITS_PIXEL_PRESET = "colour-digits-pixel"
 TINY_VERSION = "tiny-sd-v1"  # bump when the tiny configs change, so stale caches are not reused
 
 
@@ -41,6 +44,8 @@ MODEL_PRESETS: dict[str, ModelPreset] = {preset.name: preset for preset in (
     ModelPreset(TINY_IF_PRESET, "tiny-if-v1", random_weights=True, family="if"),
     ModelPreset(TINY_IF_SR_PRESET, "tiny-if-sr-v1", random_weights=True, family=None),
     ModelPreset(DIGITS_PRESET, DIGITS_PRESET, random_weights=False, shipped=True),
+    ModelPreset(COLOUR_DIGITS_LATENT_PRESET, "colour_digits_latent", random_weights=False, shipped=True),
+    ModelPreset(COLOUR_DIGITS_PIXEL_PRESET, "colour_digits_pixel", random_weights=False, shipped=True, family="if"),
     ModelPreset(SD15_SHAPED_PRESET, "sd15-shaped-v1", random_weights=True, architecture="sd15"),
     ModelPreset(SD21_SHAPED_PRESET, "sd21-shaped-v1", random_weights=True, architecture="sd21"),
 )}

@@ -41,7 +41,7 @@ class Pair:
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One pair under one variant: the keys of its three stages."""
+    """One pair under one variant on one model (its config label): the keys of its three stages."""
 
     pair: Pair
     variant: Variant
@@ -50,6 +50,7 @@ class PlannedRun:
     sample_key: str
     alphas: tuple[float, ...]
     seeds: tuple[int, ...]
+    model: str = ""
 
 
 def stage_key(identity: dict[str, Any]) -> str:
@@ -264,9 +265,10 @@ def plan_experiment(
     alphas: Sequence[float],
     seeds: Sequence[int],
     resolution: int | None = None,
+    label: str = "",
 ) -> list[PlannedRun]:
-    """Every pair under every variant; the config's alphas (and `resolution`, when given) apply unless a variant
-    sets its own."""
+    """Every pair under every variant on `model` (a config model block, named `label` in tables); the config's
+    alphas (and `resolution`, when given) apply unless a variant sets its own."""
     if not seeds:
         raise PlanError("config: 'seeds' is empty; give at least one seed")
     if not alphas:
@@ -280,7 +282,8 @@ def plan_experiment(
             embed_key = stage_key(embed_identity(model, pair, variant))
             finetune_key = stage_key({"embed": embed_key, "finetune": finetune_identity(variant)})
             sample_key = stage_key({"finetune": finetune_key, **sample_identity(variant)})
-            runs.append(PlannedRun(pair, variant, embed_key, finetune_key, sample_key, variant.alphas, tuple(seeds)))
+            runs.append(PlannedRun(pair, variant, embed_key, finetune_key, sample_key, variant.alphas, tuple(seeds),
+                                   label))
     return runs
 
 
@@ -336,7 +339,8 @@ BASELINES: dict[str, BaselineMethod] = {method.name: method for method in (
 
 @dataclass(frozen=True)
 class BaselineRun:
-    """One baseline for one pair: its key, the setting grid and seeds it runs, its parameters (defaults filled)."""
+    """One baseline for one pair on one model (its config label): its key, the setting grid and seeds it runs, its
+    parameters (defaults filled)."""
 
     method: BaselineMethod
     pair: Pair
@@ -345,20 +349,23 @@ class BaselineRun:
     seeds: tuple[int, ...]
     params: dict[str, Any] = field(hash=False, compare=False)
     resolution: int | None = None
+    model: str = ""
 
 
 def plan_baselines(model: dict[str, Any], pairs: Sequence[Pair], config: dict[str, Any], seeds: Sequence[int],
-                   resolution: int | None = None, family: str | None = None) -> list[BaselineRun]:
-    """One BaselineRun per pair and baseline whose block (`sdedit:`, `ledits:`, `ddim_inversion:`) the config has.
-    Each is keyed by what it consumes: the model, image, prompt (and source prompt where the method uses one),
-    resolution and its parameters, not its grid (one file per setting). `family` (sd, sdxl, if; None: not known
-    before loading) refuses a baseline the family has no pipeline for."""
+                   resolution: int | None = None, family: str | None = None, label: str = "",
+                   skip_unsupported: bool = False) -> list[BaselineRun]:
+    """One BaselineRun per pair and baseline whose block (`sdedit:`, `ledits:`, `ddim_inversion:`) the config has,
+    on `model` (named `label` in tables). Each is keyed by what it consumes: the model, image, prompt (and source
+    prompt where the method uses one), resolution and its parameters, not its grid (one file per setting).
+    `family` (sd, sdxl, if; None: not known before loading) refuses a baseline the family has no pipeline for, or
+    leaves it out with `skip_unsupported` (a run of several models, where another may support it)."""
     runs = []
     for method in BASELINES.values():
         block = config.get(method.name)
-        if not block:
+        if not block or (skip_unsupported and not supports(method, family)):
             continue
-        if family is not None and family not in method.families:
+        if not supports(method, family):
             raise PlanError(f"config ({method.name}): not supported for the {family} family of model "
                             f"'{model.get('id')}' (only {', '.join(method.families)}); remove the block")
         params = asdict(method.params(**{k: v for k, v in block.items() if k != method.grid_key}))
@@ -368,5 +375,11 @@ def plan_baselines(model: dict[str, Any], pairs: Sequence[Pair], config: dict[st
             if method.uses_source_prompt:
                 identity["source_prompt"] = pair.source_prompt
             runs.append(BaselineRun(method, pair, stage_key(identity), tuple(float(v) for v in block[method.grid_key]),
-                                    tuple(seeds) if method.stochastic else tuple(seeds[:1]), params, resolution))
+                                    tuple(seeds) if method.stochastic else tuple(seeds[:1]), params, resolution,
+                                    label))
     return runs
+
+
+def supports(method: BaselineMethod, family: str | None) -> bool:
+    """Whether `method` has a pipeline for `family` (None: not known before loading, assumed so)."""
+    return family is None or family in method.families

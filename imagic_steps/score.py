@@ -328,16 +328,23 @@ def score_sample_files(
     """Score sample files against their input image and target prompt; writes one CSV row per sample.
 
     `scorer` holds `ScorerSpec` fields, or `kind: digits` for the digits domain's classifier scorer
-    (`imagic_steps.digits.classifier.digit_evaluation_scores`): the same columns. Each sample is compared with the input resized
+    (`imagic_steps.digits.classifier.digit_evaluation_scores`), or `kind: colour_digits` for the coloured digits'
+    (`imagic_steps.colour_digits.scorer.colour_digit_evaluation_scores`: the pair's source prompt names the input's
+    colour and digit): the same columns. Each sample is compared with the input resized
     and centre-cropped to the sample's size, i.e. the image the model was given.
     """
     images = [Image.open(path).convert("RGB") for path in samples]
     reference = load_image(image_path, images[0].width)
     spec = dict(scorer)
-    if spec.pop("kind", "clip") == "digits":
+    kind = spec.pop("kind", "clip")
+    if kind == "digits":
         from .digits.classifier import digit_evaluation_scores
 
         table = digit_evaluation_scores(images, [reference] * len(images), prompt)
+    elif kind == "colour_digits":
+        from .colour_digits.scorer import colour_digit_evaluation_scores
+
+        table = colour_digit_evaluation_scores(images, [reference] * len(images), prompt, source_prompt)
     else:
         scorers = load_scorers(ScorerSpec(**spec), device)
         table = score_samples(scorers, images, [reference] * len(images), [prompt] * len(images),

@@ -155,6 +155,7 @@ def pick_best_alpha(
     by: Sequence[str] = ("pair_id", "method", "variant"),
     text: str = TEXT_METRIC,
     distance: str = DISTANCE_METRIC,
+    also: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Per group (a pair's method and variant): the most faithful setting (Imagic's alpha, a baseline's grid
     value) among those that achieve the edit.
@@ -166,18 +167,19 @@ def pick_best_alpha(
 
     Returns:
         One row per group with columns by..., edited (bool), the SETTING_COLUMNS (the best setting; the others
-        NaN), text_alignment, distance (the seed means at that setting; the `text` and `distance` columns),
-        text_alignment_max (the highest seed-mean text score of any setting), text_min and scorer.
+        NaN), text_alignment, distance and the `also` metrics (the seed means at that setting; the `text` and
+        `distance` columns), text_alignment_max (the highest seed-mean text score of any setting), text_min and scorer.
 
     Raises:
         ValueError: if a group mixes scorers.
     """
     by = list(by)
     table = with_setting_columns(table)
-    require_columns(table, [*by, text, distance, "scorer"])
+    require_columns(table, [*by, text, distance, *also, "scorer"])
+    reported = [text, distance, *also]
     rows = []
     for key, group in table.groupby(by, sort=True, dropna=False):
-        per_setting = (group.groupby(list(SETTING_COLUMNS), sort=True, dropna=False)[[text, distance]].mean()
+        per_setting = (group.groupby(list(SETTING_COLUMNS), sort=True, dropna=False)[reported].mean()
                        .reset_index())
         editing = per_setting[(per_setting[text] >= text_min) & per_setting[distance].notna()]
         edited = not editing.empty
@@ -187,13 +189,46 @@ def pick_best_alpha(
             {
                 **dict(zip(by, key)),
                 "edited": edited,
-                **{column: best[column] if edited else np.nan for column in (*SETTING_COLUMNS, text, distance)},
+                **{column: best[column] if edited else np.nan for column in (*SETTING_COLUMNS, *reported)},
                 f"{text}_max": per_setting[text].max(),
                 "text_min": float(text_min),
                 "scorer": _single_scorer(group, key),
             }
         )
-    columns = [*by, "edited", *SETTING_COLUMNS, text, distance, f"{text}_max", "text_min", "scorer"]
+    columns = [*by, "edited", *SETTING_COLUMNS, *reported, f"{text}_max", "text_min", "scorer"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summarise_best(
+    best: pd.DataFrame,
+    by: Sequence[str],
+    metrics: Sequence[str] = (TEXT_METRIC, DISTANCE_METRIC),
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> pd.DataFrame:
+    """Per group of `pick_best_alpha` rows (one per pair): how often the edit was achieved, and what it cost.
+
+    Returns:
+        One row per group, sorted by `by`, with n_pairs, n_edited, edited_percent_mean / _lo / _hi (100 x the
+        fraction of pairs where some setting edits, with a pair bootstrap interval, inside [0, 100]) and, for
+        each metric, <metric>_mean / _lo / _hi over the **edited** pairs at their best settings (n_edited of
+        them: a pair that never edits has no best setting to measure), and scorer.
+    """
+    by = list(by)
+    require_columns(best, [*by, "edited", *metrics, "scorer"])
+    rows = []
+    for key, group in best.groupby(by, sort=True, dropna=False):
+        edited = group[group["edited"].astype(bool)]
+        row = {**dict(zip(by, key)), "n_pairs": len(group), "n_edited": len(edited)}
+        row["edited_percent_mean"], row["edited_percent_lo"], row["edited_percent_hi"] = bootstrap_mean_interval(
+            100.0 * group["edited"].to_numpy(dtype=np.float64), n_resamples=n_resamples, seed=seed)
+        for metric in metrics:
+            row[f"{metric}_mean"], row[f"{metric}_lo"], row[f"{metric}_hi"] = bootstrap_mean_interval(
+                edited[metric].to_numpy(dtype=np.float64), n_resamples=n_resamples, seed=seed)
+        row["scorer"] = _single_scorer(group, key)
+        rows.append(row)
+    columns = [*by, "n_pairs", "n_edited",
+               *(f"{m}_{stat}" for m in ("edited_percent", *metrics) for stat in ("mean", "lo", "hi")), "scorer"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -226,12 +261,12 @@ def markdown_table(summary: pd.DataFrame, float_digits: int = 3) -> str:
     return table.to_markdown(index=False)
 
 
-def sweep_means(table: pd.DataFrame, sweep: dict, metrics: Sequence[str]) -> pd.DataFrame:
-    """Means over pairs and seeds of `metrics` per (alpha, swept value); `sweep` maps variant name -> value.
+def sweep_means(table: pd.DataFrame, sweep: dict, metrics: Sequence[str], by: Sequence[str] = ()) -> pd.DataFrame:
+    """Means over pairs and seeds of `metrics` per (*by, alpha, swept value); `sweep` maps variant name -> value.
 
     Returns:
-        columns alpha, value, *metrics; one row per (alpha, value), sorted.
+        columns *by, alpha, value, *metrics; one row per (*by, alpha, value), sorted.
     """
     rows = table[table["variant"].isin(list(sweep))].copy()
     rows["value"] = rows["variant"].map(sweep)
-    return rows.groupby(["alpha", "value"], sort=True)[list(metrics)].mean().reset_index()
+    return rows.groupby([*by, "alpha", "value"], sort=True)[list(metrics)].mean().reset_index()

@@ -65,11 +65,13 @@ def test_each_shipped_config_plans_exactly_its_own_experiment(tmp_path, name):
         top_level = {key: config[key] for key in ("alphas", "resolution") if key in config}  # a variant's own wins
         expected = resolve_variant(variant_name, {**top_level, **spec}).to_dict()
         assert json.loads(json.dumps(planned[variant_name])) == json.loads(json.dumps(expected)), variant_name
+    models = config.get("models") or {config["model"]["id"]: config["model"]}  # label -> block
+    assert {label: block["id"] for label, block in plan["models"].items()} == {
+        label: block["id"] for label, block in models.items()}
     assert len(plan["pairs"]) == pair_count(config)
-    assert len(plan["runs"]) == len(plan["pairs"]) * len(variants)
-    assert plan["model"]["id"] == config["model"]["id"]
+    assert len(plan["runs"]) == len(plan["pairs"]) * len(variants) * len(models)
     assert plan["seeds"] == config["seeds"]
-    assert len(plan["sdedit"]) == (len(plan["pairs"]) if "sdedit" in config else 0)
+    assert len(plan["sdedit"]) == (len(plan["pairs"]) * len(models) if "sdedit" in config else 0)
     if "scorer" in config:
         assert {k: v for k, v in plan["scorer"].items() if k in config["scorer"]} == config["scorer"]
     # nothing of the digits default leaks into another config
@@ -87,7 +89,7 @@ def test_sd15_config_plans_its_variants_and_the_clip_scorer(tmp_path):
     original = next(r["variant"] for r in plan["runs"] if r["variant"]["name"] == "original")
     assert original["embed"]["steps"] == 500 and original["finetune"]["steps"] == 1000  # the preset's, not digits'
     assert original["finetune"]["mixed_precision"] == "fp16"
-    assert plan["model"]["dtype"] == "fp16"
+    assert plan["models"]["stable-diffusion-v1-5/stable-diffusion-v1-5"]["dtype"] == "fp16"
 
 
 @pytest.mark.parametrize("name, family", [("sdxl.yaml", "sdxl"), ("if.yaml", "if")])
@@ -118,7 +120,8 @@ def test_no_configfile_runs_the_digits_default(tmp_path):
     plan = plan_of(tmp_path / "results")
     default = yaml.safe_load((REPO / "config/config.yaml").read_text())
     assert {r["variant"]["name"] for r in plan["runs"]} == set(expected_variants(default))
-    assert plan["scorer"]["kind"] == "digits" and plan["model"]["id"] == "digits"
+    assert plan["scorer"]["kind"] == "digits" and list(plan["models"]) == ["digits"]  # one model, labelled by its id
+    assert plan["models"]["digits"]["id"] == "digits"
 
 
 def test_command_line_grids_and_results_override_the_file(tmp_path):

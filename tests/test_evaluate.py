@@ -55,7 +55,7 @@ def test_score_table_joins_every_sample_and_refuses_missing_scores(tmp_path):
 def evaluation_outputs(tmp_path):
     out = {name: str(tmp_path / "out" / name) for name in
            ("scores_csv", "scores_parquet", "summary_csv", "summary_md", "tradeoff", "tradeoff_pairs", "best_alpha",
-            "best_edits", "sweeps")}
+            "best_summary_csv", "best_summary_md", "best_edits", "sweeps")}
     out["tradeoff"] += ".png"
     out["best_edits"] += ".png"
     return out
@@ -90,6 +90,43 @@ def test_write_evaluation_outputs(tmp_path):
     # the sweep's variants are plotted in the sweep figure; the main trade-off keeps the others
     assert (tmp_path / "out" / "sweeps" / "s.png").stat().st_size > 0
     assert sorted(p.name for p in (tmp_path / "out" / "tradeoff_pairs").iterdir()) == ["p1.png", "p2.png"]
+    best_summary = pd.read_csv(out["best_summary_csv"]).iloc[0]
+    assert (best_summary["n_pairs"], best_summary["n_edited"], best_summary["edited_percent_mean"]) == (2, 2, 100.0)
+    assert best_summary["distance_mean"] == pytest.approx(0.5)  # alpha 1's distance, the best setting of both pairs
+    assert "n_edited" in open(out["best_summary_md"]).read()
+
+
+def test_facets_split_summaries_best_settings_panels_and_sweeps(tmp_path):
+    """Two models (the model label) x two edit kinds (a score column, fixed per pair): every table row and figure
+    is per facet value; a pair's own figure and the best-edits montage split by the model only."""
+    for model in ("latent", "pixel"):
+        (tmp_path / model).mkdir(exist_ok=True)
+    rows = [{**row, "model": model} for model in ("latent", "pixel")
+            for row in sample_rows(tmp_path / model, pairs=("p1", "p2"))]
+    fake_scores(rows, tmp_path / "scores.csv", offsets={"p2": -10.0})
+    scores = pd.read_csv(tmp_path / "scores.csv")
+    scores["edit_kind"] = ["attribute" if "/p1_" in path else "structure" for path in scores["sample"]]
+    scores["preserved"] = 50.0
+    scores.to_csv(tmp_path / "scores.csv", index=False)
+    out = evaluation_outputs(tmp_path)
+    write_evaluation(rows, [tmp_path / "scores.csv"], images=input_images(tmp_path), text_min=15.0,
+                     sweeps={"s": {"field": "finetune.steps", "variants": {"b": 10}}}, out=out,
+                     facets=["model", "edit_kind"])
+    summary = pd.read_csv(out["summary_csv"])
+    assert set(zip(summary["model"], summary["edit_kind"])) == {(m, k) for m in ("latent", "pixel")
+                                                                for k in ("attribute", "structure")}
+    assert (summary["n_pairs"] == 1).all() and "preserved_mean" in summary
+    best = pd.read_csv(out["best_summary_csv"]).set_index(["model", "edit_kind", "variant"])
+    assert best.loc[("pixel", "attribute", "a"), "edited_percent_mean"] == 100.0
+    assert best.loc[("pixel", "structure", "a"), "edited_percent_mean"] == 0.0  # p2 peaks at 10.5 < 15
+    assert best.loc[("latent", "attribute", "a"), "preserved_mean"] == 50.0
+    assert sorted(p.name for p in (tmp_path / "out" / "sweeps").iterdir()) == [
+        f"s_{m}_{k}.png" for m in ("latent", "pixel") for k in ("attribute", "structure")]
+    # panels: rows by model and columns by edit kind (2 x 2); a pair's own figure by model only (2 x 1)
+    whole, pair = Image.open(out["tradeoff"]).size, Image.open(out["tradeoff_pairs"] + "/p1.png").size
+    assert whole[0] == 2 * pair[0] and whole[1] == pair[1]
+    montage = Image.open(out["best_edits"])
+    assert montage.size[0] > 3 * 64  # input + latent a + pixel a
 
 
 def test_pairs_without_an_editing_alpha_are_no_edit_in_table_and_montage(tmp_path):

@@ -136,6 +136,20 @@ def test_baseline_plans_key_per_pair_and_method_by_what_each_consumes():
     assert len(plan_baselines(MODEL, PAIRS, {"ddim_inversion": config["ddim_inversion"]}, [0], family="if")) == 2
 
 
+def test_runs_of_several_models_carry_their_label_and_never_share_a_key():
+    latent, pixel = MODEL, {**MODEL, "id": "tiny-if"}
+    runs = [*plan_experiment(latent, PAIRS, {"original": None}, [1.0], [0], label="latent"),
+            *plan_experiment(pixel, PAIRS, {"original": None}, [1.0], [0], label="pixel")]
+    assert [r.model for r in runs] == ["latent", "latent", "pixel", "pixel"]
+    for attribute in ("embed_key", "finetune_key", "sample_key"):
+        assert len({getattr(r, attribute) for r in runs}) == 4, attribute
+    config = {"ledits": {"edit_guidances": [5]}, "ddim_inversion": {"target_guidances": [1]}}
+    # with several models a baseline the family lacks is left out for that model, not refused
+    kept = plan_baselines(pixel, PAIRS, config, [0], family="if", label="pixel", skip_unsupported=True)
+    assert {(r.method.name, r.model) for r in kept} == {("ddim_inversion", "pixel")}
+    assert plan_baselines(latent, PAIRS, config, [0], label="latent")[0].key not in {r.key for r in kept}
+
+
 def test_image_paths_with_shell_syntax_are_refused(tmp_path):
     for name in ("my cat.png", "cat$(id).png", "a`b`.png", "x;y.png", "it's.png"):
         with pytest.raises(PlanError, match="rename the file"):

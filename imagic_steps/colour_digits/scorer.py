@@ -30,7 +30,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..digits.classifier import SCORER_NAME as DIGITS_SCORER_NAME, digit_probabilities, digit_scores
+from ..digits.classifier import (SCORER_NAME as DIGITS_SCORER_NAME, digit_probabilities, digit_scores,
+                                load_digit_classifier)
 from ..digits.data import IMAGE_SIZE
 from ..images import check_same_length, resize_center_crop
 from .data import COLOURS, PALETTE_RGB, colour_index, ink_image, parse_prompt
@@ -159,6 +160,37 @@ def colour_digit_scores(classifier: nn.Sequential, samples: Sequence[Image.Image
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
+def colour_digit_evaluation_scores(samples: Sequence[Image.Image], inputs: Sequence[Image.Image], prompt: str,
+                                   source_prompt: str | None) -> pd.DataFrame:
+    """`colour_digit_scores` for one pair plus the evaluation's columns (`imagic_steps.score`), so trade-off plots
+    and the best-setting rule work on this domain:
+
+      target_attribute_prob     what the edit asks for: P(target colour) for an attribute edit, P(target digit)
+                                for a structure edit (both: their product, as independent reads; none: the same)
+      preserved_attribute_prob  what the edit must keep: P(input digit) for an attribute edit, P(input colour)
+                                for a structure edit; NaN for both / none (nothing is to be kept)
+      text_alignment            100 * target_attribute_prob
+      preserved                 100 * preserved_attribute_prob
+      distance                  identity_distance (of the inks: shape only)
+      image_similarity          ssim (of the inks); directional_similarity NaN (no text encoder)
+    """
+    table = colour_digit_scores(load_digit_classifier(), samples, inputs, [prompt] * len(samples),
+                                [source_prompt or None] * len(samples))
+    target = {"attribute": table["target_colour_prob"], "structure": table["target_digit_prob"]}
+    kept = {"attribute": table["input_digit_prob"], "structure": table["input_colour_prob"]}
+    both = table["target_colour_prob"] * table["target_digit_prob"]
+    table["target_attribute_prob"] = [target[kind][i] if kind in target else both[i]
+                                      for i, kind in enumerate(table["edit_kind"])]
+    table["preserved_attribute_prob"] = [kept[kind][i] if kind in kept else np.nan
+                                         for i, kind in enumerate(table["edit_kind"])]
+    table["text_alignment"] = 100.0 * table["target_attribute_prob"]
+    table["preserved"] = 100.0 * table["preserved_attribute_prob"]
+    table["distance"] = table["identity_distance"]
+    table["image_similarity"] = table["ssim"]
+    table["directional_similarity"] = np.nan
+    return table
+
+
 ACCURACY_COMMAND = "python -m imagic_steps.colour_digits.scorer"
 
 
@@ -191,8 +223,6 @@ def held_out_accuracies(classifier: nn.Sequential, size: int = IMAGE_SIZE) -> pd
 
 
 def main() -> None:
-    from ..digits.classifier import load_digit_classifier
-
     torch.set_num_threads(1)
     classifier = load_digit_classifier()
     for size in (IMAGE_SIZE, 64):

@@ -13,9 +13,10 @@ seed (`digits.train.TrainConfig`: one set of defaults), so what differs is where
 * **pixel** (`colour-digits-pixel`, DeepFloyd IF stage I's layout, loaded through the IF family): a frozen
   random two-layer T5 encoder (the text encoder IF uses, at the same width 32; its SentencePiece tokenizer is
   trained on this domain's captions), no VAE, a UNet on the 32x32x3 images themselves, one more down-sampling
-  level so that its cross-attention also runs at 8x8; epsilon only (three channels out) and SD's scaled-linear
-  schedule, as the latent model, rather than IF's learned variance and cosine schedule, which would change two
-  things at once. Its parameter count is the latent model's VAE plus UNet.
+  level so that its cross-attention also runs at 8x8; epsilon only and SD's scaled-linear schedule, as the latent
+  model, rather than IF's learned variance and cosine schedule, which would change two things at once (the saved
+  UNet has IF's six output channels, the variance half constant zero: `with_zero_variance_half`). Its parameter
+  count is the latent model's VAE plus UNet.
 
 Every random draw follows `--seed`; the output folder is replaced atomically; each run writes `training.json`
 (configuration, data, parameter counts, final losses, seconds, package versions, git commit) and loss curves.
@@ -29,7 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from diffusers import PNDMScheduler
+from diffusers import PNDMScheduler, UNet2DConditionModel
 
 from ..digits.data import raw_digits, split_record
 from ..digits.train import (
@@ -88,6 +89,20 @@ def pixel_unet_config(cross_attention_dim: int) -> dict:
     )
 
 
+def with_zero_variance_half(unet: UNet2DConditionModel) -> UNet2DConditionModel:
+    """The UNet with IF's output layout: noise, then a variance of as many channels. diffusers' IF pipelines
+    (IFImg2ImgPipeline, for SDEdit) split every UNet output in two halves; this model learns the noise only, with
+    SD's fixed-variance schedule, so its variance half is constant zero (`conv_out` gets as many more output
+    channels with zero weights and bias), which no fixed-variance scheduler reads. Noise predictions are unchanged
+    bit for bit."""
+    wide = UNet2DConditionModel.from_config(unet.config, out_channels=2 * unet.config.out_channels)
+    state = unet.state_dict()
+    for name in ("conv_out.weight", "conv_out.bias"):
+        state[name] = torch.cat([state[name], torch.zeros_like(state[name])])
+    wide.load_state_dict(state)
+    return wide.eval().requires_grad_(False)
+
+
 def train_pixel_model(folder: Path, images: torch.Tensor, prompts: list[str], caption_rows: torch.Tensor,
                       config: TrainConfig, progress: bool) -> dict:
     """Write the IF-layout folder (tokenizer trained on `prompts`, frozen T5, seeded UNet: replaced next),
@@ -102,6 +117,7 @@ def train_pixel_model(folder: Path, images: torch.Tensor, prompts: list[str], ca
     unet, losses = train_denoiser(unet, components.scheduler, embeddings, caption_rows,
                                   lambda batch, generator: images[batch], config, generator, progress)
     seconds = time.perf_counter() - started
+    unet = with_zero_variance_half(unet)
     unet.save_pretrained(folder / "unet", safe_serialization=True)
     plot_losses({"epsilon MSE": losses}, folder / "losses_unet.png", "coloured digits, pixel UNet: denoising loss")
     record = {

@@ -6,7 +6,7 @@ rule sdedit:
         images=expand(SDEDIT_PNG, seed=SEEDS, allow_missing=True),
         record=SDEDIT_RECORD,
     params:
-        model=MODEL_BLOCK,
+        model=lambda w: MODEL_BLOCKS[baseline_run(w).model],
         prompt=lambda w: baseline_run(w).pair.prompt,
         sdedit=lambda w: baseline_run(w).params,
         samples=get_sdedit_samples,  # (seed, path) of each output PNG, from the planned run
@@ -42,7 +42,7 @@ for baseline in ("ledits", "ddim_inversion"):
             record=f"{RESULTS}/{baseline}/{{pair}}/{{skey}}/{baseline}.json",
         params:
             method=baseline,
-            model=MODEL_BLOCK,
+            model=lambda w: MODEL_BLOCKS[baseline_run(w).model],
             prompt=lambda w: baseline_run(w).pair.prompt,
             source_prompt=lambda w: baseline_run(w).pair.source_prompt,
             baseline=lambda w: baseline_run(w).params,

@@ -30,6 +30,7 @@ from imagic_steps.plan import (
     plan_baselines,
     plan_experiment,
     read_pairs_sheet,
+    supports,
     read_tedbench,
 )
 from imagic_steps.provenance import code_version
@@ -63,16 +64,33 @@ if Path(RESULTS).exists() and not Path(RESULTS).is_dir():
 SEEDS = config["seeds"]
 ALPHAS = config["alphas"]
 SAMPLE_JOBS = config["sample_jobs"]  # one sample job per alpha, or per sample set
-MODEL = ModelSpec.from_config(config["model"])
-MODEL_BLOCK = MODEL.to_config()  # every key filled in: what the model jobs get and plan.json records
-GPU_PER_JOB = 0 if MODEL.device == "cpu" else 1
-if (problem := dtype_device_problem(MODEL.dtype, MODEL.device, "config (model.dtype)")) is not None:
-    fail(problem)
-if Path(MODEL.id).is_dir() and (problem := model_folder_problem(MODEL.id)) is not None:
-    fail(problem)
-MODEL_SIZE, MODEL_SIZE_NOTE = planning_model_size(MODEL.id, MODEL.revision)  # None: tiny, not built yet
-if MODEL_SIZE_NOTE:
-    print(f"note: {MODEL_SIZE_NOTE}", file=sys.stderr)
+
+
+def model_blocks():
+    """label -> model config block: the `models` mapping, or the one `model` (labelled by its id)."""
+    if "model" in config and "models" in config:
+        fail("config (model/models): the config gives both; give `model` (one model) or `models` (several)")
+    if "models" in config:
+        return dict(config["models"])
+    if "model" in config:
+        return {config["model"]["id"]: config["model"]}
+    fail("config (model): missing; give `model: {id: digits}` (one model) or `models: {LABEL: {id: ...}, ...}`")
+
+
+MODELS = {label: ModelSpec.from_config(block) for label, block in model_blocks().items()}
+MODEL_BLOCKS = {label: spec.to_config() for label, spec in MODELS.items()}  # every key filled in: what jobs get
+GPU_PER_JOB = 0 if all(spec.device == "cpu" for spec in MODELS.values()) else 1
+SCORE_DEVICE = next(iter(MODELS.values())).device  # score jobs run where the (first) model does
+MODEL_SIZES = {}
+for label, spec in MODELS.items():
+    where = "config (model" if "model" in config else f"config (models.{label}"
+    if (problem := dtype_device_problem(spec.dtype, spec.device, f"{where}.dtype)")) is not None:
+        fail(problem)
+    if Path(spec.id).is_dir() and (problem := model_folder_problem(spec.id)) is not None:
+        fail(problem)
+    MODEL_SIZES[label], size_note = planning_model_size(spec.id, spec.revision)  # None: tiny, not built yet
+    if size_note:
+        print(f"note: {size_note}", file=sys.stderr)
 
 
 def load_pairs():
@@ -89,12 +107,27 @@ def load_pairs():
     return pairs
 
 
+def plan_model_baselines(label, block):
+    """The baselines of one model; with several models, a baseline the model's family has no pipeline for is left
+    out for that model (said in a note) rather than refused."""
+    spec = MODELS[label]
+    family = known_family_name(spec.id, spec.revision)
+    several = len(MODELS) > 1
+    runs = plan_baselines(block, PAIRS, config, SEEDS, config.get("resolution"), family, label,
+                          skip_unsupported=several)
+    for method in BASELINES.values():
+        if several and config.get(method.name) and not supports(method, family):
+            print(f"note: {method.name} is not run on model '{label}' ({family} family: only "
+                  f"{', '.join(method.families)})", file=sys.stderr)
+    return runs
+
+
 try:
     PAIRS = load_pairs()
     VARIANT_SPECS, SWEEPS = expand_sweeps(config["variants"], config.get("sweeps", {}))
-    RUNS = plan_experiment(MODEL_BLOCK, PAIRS, VARIANT_SPECS, ALPHAS, SEEDS, config.get("resolution"))
-    BASELINE_RUNS = plan_baselines(MODEL_BLOCK, PAIRS, config, SEEDS, config.get("resolution"),
-                                   known_family_name(MODEL.id, MODEL.revision))
+    RUNS = [run for label, block in MODEL_BLOCKS.items()
+            for run in plan_experiment(block, PAIRS, VARIANT_SPECS, ALPHAS, SEEDS, config.get("resolution"), label)]
+    BASELINE_RUNS = [run for label, block in MODEL_BLOCKS.items() for run in plan_model_baselines(label, block)]
 except (PlanError, VariantError) as error:
     fail(str(error))
 
@@ -114,7 +147,13 @@ BASELINE_BY_KEY = {(r.pair.pair_id, r.key): r for r in BASELINE_RUNS}
 # each baseline's setting grid (the config block's), which its rule's output patterns expand
 BASELINE_GRIDS = {name: [float(v) for v in config[name][method.grid_key]] for name, method in BASELINES.items()
                   if config.get(name)}
-SCORER = config.get("scorer") or default_scorer(MODEL.id)
+DEFAULT_SCORERS = {label: default_scorer(spec.id) for label, spec in MODELS.items()}
+if "scorer" not in config and len({str(scorer) for scorer in DEFAULT_SCORERS.values()}) > 1:
+    fail(f"config (scorer): the models' default scorers differ ({DEFAULT_SCORERS}); scores of different scorers "
+         "cannot be compared, so set one `scorer:` for all")
+SCORER = config.get("scorer") or next(iter(DEFAULT_SCORERS.values()))
+# score-table columns that split summaries, best settings and trade-off panels: the model label when several
+FACETS = (["model"] if len(MODELS) > 1 else []) + list(config.get("facets", []))
 
 
 wildcard_constraints:
@@ -191,7 +230,7 @@ def stage_resources(stage, estimated=False):
     model stages (`estimated`), `mem_mb` and on a GPU `gpu_mem_mb` come from imagic_steps.memory's estimate for
     each job; else, or while a preset is not built yet, mem_mb is 2000."""
     resources = {"runtime": 30, **config.get("resources", {}).get(stage, {})}
-    if not estimated or MODEL_SIZE is None:
+    if not estimated or None in MODEL_SIZES.values():
         return {"mem_mb": 2000, **resources}
     for key in ("mem_mb", "gpu_mem_mb") if GPU_PER_JOB else ("mem_mb",):
         resources.setdefault(key, estimated_memory(stage, key))
@@ -204,15 +243,17 @@ def estimated_memory(stage, key):
     def resource(wildcards):
         if stage in BASELINES:  # base UNet inference, one sample at a time (SDEdit's estimate)
             run = baseline_run(wildcards)
-            estimate = stage_estimate("sdedit", MODEL_SIZE, MODEL.dtype, run.resolution)
+            spec = MODELS[run.model]
+            estimate = stage_estimate("sdedit", MODEL_SIZES[run.model], spec.dtype, run.resolution)
         else:
             run = {"embed": embed_run, "finetune": finetune_run, "sample": sample_run}[stage](wildcards)
+            spec = MODELS[run.model]
             batch = 1
             if stage == "sample":
                 batch = min(run.variant.sample.batch_size, len(get_sample_triples(wildcards)))
-            estimate = stage_estimate(stage, MODEL_SIZE, MODEL.dtype, run.variant.resolution,
+            estimate = stage_estimate(stage, MODEL_SIZES[run.model], spec.dtype, run.variant.resolution,
                                       run.variant.finetune, sample_batch=batch)
-        return job_memory_mb(estimate, MODEL.device)[key]
+        return job_memory_mb(estimate, spec.device)[key]
 
     return resource
 
@@ -292,8 +333,13 @@ def get_pair_samples(wildcards):
 
 def montage_rows(pair_id):
     """(label, sample paths in alpha order) per variant and seed, for the pair's montage."""
-    return [(f"{run.variant.name} s{seed}", [sample_png(run, seed, a) for a in run.alphas])
+    return [(f"{run_label(run)} s{seed}", [sample_png(run, seed, a) for a in run.alphas])
             for run in pair_runs(pair_id) for seed in run.seeds]
+
+
+def run_label(run):
+    """A run's name in montages: its variant, after its model's label when the config has several models."""
+    return f"{run.model} {run.variant.name}" if len(MODELS) > 1 else run.variant.name
 
 
 def sample_table_rows():
@@ -302,7 +348,8 @@ def sample_table_rows():
         for seed in run.seeds:
             for alpha in run.alphas:
                 rows.append({
-                    "pair_id": run.pair.pair_id, "variant": run.variant.name, "method": "imagic", "seed": seed,
+                    "pair_id": run.pair.pair_id, "model": run.model, "variant": run.variant.name, "method": "imagic",
+                    "seed": seed,
                     "alpha": alpha, **{m.setting: None for m in BASELINES.values()}, "prompt": run.pair.prompt, "source_prompt": run.pair.source_prompt,
                     "image": run.pair.image, "sample": sample_png(run, seed, alpha),
                     "embed_key": run.embed_key, "finetune_key": run.finetune_key, "sample_key": run.sample_key,
@@ -316,7 +363,8 @@ def sample_table_rows():
         for seed in run.seeds:
             for setting in run.settings:
                 rows.append({
-                    "pair_id": run.pair.pair_id, "variant": method, "method": method, "seed": seed,
+                    "pair_id": run.pair.pair_id, "model": run.model, "variant": method, "method": method,
+                    "seed": seed,
                     "alpha": None, **{m.setting: setting if m is run.method else None for m in BASELINES.values()},
                     "prompt": run.pair.prompt, "source_prompt": run.pair.source_prompt,
                     "image": run.pair.image, "sample": baseline_png(run, seed, setting), "sample_key": run.key,
@@ -330,13 +378,14 @@ def experiment_plan():
     """What the results folder was planned from (rule experiment_plan writes it as plan.json)."""
     return {
         "config": dict(config),
-        "model": MODEL_BLOCK,
+        "models": MODEL_BLOCKS,
         "scorer": SCORER,
+        "facets": FACETS,
         "seeds": list(SEEDS),
         "pairs": [dataclasses.asdict(pair) for pair in PAIRS],
-        "runs": [{"pair_id": r.pair.pair_id, "variant": r.variant.to_dict(), "embed_key": r.embed_key,
+        "runs": [{"pair_id": r.pair.pair_id, "model": r.model, "variant": r.variant.to_dict(), "embed_key": r.embed_key,
                   "finetune_key": r.finetune_key, "sample_key": r.sample_key} for r in RUNS],
-        **{name: [{"pair_id": r.pair.pair_id, "key": r.key, method.grid_key: list(r.settings), "seeds": list(r.seeds),
+        **{name: [{"pair_id": r.pair.pair_id, "model": r.model, "key": r.key, method.grid_key: list(r.settings), "seeds": list(r.seeds),
                    "resolution": r.resolution, **r.params} for r in BASELINE_RUNS if r.method is method]
            for name, method in BASELINES.items()},
     }

@@ -14,7 +14,7 @@ rule embed:
         ),
         record=f"{EMBED_DIR}/provenance.json",
     params:
-        model=MODEL_BLOCK,
+        model=lambda w: MODEL_BLOCKS[embed_run(w).model],
         prompt=lambda w: embed_run(w).pair.prompt,
         embed=lambda w: dataclasses.asdict(embed_run(w).variant.embed),
         resolution=lambda w: embed_run(w).variant.resolution,

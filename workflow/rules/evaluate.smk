@@ -54,6 +54,13 @@ rule evaluate:
             labels={"figure": "trade-off {pair}"},
         ),
         best_alpha=f"{RESULTS}/tables/best_alpha.csv",
+        best_summary_csv=f"{RESULTS}/tables/best_summary.csv",
+        best_summary_md=report(
+            f"{RESULTS}/tables/best_summary.md",
+            caption="../report/best_summary.rst",
+            category="Evaluation",
+            labels={"figure": "best-setting summary"},
+        ),
         best_edits=report(
             f"{RESULTS}/montages/best_edits.png",
             caption="../report/best_edits.rst",
@@ -72,6 +79,7 @@ rule evaluate:
         images={pair.pair_id: pair.image for pair in PAIRS},
         text_min=config["best_alpha"]["text_min"],  # the schema default when the config sets none
         sweeps=SWEEPS,
+        facets=FACETS,
         code=code_version("evaluate"),
     log:
         f"{LOGS}/evaluate/evaluate.log",

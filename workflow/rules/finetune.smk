@@ -22,7 +22,7 @@ rule finetune:
         previews=directory(f"{FINETUNE_DIR}/previews"),
         record=f"{FINETUNE_DIR}/provenance.json",
     params:
-        model=MODEL_BLOCK,
+        model=lambda w: MODEL_BLOCKS[finetune_run(w).model],
         finetune=lambda w: dataclasses.asdict(finetune_run(w).variant.finetune),
         preview_sample=lambda w: dataclasses.asdict(finetune_run(w).variant.sample),
         resolution=lambda w: finetune_run(w).variant.resolution,

@@ -7,7 +7,7 @@ rule sample:
         images=sample_job_images(),
         record=SAMPLE_RECORD,
     params:
-        model=MODEL_BLOCK,
+        model=lambda w: MODEL_BLOCKS[sample_run(w).model],
         sample=lambda w: dataclasses.asdict(sample_run(w).variant.sample),
         samples=get_sample_triples,  # (seed, alpha, path) of each output PNG, from the planned run
         resolution=lambda w: sample_run(w).variant.resolution,

@@ -9,7 +9,7 @@ rule score:
         scorer=SCORER,
         prompt=lambda w: scored_group(w)[0].prompt,
         source_prompt=lambda w: scored_group(w)[0].source_prompt,
-        device=MODEL.device,
+        device=SCORE_DEVICE,
         code=code_version("score"),
     log:
         f"{LOGS}/score/{{pair}}/{{skey}}.log",

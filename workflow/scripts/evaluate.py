@@ -5,4 +5,4 @@ from imagic_steps.jobs import job_context
 params = snakemake.params
 with job_context(snakemake.log[0], snakemake.threads):
     write_evaluation(params.rows, snakemake.input.scores, images=params.images, text_min=float(params.text_min),
-                     sweeps=params.sweeps, out=dict(snakemake.output.items()))
+                     sweeps=params.sweeps, out=dict(snakemake.output.items()), facets=params.facets)
