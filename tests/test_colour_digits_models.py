@@ -57,17 +57,38 @@ def test_the_two_models_differ_in_their_space_and_share_data_budget_and_schedule
     assert shipped["pixel"]["parameters"]["unet"] == pytest.approx(latent_total, rel=0.01)
 
 
-def test_text_to_image_draws_the_requested_digit_and_colour_in_every_class(model, classifier):
-    """Per digit and per colour, over 4 seeds of every (colour, digit) caption (python -m
-    imagic_steps.colour_digits.report prints the same tables with 8 seeds)."""
-    space, components = model
-    scores = text_to_image_scores(components, classifier, seeds=range(4))
+@pytest.fixture(scope="module")
+def text_to_image(classifier):
+    """Per model: one row per (colour, digit, seed) over 4 seeds of every caption."""
+    return {space: text_to_image_scores(load_components(preset), classifier, seeds=range(4))
+            for space, preset in PRESETS.items()}
+
+
+def test_latent_model_draws_the_requested_digit_and_colour_in_every_class(text_to_image):
+    """Measured (4 seeds): colour 1.00 in every class; digit 0.65-1.00 per digit, 0.725-0.925 per colour, 0.865
+    overall (python -m imagic_steps.colour_digits.report prints the same tables with 8 seeds)."""
+    scores = text_to_image["latent"]
     by_digit, by_colour = accuracy_by(scores, "digit"), accuracy_by(scores, "colour")
-    print(f"{space}:\n{by_digit.to_markdown(index=False)}\n{by_colour.to_markdown(index=False)}")
+    print(f"latent:\n{by_digit.to_markdown(index=False)}\n{by_colour.to_markdown(index=False)}")
     assert len(scores) == 10 * len(COLOURS) * 4
     assert (by_colour["colour_accuracy"] >= 0.9).all() and (by_digit["colour_accuracy"] >= 0.9).all()
     assert (by_digit["digit_accuracy"] >= 0.5).all() and (by_colour["digit_accuracy"] >= 0.6).all()
     assert by_digit.set_index("digit").loc["all", "digit_accuracy"] >= 0.8
+
+
+def test_pixel_model_at_the_same_budget_draws_worse_but_above_chance(text_to_image):
+    """The pixel-space model, trained on the same data for the same steps, reads right far less often (measured,
+    4 seeds: digit 0.42, colour 0.45 overall; per colour 0.00 (green) to 1.00 (white)): above chance (digit 0.1,
+    colour 0.2) and below the latent model in both, per digit and per colour. This is the finding the analysis'
+    README section rests on, so it is pinned."""
+    pixel, latent = text_to_image["pixel"], text_to_image["latent"]
+    for by in ("digit", "colour"):
+        table = accuracy_by(pixel, by)
+        print(f"pixel, per {by}:\n{table.to_markdown(index=False)}")
+    overall = accuracy_by(pixel, "digit").set_index("digit").loc["all"]
+    assert overall["digit_accuracy"] > 0.25 and overall["colour_accuracy"] > 0.3
+    for column in ("digit_right", "colour_right"):
+        assert latent[column].mean() > pixel[column].mean() + 0.2, column
 
 
 def test_evaluation_scores_measure_what_each_edit_kind_asks_and_must_keep():
@@ -87,6 +108,18 @@ def test_evaluation_scores_measure_what_each_edit_kind_asks_and_must_keep():
     assert structure["text_alignment"][0] > 90 and structure["text_alignment"][1] < 10
     assert (structure["preserved"] > 99).all()  # both are red
     assert structure["distance"][0] > structure["distance"][1]
+
+
+def test_sdedit_runs_on_the_pixel_model_through_diffusers_if_pipeline():
+    """IFImg2ImgPipeline splits the UNet output in noise and variance halves and reads the scheduler config's
+    variance_type, which a fixed-variance (SD-style) config lacks: both must work on colour-digits-pixel."""
+    from imagic_steps.sdedit import sdedit
+    from imagic_steps.variants import SdeditParams
+
+    components = load_components(COLOUR_DIGITS_PIXEL_PRESET)
+    images = sdedit(components, demo_input(3, "red").resize((32, 32)), "a blue three", 0.5, [0],
+                    SdeditParams(steps=4))
+    assert len(images) == 1 and images[0].size == (32, 32)
 
 
 def test_the_zero_variance_half_leaves_the_noise_prediction_bit_for_bit():

@@ -166,6 +166,35 @@ def test_ledits_and_ddim_inversion_plan_one_job_per_pair_and_rerun_only_on_their
     assert "error: config (ledits): not supported for the if family of model 'tiny-if'" in done.stderr
 
 
+def test_several_models_run_every_variant_and_baseline_each_keyed_apart(tmp_path):
+    """`models:` (label -> block) crosses the experiment with the models: every stage job once per model, no
+    output shared; a baseline one model's family lacks is left out for that model with a note; the sample table
+    names each sample's model; both blocks at once are refused in one line."""
+    models = {"latent": {"id": "tiny", "dtype": "fp32", "device": "cpu"},
+              "pixel": {"id": "tiny-if", "dtype": "fp32", "device": "cpu"}}
+    baselines = {"ledits": {"edit_guidances": [5], "inversion_steps": 2},
+                 "ddim_inversion": {"target_guidances": [1], "steps": 2}}
+    path = write_config(tmp_path, **baselines)
+    config = yaml.safe_load(path.read_text())
+    del config["model"]
+    path.write_text(yaml.safe_dump({**config, "models": models}))
+    jobs = planned_jobs(tmp_path)
+    assert {rule: n for rule, n in counts(jobs).items() if rule in ("embed", "finetune", "sample")} == {
+        "embed": 2 * 2, "finetune": 4 * 2, "sample": 8 * 2}
+    assert (counts(jobs)["ledits"], counts(jobs)["ddim_inversion"]) == (2, 2 * 2)  # LEDITS++: no IF pipeline
+    assert len(set(jobs["embed"])) == 4 and len(set(jobs["sample"])) == 16
+    done = snakemake(tmp_path, "--dry-run")
+    assert "note: ledits is not run on model 'pixel' (if family: only sd, sdxl)" in done.stderr
+    snakemake(tmp_path, "--until", "experiment_plan")
+    plan = json.loads((tmp_path / "results/plan.json").read_text())
+    assert {label: block["id"] for label, block in plan["models"].items()} == {"latent": "tiny", "pixel": "tiny-if"}
+    assert plan["facets"] == ["model"] and {run["model"] for run in plan["runs"]} == {"latent", "pixel"}
+    path.write_text(yaml.safe_dump({**config, "models": models, "model": models["latent"]}))
+    done = snakemake(tmp_path, "--dry-run", check=False)
+    assert done.returncode != 0 and done.stderr.strip().splitlines()[-1] == (
+        "error: config (model/models): the config gives both; give `model` (one model) or `models` (several)")
+
+
 def test_per_variant_sample_jobs_plan_one_job_per_sample_set(tmp_path):
     write_config(tmp_path, sample_jobs="per_variant", seeds=[0, 1])
     jobs = planned_jobs(tmp_path)
