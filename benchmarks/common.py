@@ -46,6 +46,7 @@ class BenchConfig:
     scheduler: str = "DDIMScheduler"
     eta: float = 0.0
     seed: int = 0
+    mixed_precision: str = "no"  # ours' stage B autocast ("fp16" on CUDA, "bf16"); the reference has none
     device: str = "cpu"
     dtype: str = "fp32"
     threads: int = 1
@@ -56,7 +57,8 @@ class BenchConfig:
         return EmbedParams(steps=self.steps_embed, lr=self.embed_lr, seed=self.seed)
 
     def finetune_params(self, mode: str = "full") -> FinetuneParams:
-        return FinetuneParams(steps=self.steps_finetune, lr=self.finetune_lr, mode=mode, seed=self.seed)
+        return FinetuneParams(steps=self.steps_finetune, lr=self.finetune_lr, mode=mode, seed=self.seed,
+                              mixed_precision=self.mixed_precision)
 
     def sample_params(self) -> SampleParams:
         """The setting's sampler; all seed x alpha samples in one batch, as the default `batch_size` 8 does for

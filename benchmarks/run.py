@@ -40,7 +40,7 @@ from .compare import compare, ratios
 from .stage_worker import STAGES
 
 DEFAULT_STAGES = ("embed", "finetune-full", "finetune-lora", "sample")
-OVERRIDES = ("model", "device", "dtype", "steps_embed", "steps_finetune", "sample_steps")
+OVERRIDES = ("model", "device", "dtype", "mixed_precision", "steps_embed", "steps_finetune", "sample_steps")
 
 
 def parse_args(argv: list[str] | None) -> tuple[list[BenchConfig], argparse.Namespace]:
@@ -51,13 +51,16 @@ def parse_args(argv: list[str] | None) -> tuple[list[BenchConfig], argparse.Name
     parser.add_argument("--model", help="override: 'tiny', 'digits', a local diffusers folder or a hub id")
     parser.add_argument("--device", help="override (default cpu)")
     parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="override (default fp32)")
+    parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"],
+                        help="override: ours' stage B autocast (default no; fp16 needs CUDA)")
     parser.add_argument("--steps-embed", type=int, help="override")
     parser.add_argument("--steps-finetune", type=int, help="override")
     parser.add_argument("--sample-steps", type=int, help="override: DDIM steps")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared machine)")
     parser.add_argument("--compile", action="store_true", help="ours runs its UNets through torch.compile")
     parser.add_argument("--channels-last", action="store_true", help="ours uses a channels-last UNet")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of ours vs the reference")
+    parser.add_argument("--repeats", type=int, default=4,
+                        help="interleaved repeats of ours vs the reference (even: each goes first equally often)")
     parser.add_argument("--stages", nargs="*", default=list(DEFAULT_STAGES), choices=STAGES,
                         help=f"stages of the per-stage table, each in its own process (default "
                              f"{' '.join(DEFAULT_STAGES)}); give none to skip the table")
