@@ -104,8 +104,9 @@ def compare(components: SDComponents, image: torch.Tensor, config: BenchConfig, 
     """Both implementations `repeats` times, interleaved; returns the timings and stage C's image difference."""
     ours_components = components_for_ours(components, config)
     base_state = {name: tensor.clone() for name, tensor in components.unet.state_dict().items()}
-    # Untimed warm-up of both (a process's first UNet calls pay one-off kernel and allocator set-up, and a
-    # compiled UNet its compile), so the first timed repeat is no outlier for whichever goes first.
+    # Untimed warm-up of both (a process's first UNet calls pay one-off kernel and allocator set-up, and
+    # torch.compile its first compile; stage C's larger batch may still recompile in the first repeat), so the
+    # first timed repeat is no outlier for whichever goes first.
     warm_up = replace(config, steps_embed=2, steps_finetune=2, sample_steps=2, alphas=config.alphas[:1],
                       seeds=config.seeds[:1])
     run_ours(ours_components, image, warm_up, Timings())

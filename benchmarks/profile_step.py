@@ -7,7 +7,8 @@ For each setting (benchmarks.common.bench_settings) and stage, `--steps` steps o
 warm-up. The profiled time (ms per step) is split by the top-level profiler events: the UNet's forward (a
 record_function range opened by hooks on the UNet), its backward (the autograd engine's events), the optimiser's
 step and zero_grad, host syncs (`aten::item`, `aten::_local_scalar_dense`), and everything else (noise draws,
-`add_noise`, the loss, Python between the ops). Then the Adam options torch offers on the CPU are checked on
+`add_noise`, the loss, Python between the ops; the draws, `add_noise` and the target are also timed apart).
+Then the Adam options torch offers on the CPU are checked on
 stage A's real tensor: time per step and whether each gives the default's bits.
 """
 
@@ -21,6 +22,7 @@ import torch
 from tabulate import tabulate
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from imagic_steps.diffusion import draw_noise_and_timesteps, training_target
 from imagic_steps.embed import optimize_embedding
 from imagic_steps.finetune import finetune_unet
 
@@ -76,6 +78,18 @@ def profile_stage(run, steps: int) -> dict[str, float]:
     return row
 
 
+def draws_and_noising_ms(components, latents: torch.Tensor, steps: int = 200) -> float:
+    """ms per step of what a training step does besides the UNet and Adam: the noise and timestep draws,
+    `add_noise` and the training target, timed apart."""
+    generator = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        noise, timesteps = draw_noise_and_timesteps(latents, components.scheduler, generator)
+        components.scheduler.add_noise(latents, noise, timesteps)
+        training_target(components.scheduler, latents, noise, timesteps)
+    return (time.perf_counter() - start) * 1e3 / steps
+
+
 def adam_options(embedding: torch.Tensor, steps: int = 200) -> list[dict]:
     """Adam with torch's CPU default (the per-tensor loop), foreach and fused on a copy of `embedding` with fixed
     random gradients: µs per step and whether the result is bit-identical to the default's."""
@@ -118,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
                                                             progress=False)}
         for stage, run in stages.items():
             rows.append({"setting": name, "stage": stage, **profile_stage(run, args.steps)})
+        rows[-1]["draws + add_noise + target ms/step"] = draws_and_noising_ms(components, embed.image_latents)
         for handle in handles:
             handle.remove()
         adam += [{"setting": name, **row} for row in adam_options(embed.optimized_embedding)]

@@ -20,7 +20,7 @@ with `imagic_steps`), so the benchmark compares the package with the algorithm u
 Deliberate differences, none of which changes the cost: the VAE's own `scaling_factor` instead of the
 hard-coded 0.18215 (the digits VAE's is 0.754: the community constant would not edit it at all); the
 scheduler's `num_train_timesteps` instead of a literal 1000; no progress bars and no `Accelerator` wrapper
-(ours runs without progress bars in the benchmark too). The pipeline's scheduler is the one the community
+(ours runs without progress bars in the benchmark too); no safety checker (the models here have none). The pipeline's scheduler is the one the community
 example builds (DDIM), shared by training (`add_noise`) and sampling, as in the pipeline.
 
 Stage B changes the loaded UNet: a caller that runs it again restores the weights first (`restore_unet`).
