@@ -5,7 +5,7 @@ Units: times in seconds (wall clock, `time.perf_counter`), memory in bytes unles
 
 from __future__ import annotations
 
-import os
+import csv
 import resource
 import sys
 import time
@@ -15,57 +15,79 @@ from typing import Any, Callable
 
 import psutil
 import torch
+import yaml
 
 from imagic_steps.images import load_image, pil_to_tensor
 from imagic_steps.models import SDComponents, load_components
-from imagic_steps.variants import EmbedParams, FinetuneParams, SampleParams
+from imagic_steps.variants import EmbedParams, FinetuneParams, SampleParams, resolve_variant
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_IMAGE = REPO_ROOT / "config" / "images" / "chelsea.png"
-DEFAULT_PROMPT = "a photo of a gray cat"
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 MIB = 2**20
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """What to benchmark: model, device, torch threads, step counts, number of alphas, seed and learning rates.
+    """What to benchmark: model, device, torch threads, input, each stage's steps and learning rate, the sampler,
+    and the seed x alpha grid of stage C (`seed` seeds stages A and B; `seeds` are the samples')."""
 
-    The learning rates are the `original` preset's (embed 1e-3, fine-tune 2e-6).
-    """
-
-    model: str = "tiny"
+    setting: str
+    model: str
+    image: str
+    prompt: str
+    steps_embed: int
+    embed_lr: float
+    steps_finetune: int
+    finetune_lr: float
+    sample_steps: int
+    guidance_scale: float
+    alphas: tuple[float, ...]
+    seeds: tuple[int, ...]
+    scheduler: str = "DDIMScheduler"
+    eta: float = 0.0
+    seed: int = 0
+    mixed_precision: str = "no"  # ours' stage B autocast ("fp16" on CUDA, "bf16"); the reference has none
     device: str = "cpu"
     dtype: str = "fp32"
     threads: int = 1
-    steps_embed: int = 50
-    steps_finetune: int = 50
-    sample_steps: int = 50
-    n_alphas: int = 8
-    seed: int = 0
-    embed_lr: float = 1e-3
-    finetune_lr: float = 2e-6
-    image: str = str(DEFAULT_IMAGE)
-    prompt: str = DEFAULT_PROMPT
-    compile: bool = False  # ours runs its UNets through torch.compile (the naive reference never does)
+    compile: bool = False  # ours runs its UNets through torch.compile (the reference never does)
     channels_last: bool = False  # ours uses a channels-last copy of the UNet
-
-    def alphas(self, count: int | None = None) -> list[float]:
-        """`count` alphas evenly spaced over [0, 1.2] (the 8-alpha grid); a single alpha is 1.0 (the edit)."""
-        count = self.n_alphas if count is None else count
-        if count == 1:
-            return [1.0]
-        return [round(1.2 * i / (count - 1), 4) for i in range(count)]
 
     def embed_params(self) -> EmbedParams:
         return EmbedParams(steps=self.steps_embed, lr=self.embed_lr, seed=self.seed)
 
-    def finetune_params(self, mode: str = "full", preview_every: int = 0) -> FinetuneParams:
+    def finetune_params(self, mode: str = "full") -> FinetuneParams:
         return FinetuneParams(steps=self.steps_finetune, lr=self.finetune_lr, mode=mode, seed=self.seed,
-                              preview_every=preview_every)
+                              mixed_precision=self.mixed_precision)
 
-    def sample_params(self, batch_size: int) -> SampleParams:
-        """DDIM, guidance 7.5, eta 0 (the `original` preset) with `sample_steps` denoising steps."""
-        return SampleParams(steps=self.sample_steps, batch_size=batch_size)
+    def sample_params(self) -> SampleParams:
+        """The setting's sampler; all seed x alpha samples in one batch, as the default `batch_size` 8 does for
+        the default config's 2 seeds x 4 alphas."""
+        return SampleParams(scheduler=self.scheduler, steps=self.sample_steps, guidance_scale=self.guidance_scale,
+                            eta=self.eta, batch_size=len(self.alphas) * len(self.seeds))
+
+
+def bench_settings(config_path: Path = DEFAULT_CONFIG) -> dict[str, BenchConfig]:
+    """The two step settings of issue 18, both with the default config's seeds x alphas grid:
+
+    * `digits`: the default run, read from `config_path` (its `imagic` variant on its `digits` model, its first
+      pair: embed 200 @ 1e-3, full fine-tune 150 @ 1e-4, DDIM 20, guidance 3; previews are off on both sides);
+    * `original`: the `original` preset as the variants define it (embed 500, fine-tune 1000 @ 2e-6, DDIM 50,
+      guidance 7.5) on the `tiny` model and config/images/chelsea.png.
+    """
+    config = yaml.safe_load(config_path.read_text())
+    with open(REPO_ROOT / config["pairs"], newline="") as handle:
+        pair = next(csv.DictReader(handle, delimiter="\t"))
+    grid = {"alphas": tuple(float(a) for a in config["alphas"]), "seeds": tuple(int(s) for s in config["seeds"])}
+    variants = {"digits": (resolve_variant("imagic", config["variants"]["imagic"]), config["model"]["id"],
+                           str(REPO_ROOT / pair["image"]), pair["prompt"]),
+                "original": (resolve_variant("original", {"preset": "original"}), "tiny",
+                             str(REPO_ROOT / "config" / "images" / "chelsea.png"), "a photo of a gray cat")}
+    return {name: BenchConfig(setting=name, model=model, image=image, prompt=prompt, steps_embed=v.embed.steps,
+                              embed_lr=v.embed.lr, steps_finetune=v.finetune.steps, finetune_lr=v.finetune.lr,
+                              sample_steps=v.sample.steps, guidance_scale=v.sample.guidance_scale,
+                              scheduler=v.sample.scheduler, eta=v.sample.eta, **grid)
+            for name, (v, model, image, prompt) in variants.items()}
 
 
 def set_threads(threads: int) -> None:

@@ -4,7 +4,8 @@
 memory: on the CPU the RSS high-water mark never goes down, so each stage gets its own process. Inputs a
 stage needs (e_tgt, image latents, a UNet) are prepared before the measurement starts and are not timed.
 
-Stages: embed, finetune-full, finetune-lora, finetune-naive, sample, sample-naive (see STAGES).
+Stages: embed, finetune-full, finetune-lora, finetune-reference, sample, sample-reference (see STAGES); the
+`-reference` ones are `benchmarks.reference`'s (the community pipeline's algorithm).
 """
 
 from __future__ import annotations
@@ -12,18 +13,19 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from imagic_steps.embed import optimize_embedding
 from imagic_steps.finetune import finetune_unet, trainable_unet
 from imagic_steps.finetune_artefact import FinetuneResult, save_finetuned
-from imagic_steps.sample import sample_alphas
+from imagic_steps.sample import make_scheduler, sample_alphas
 from imagic_steps.variants import EmbedParams, FinetuneParams
 
-from . import naive
+from . import reference
 from .common import BenchConfig, PeakMemory, load_model_and_image, set_threads, timed
 
-STAGES = ("embed", "finetune-full", "finetune-lora", "finetune-naive", "sample", "sample-naive")
+STAGES = ("embed", "finetune-full", "finetune-lora", "finetune-reference", "sample", "sample-reference")
 
 
 def artefact_bytes(result: FinetuneResult) -> dict[str, int]:
@@ -40,14 +42,15 @@ def artefact_bytes(result: FinetuneResult) -> dict[str, int]:
 def run_stage(stage: str, config: BenchConfig) -> dict:
     """Measure `stage` once: wall time (s), steps, steps/s, peak memory (bytes) and, for fine-tunes, artefact bytes.
 
-    For sampling, `steps` counts alpha-steps (alphas x denoising steps) so batched and per-alpha runs compare.
+    For sampling, `steps` counts sample-steps (seeds x alphas x denoising steps) so batched and per-image runs compare.
     """
     components, image = load_model_and_image(config)
     device = components.device
     embed = optimize_embedding(components, image, config.prompt, EmbedParams(steps=0, seed=config.seed),
                                progress=False)  # e_opt = e_tgt: enough to drive stages B and C
-    alphas = config.alphas()
-    sample = config.sample_params(batch_size=len(alphas))
+    alphas, seeds = config.alphas, config.seeds
+    sample = config.sample_params()
+    scheduler = make_scheduler(config.scheduler, components.scheduler.config)  # the reference pipeline's
     extra: dict = {}
     if stage.startswith("sample"):
         unet = trainable_unet(components.unet, FinetuneParams()).eval()  # what stage C gets from stage B
@@ -61,22 +64,23 @@ def run_stage(stage: str, config: BenchConfig) -> dict:
             params = config.finetune_params(mode=stage.removeprefix("finetune-"))
             result, seconds = timed(lambda: finetune_unet(components, embed, params, progress=False), device)
             steps = config.steps_finetune
-        elif stage == "finetune-naive":
-            _, seconds = timed(lambda: naive.finetune_unet(components, embed.image_latents, embed.optimized_embedding,
-                                                           config.steps_finetune, config.finetune_lr, config.seed),
-                               device)
+        elif stage == "finetune-reference":
+            _, seconds = timed(lambda: reference.finetune_in_place(components, scheduler, embed.image_latents,
+                                                                   embed.optimized_embedding, config.steps_finetune,
+                                                                   config.finetune_lr), device)
             steps = config.steps_finetune
         elif stage == "sample":
             _, seconds = timed(lambda: sample_alphas(components, unet, embed.target_embedding,
-                                                     embed.optimized_embedding, alphas, [config.seed], sample,
+                                                     embed.optimized_embedding, alphas, seeds, sample,
                                                      progress=False), device)
-            steps = len(alphas) * config.sample_steps
-        elif stage == "sample-naive":
-            _, seconds = timed(lambda: naive.sample_alphas(components, unet, embed.target_embedding,
-                                                           embed.optimized_embedding, alphas, config.seed,
-                                                           sample.scheduler, sample.steps, sample.guidance_scale,
-                                                           sample.eta), device)
-            steps = len(alphas) * config.sample_steps
+            steps = len(seeds) * len(alphas) * config.sample_steps
+        elif stage == "sample-reference":
+            components = replace(components, unet=unet)
+            _, seconds = timed(lambda: reference.sample_alphas(components, scheduler, embed.target_embedding,
+                                                               embed.optimized_embedding, alphas, seeds,
+                                                               config.sample_steps, config.guidance_scale,
+                                                               config.eta), device)
+            steps = len(seeds) * len(alphas) * config.sample_steps
         else:
             raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
     if stage in ("finetune-full", "finetune-lora"):

@@ -30,6 +30,38 @@ def check_finite(loss: float, stage: str, step: int) -> None:
         )
 
 
+class LossHistory:
+    """A training loop's loss per step, kept on the loss's device until read.
+
+    `loss.item()` every step is a host sync: on a GPU it drains the queue the next step's kernels would overlap
+    with. Here a step's loss is kept as a tensor (no copy, no kernel) and the history reaches the host in one
+    transfer when `values()` is called: every `check_every` steps (so a diverged run stops soon, with the step it
+    diverged at, as `check_finite` did every step), at previews and checkpoints, and at the end. The values are
+    the float32 losses as Python floats, exactly what `.item()` gave.
+    """
+
+    def __init__(self, stage: str, previous: list[float] | None = None, check_every: int = 50):
+        self.stage = stage
+        self.check_every = check_every
+        self._values = list(previous or [])  # on the host and checked (e.g. restored from a resume checkpoint)
+        self._pending: list[torch.Tensor] = []
+
+    def append(self, loss: torch.Tensor) -> None:
+        self._pending.append(loss.detach())
+        if len(self._pending) >= self.check_every:
+            self.values()
+
+    def values(self) -> list[float]:
+        """Every step's loss so far; raises NonFiniteLossError at the first non-finite one."""
+        if self._pending:
+            first = len(self._values)
+            self._values += torch.stack(self._pending).tolist()
+            self._pending = []
+            for step in range(first, len(self._values)):
+                check_finite(self._values[step], self.stage, step)
+        return self._values
+
+
 def truncated_prompt(components: SDComponents, prompt: str) -> str | None:
     """The text the model actually sees when `prompt` exceeds the context, else None."""
     tokenizer = components.tokenizer

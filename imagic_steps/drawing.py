@@ -6,6 +6,7 @@ plot, start faster without it."""
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 from typing import Sequence
@@ -65,11 +66,13 @@ def save_figure(figure, path: str | os.PathLike) -> None:
 
 
 def write_loss_curve(losses: Sequence[float], csv_path, png_path, title: str) -> None:
-    """A stage's loss history as CSV (step, loss) and as a PNG curve."""
-    import pandas as pd  # imported here: sampling jobs never write tables
-
-    with atomic_path(csv_path) as tmp:
-        pd.DataFrame({"step": range(len(losses)), "loss": list(losses)}).to_csv(tmp, index=False)
+    """A stage's loss history as CSV (step, loss; floats as their shortest round-trip repr, as pandas writes
+    them) and as a PNG curve. The csv module, not pandas: importing pandas costs an embed or fine-tune job
+    ~0.75 s of start-up for a two-column table."""
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["step", "loss"])
+        writer.writerows((step, repr(float(loss))) for step, loss in enumerate(losses))
     plot_losses({"loss": losses}, png_path, title)
 
 

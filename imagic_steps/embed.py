@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .diffusion import check_finite, denoising_loss, draw_noise_and_timesteps, encode_conditioning, encode_image, \
+from .diffusion import LossHistory, denoising_loss, draw_noise_and_timesteps, encode_conditioning, encode_image, \
     truncated_prompt
 from .families import Conditioning, as_conditioning, conditioning_from_artefact
 from .drawing import write_loss_curve
@@ -115,9 +115,9 @@ def optimize_embedding(
     # the same as in fp32.
     scaler = torch.amp.GradScaler(components.device.type, enabled=components.unet.dtype == torch.float16)
     unet = components.unet_forward(components.unet)
-    losses: list[float] = []
+    losses = LossHistory("embed")
     skipped = 0
-    for step in tqdm(range(params.steps), desc="embed", disable=not progress, mininterval=1.0):
+    for _ in tqdm(range(params.steps), desc="embed", disable=not progress, mininterval=1.0):
         noise, timesteps = draw_noise_and_timesteps(latents, components.scheduler, generator)
         loss = denoising_loss(unet, components.scheduler, latents, optimized, noise, timesteps)
         optimizer.zero_grad(set_to_none=True)
@@ -126,11 +126,11 @@ def optimize_embedding(
         scaler.step(optimizer)
         scaler.update()
         skipped += scaler.get_scale() < scale  # the scale drops only after an overflow, whose step was skipped
-        losses.append(loss.item())
-        check_finite(losses[-1], "embed", step)
+        losses.append(loss)
     if skipped:
         logger.info("embed: fp16 loss scaling skipped %d of %d steps (gradient overflow)", skipped, params.steps)
-    return EmbedResult(target, optimized.detach(), latents, losses, components.family.unconditional(components, target))
+    return EmbedResult(target, optimized.detach(), latents, losses.values(),
+                       components.family.unconditional(components, target))
 
 
 def run_embed(

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .diffusion import check_finite, denoising_loss, draw_noise_and_timesteps
+from .diffusion import LossHistory, denoising_loss, draw_noise_and_timesteps
 from .embed import EmbedResult
 from .drawing import save_grid, write_loss_curve
 from .finetune_artefact import FinetuneResult, save_finetuned, shared_weights_copy, trainable_state
@@ -106,11 +106,12 @@ def finetune_unet(
     generator = torch.Generator().manual_seed(params.seed)
     latents = embed.image_latents.to(device)
     conditioning = embed.optimized.to(device)
-    losses: list[float] = []
+    restored: list[float] = []
     start = 0
     checkpoints = ResumeCheckpoints(checkpoint_dir, params) if checkpoint_dir and params.checkpoint_every else None
     if checkpoints is not None:
-        start = checkpoints.restore(unet, optimizer, scaler, generator, losses)
+        start = checkpoints.restore(unet, optimizer, scaler, generator, restored)
+    losses = LossHistory("finetune", restored)
 
     forward = components.unet_forward(unet)
     bar = tqdm(range(start, params.steps), desc=f"finetune ({params.mode})", disable=not progress, mininterval=1.0)
@@ -122,16 +123,16 @@ def finetune_unet(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        losses.append(loss.item())
-        check_finite(losses[-1], "finetune", step)
+        losses.append(loss)
         done = step + 1
         # the last step's grid is the final preview (run_finetune's `final_preview`), not drawn twice
         if preview is not None and params.preview_every and done % params.preview_every == 0 and done < params.steps:
+            losses.values()  # no grid of a diverged model
             write_preview(components, unet, embed, preview, params.seed, done)
         if checkpoints is not None and done % params.checkpoint_every == 0 and done < params.steps:
-            checkpoints.save(done, unet, optimizer, scaler, generator, losses, params.mode)
+            checkpoints.save(done, unet, optimizer, scaler, generator, losses.values(), params.mode)
     unet.eval()
-    return FinetuneResult(unet, params.mode, params, losses)
+    return FinetuneResult(unet, params.mode, params, losses.values())
 
 
 def write_preview(components, unet, embed: EmbedResult, preview: PreviewSpec, seed: int, step: int,

@@ -9,7 +9,7 @@ import torch
 from conftest import FAST_SAMPLE, PROMPT, state_equal
 
 from imagic_steps import finetune as finetune_module
-from imagic_steps.diffusion import NonFiniteLossError, make_probe_set, probe_loss
+from imagic_steps.diffusion import LossHistory, NonFiniteLossError, make_probe_set, probe_loss
 from imagic_steps.embed import optimize_embedding
 from imagic_steps.finetune import PreviewSpec, finetune_unet
 from imagic_steps.finetune_artefact import load_finetuned_unet, save_finetuned, trainable_state
@@ -67,6 +67,18 @@ def test_non_finite_loss_stops_with_the_step(tiny, embedded, monkeypatch):
     monkeypatch.setattr(finetune_module, "denoising_loss", loss_that_explodes)
     with pytest.raises(NonFiniteLossError, match="at step 2"):
         finetune_unet(tiny, embedded, FinetuneParams(steps=5), progress=False)
+
+
+def test_loss_history_gives_the_item_values_and_checks_every_n_steps():
+    losses = [torch.tensor(v, dtype=torch.float32) for v in (0.1, 0.2, 0.3)]
+    history = LossHistory("finetune", previous=[0.5], check_every=3)
+    for loss in losses:
+        history.append(loss)
+    assert history.values() == [0.5] + [loss.item() for loss in losses]  # float32 values, not 0.1 etc.
+    history.append(torch.tensor(float("nan")))
+    history.append(torch.tensor(1.0))
+    with pytest.raises(NonFiniteLossError, match="at step 4"):
+        history.append(torch.tensor(1.0))  # the third pending loss is a check: it stops there, not at the end
 
 
 def test_previews_are_written_and_do_not_change_training(tiny, embedded, tmp_path):
