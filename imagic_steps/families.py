@@ -435,10 +435,6 @@ class DeepFloydIFFamily(ModelFamily):
     def img2img_pipeline(self, components: SDComponents, scheduler):
         from diffusers import IFImg2ImgPipeline
 
-        if "variance_type" not in scheduler.config:
-            # IFImg2ImgPipeline reads scheduler.config.variance_type, which IF's own DDPM configs always have; a
-            # fixed-variance model's (SD-style) scheduler config lacks it: no learned variance to use
-            scheduler.register_to_config(variance_type=None)
         return IFImg2ImgPipeline(tokenizer=components.tokenizer, text_encoder=components.text_encoder,
                                  unet=components.unet, scheduler=scheduler, safety_checker=None,
                                  feature_extractor=None, watermarker=None, requires_safety_checker=False)

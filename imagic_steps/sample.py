@@ -40,9 +40,10 @@ def make_scheduler(name: str, base_config):
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler '{name}'; choose one of {list(SCHEDULERS)}")
     scheduler = getattr(diffusers, name).from_config(base_config)
-    if scheduler.config.get("variance_type") and "variance_type" not in inspect.signature(type(scheduler)).parameters:
-        # from_config keeps a learned-variance model's (IF's) variance_type in a scheduler that cannot use the
-        # variance (DDIM, Euler); cleared, the sampler and diffusers' IF pipelines pass it the noise prediction only
+    if "variance_type" not in inspect.signature(type(scheduler)).parameters:
+        # A scheduler that cannot use a learned variance (DDIM, Euler) gets variance_type None: from_config keeps a
+        # learned-variance model's (IF's) value, and a fixed-variance model's config has none, while diffusers' IF
+        # pipelines read it; None makes the sampler and those pipelines pass the noise prediction only.
         scheduler.register_to_config(variance_type=None)
     return scheduler
 
