@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from jinja2 import Environment
 
 from conftest import planned_resources_of
 from imagic_steps.io import save_image, save_tensors, staging_dir, write_text
@@ -20,7 +21,7 @@ from imagic_steps.memory import ARCHITECTURE_SIZES, KNOWN_MODELS, SD15, job_memo
 from imagic_steps.variants import resolve_variant
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = ["config.yaml", "tiny.yaml", "sd15.yaml", "sdxl.yaml", "if.yaml", "tedbench.yaml"]
+SHIPPED = ["config.yaml", "tiny.yaml", "sd15.yaml", "sdxl.yaml", "if.yaml", "tedbench.yaml", "analysis.yaml"]
 
 
 def snakemake(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -78,6 +79,22 @@ def test_each_shipped_config_plans_exactly_its_own_experiment(tmp_path, name):
     if name != "config.yaml":
         assert plan["scorer"].get("kind") != "digits"
         assert not {"imagic", "embed_only", "finetune_only"} & (set(planned) - set(variants))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_report_caption_names_each_model_of_each_shipped_config(name):
+    """`snakemake --report` renders workflow/report/workflow.rst with the config (as Snakemake does: one jinja
+    environment, the config as `snakemake.config`); a config with `models:` has no `model` key."""
+    config = yaml.safe_load((REPO / "config" / name).read_text())
+
+    class Snakemake:
+        config = yaml.safe_load((REPO / "config" / name).read_text())
+
+    caption = Environment(trim_blocks=True, lstrip_blocks=True).from_string(
+        (REPO / "workflow/report/workflow.rst").read_text()).render(snakemake=Snakemake)
+    models = config.get("models") or {config["model"]["id"]: config["model"]}
+    for label, block in models.items():
+        assert f"model ``{label}`` (``{block['id']}``)" in caption
 
 
 def test_sd15_config_plans_its_variants_and_the_clip_scorer(tmp_path):

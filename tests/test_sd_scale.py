@@ -84,8 +84,8 @@ def test_sd15_experiment_runs_at_sd_scale_with_the_planned_memory(sd15_run, caps
                                         ["sweeps"]["finetune_steps"]["values"]}
     assert {run["variant"]["name"] for run in plan["runs"]} == expected
     assert {run["variant"]["finetune"]["mode"] for run in plan["runs"]} == {"full", "lora"}
-    assert plan["model"] == {"id": "sd15-shaped", "revision": None, "dtype": "bf16", "device": "cpu",
-                             "channels_last": False, "compile": False}
+    assert plan["models"] == {"sd15-shaped": {"id": "sd15-shaped", "revision": None, "dtype": "bf16", "device": "cpu",
+                                              "channels_last": False, "compile": False}}
     assert plan["scorer"]["clip_arch"] == "ViT-B-32" and plan["scorer"]["lpips_net"] == "alex"
 
     # every stage finished, and the scores say their networks were random
