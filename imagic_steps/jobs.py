@@ -13,12 +13,14 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
 from .configuration import ModelSpec
 from .errors import USER_ERRORS
 from .runs import exit_with_parent
+from .worker import SERVED_BY_ENV
 
 LOCK_DIR = Path(os.environ.get("IMAGIC_STEPS_GPU_LOCKS", Path(tempfile.gettempdir()) / "imagic_steps_gpu_locks"))
 
@@ -122,7 +124,9 @@ def job_context(log_path: str | os.PathLike, threads: int = 1, device: str = "cp
         try:
             with claim_device(device) as chosen:
                 logger = logging.getLogger(__name__)
-                logger.info("device %s, %s thread(s)", chosen, os.environ["OMP_NUM_THREADS"])
+                served = os.environ.get(SERVED_BY_ENV)
+                logger.info("device %s, %s thread(s)%s", chosen, os.environ["OMP_NUM_THREADS"],
+                            f", run by the warm worker (pid {served})" if served else "")
                 if chosen.startswith("cuda"):
                     import torch
 
@@ -154,4 +158,8 @@ def model_job(log_path, threads: int, model: dict, gpu_mem_mb: int | None = None
     device; yields its `SDComponents`. `text_encoders=False`: a job that encodes no prompt (fine-tune, sample)."""
     spec = ModelSpec.from_config(model)
     with job_context(log_path, threads, spec.device, gpu_mem_mb) as device:
-        yield dataclasses.replace(spec, device=device).load(text_encoders=text_encoders)
+        start = time.perf_counter()
+        components = dataclasses.replace(spec, device=device).load(text_encoders=text_encoders)
+        # benchmarks/main_job.py reads this line: a warm process running every stage would load the model once
+        logging.getLogger(__name__).info("model %s loaded in %.2f s", spec.id, time.perf_counter() - start)
+        yield components

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -223,6 +224,30 @@ def test_per_variant_and_per_alpha_sample_jobs_write_the_same_images(tmp_path):
     assert len(list((tmp_path / "results" / "samples" / "cat").glob("*/alpha*.json"))) == 2
     for path, pixels in batched.items():
         assert np.abs(np.asarray(Image.open(path), dtype=np.int16) - pixels).max() <= 1, path
+
+
+@pytest.mark.slow
+def test_the_warm_worker_runs_each_job_and_writes_what_cold_jobs_write(tmp_path):
+    """Local runs hand every job to the warm worker (each job log says so); `warm_worker: false` starts every
+    job cold; both write the same bytes (models, samples, scores, tables, figures), and no worker is left."""
+    variants = {"full": {"preset": "original", **TINY_STEPS, "sample": {"steps": 2}}}
+    sockets = set(Path(tempfile.gettempdir()).glob("imagic_steps_worker_*/socket"))  # other runs' workers
+    outputs = {}
+    for warm in (True, False):
+        workdir = tmp_path / ("warm" if warm else "cold")
+        workdir.mkdir()
+        write_config(workdir, variants=variants, warm_worker=warm)
+        snakemake(workdir)
+        logs = sorted((workdir / "results/logs").rglob("*.log"))
+        served = [log for log in logs if "run by the warm worker (pid " in log.read_text()]
+        assert len(logs) >= 10 and served == (logs if warm else [])
+        outputs[warm] = {str(path.relative_to(workdir)): path.read_bytes()
+                         for path in sorted((workdir / "results").rglob("*")) if path.is_file()
+                         and path.suffix in (".safetensors", ".png", ".csv", ".md")
+                         and path.relative_to(workdir / "results").parts[0] not in ("logs", "benchmark")}
+    assert len(outputs[True]) >= 20 and outputs[True].keys() == outputs[False].keys()
+    assert [path for path in outputs[True] if outputs[True][path] != outputs[False][path]] == []
+    assert set(Path(tempfile.gettempdir()).glob("imagic_steps_worker_*/socket")) <= sockets  # stopped, removed
 
 
 def test_schema_violation_fails_before_any_job_naming_the_field(tmp_path):

@@ -1,4 +1,5 @@
 # Config and sheet validation, the experiment plan, and the input functions of every rule.
+import atexit
 import dataclasses
 import sys
 from pathlib import Path
@@ -36,6 +37,7 @@ from imagic_steps.plan import (
 from imagic_steps.provenance import code_version
 from imagic_steps.runs import claim_working_directory
 from imagic_steps.variants import VariantError
+from imagic_steps.worker import start_worker, stop_worker
 
 
 if workflow.is_main_process:
@@ -64,6 +66,12 @@ if Path(RESULTS).exists() and not Path(RESULTS).is_dir():
 SEEDS = config["seeds"]
 ALPHAS = config["alphas"]
 SAMPLE_JOBS = config["sample_jobs"]  # one sample job per alpha, or per sample set
+
+
+onstart:
+    # Local jobs hand their scripts to one warm process (imagic_steps/worker.py); SLURM jobs start cold.
+    if config["warm_worker"] and workflow.local_exec and workflow.is_main_process:
+        atexit.register(stop_worker, *start_worker())
 
 
 def model_blocks():

@@ -1,4 +1,8 @@
 """A per-pair baseline, every setting and seed (rules ledits, ddim_inversion)."""
+from imagic_steps.worker import hand_over_to_worker
+
+hand_over_to_worker()  # local runs: the warm worker runs this script (imagic_steps/worker.py)
+
 from imagic_steps.ddim_inversion import run_ddim_inversion
 from imagic_steps.jobs import model_job
 from imagic_steps.ledits import run_ledits

@@ -1,4 +1,8 @@
 """Stage A for one pair (rule embed)."""
+from imagic_steps.worker import hand_over_to_worker
+
+hand_over_to_worker()  # local runs: the warm worker runs this script (imagic_steps/worker.py)
+
 from imagic_steps.embed import run_embed
 from imagic_steps.jobs import model_job
 from imagic_steps.variants import EmbedParams

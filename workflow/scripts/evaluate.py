@@ -1,4 +1,8 @@
 """Score tables, summaries with pair bootstrap intervals, trade-off plots, best alphas and sweeps (rule evaluate)."""
+from imagic_steps.worker import hand_over_to_worker
+
+hand_over_to_worker()  # local runs: the warm worker runs this script (imagic_steps/worker.py)
+
 from imagic_steps.evaluate import write_evaluation
 from imagic_steps.jobs import job_context
 

@@ -1,4 +1,8 @@
 """Stage C for one alpha or one whole sample set, every seed (rule sample)."""
+from imagic_steps.worker import hand_over_to_worker
+
+hand_over_to_worker()  # local runs: the warm worker runs this script (imagic_steps/worker.py)
+
 from imagic_steps.jobs import model_job
 from imagic_steps.sample import run_sample
 from imagic_steps.variants import SampleParams

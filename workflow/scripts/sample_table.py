@@ -1,4 +1,8 @@
 """The table of every sample (rule sample_table)."""
+from imagic_steps.worker import hand_over_to_worker
+
+hand_over_to_worker()  # local runs: the warm worker runs this script (imagic_steps/worker.py)
+
 from imagic_steps.evaluate import write_table
 from imagic_steps.jobs import job_context
 

@@ -1,4 +1,8 @@
 """Scores of one sample set against its input and prompt (rule score)."""
+from imagic_steps.worker import hand_over_to_worker
+
+hand_over_to_worker()  # local runs: the warm worker runs this script (imagic_steps/worker.py)
+
 from imagic_steps.jobs import job_context
 from imagic_steps.score import score_sample_files
 

@@ -1,4 +1,8 @@
 """SDEdit baseline for one strength, all seeds (rule sdedit)."""
+from imagic_steps.worker import hand_over_to_worker
+
+hand_over_to_worker()  # local runs: the warm worker runs this script (imagic_steps/worker.py)
+
 from imagic_steps.jobs import model_job
 from imagic_steps.sdedit import run_sdedit
 from imagic_steps.variants import SdeditParams

@@ -1,0 +1,93 @@
+"""The warm worker (imagic_steps/worker.py): a job's script runs in a fork of one warm process, as the job.
+
+Each test runs a small script the way Snakemake runs a workflow script (`python SCRIPT`, its first statement
+`hand_over_to_worker()`) against a worker started as the workflow's `onstart` starts it.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from imagic_steps.worker import SOCKET_ENV, start_worker, stop_worker
+
+SCRIPT = textwrap.dedent("""\
+    from imagic_steps.worker import hand_over_to_worker
+    hand_over_to_worker()
+    import os, sys, time
+    from pathlib import Path
+    # torch imported without this script importing it: the script runs in the warm worker
+    Path("report.txt").write_text(f"{'torch' in sys.modules} {os.getpid()} {os.environ.get('JOB_VALUE')} "
+                                  f"{os.environ.get('{socket_env}')} {sys.argv[1:]}")
+    print("to stdout")
+    print("to stderr", file=sys.stderr)
+    time.sleep(float(os.environ.get("JOB_SLEEP", "0")))
+    sys.exit(int(os.environ.get("JOB_STATUS", "0")))
+    """).replace("{socket_env}", SOCKET_ENV)
+
+
+@pytest.fixture(scope="module")
+def worker():
+    process, folder = start_worker()
+    yield process, os.environ[SOCKET_ENV]
+    stop_worker(process, folder)
+    assert process.poll() is not None and not folder.exists()
+
+
+def run_script(tmp_path: Path, socket_path: str | None, **env: str) -> subprocess.CompletedProcess:
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT)
+    environment = {key: value for key, value in os.environ.items() if key != SOCKET_ENV}
+    if socket_path:
+        environment[SOCKET_ENV] = socket_path
+    return subprocess.run([sys.executable, str(script), "an-argument"], cwd=tmp_path, capture_output=True,
+                          text=True, env={**environment, **env}, timeout=120)
+
+
+def test_a_handed_over_script_runs_warm_as_the_job(tmp_path, worker):
+    """The script runs in the worker (torch already imported), in the job's folder with its environment and
+    arguments, without a worker address of its own; its output reaches the job's stdout/stderr and its exit
+    status is the job's."""
+    process, socket_path = worker
+    done = run_script(tmp_path, socket_path, JOB_VALUE="42", JOB_STATUS="3")
+    warm, pid, value, address, argv = (tmp_path / "report.txt").read_text().split(" ", 4)
+    assert (warm, value, address, argv) == ("True", "42", "None", "['an-argument']")
+    assert int(pid) != process.pid  # a fresh child of the worker, not the worker itself
+    assert done.returncode == 3 and done.stdout == "to stdout\n" and done.stderr == "to stderr\n"
+    assert run_script(tmp_path, socket_path).returncode == 0
+
+
+def test_without_a_worker_the_script_runs_in_its_own_process(tmp_path):
+    done = run_script(tmp_path, str(tmp_path / "no-such-socket"), JOB_STATUS="2")
+    assert (tmp_path / "report.txt").read_text().startswith("False ")  # cold: torch not imported
+    assert done.returncode == 2 and done.stdout == "to stdout\n"
+    done = run_script(tmp_path, str(tmp_path / "no-such-socket"), SLURM_JOB_ID="7")
+    assert done.returncode == 0 and (tmp_path / "report.txt").read_text().startswith("False ")
+
+
+def test_a_killed_job_ends_its_run_in_the_worker(tmp_path, worker):
+    """Snakemake kills a job (Ctrl-C, a timeout, its own death): the worker's child running it ends too, so it
+    cannot write on into a rerun; the worker serves the next job."""
+    _, socket_path = worker
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT)
+    environment = {**os.environ, SOCKET_ENV: socket_path, "JOB_SLEEP": "60"}
+    job = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=environment,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    report = tmp_path / "report.txt"
+    deadline = time.monotonic() + 60
+    while not report.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int(report.read_text().split(" ")[1])
+    os.kill(job.pid, signal.SIGKILL)
+    job.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{child}").exists()
+    assert run_script(tmp_path, socket_path, JOB_VALUE="next").returncode == 0
