@@ -158,6 +158,9 @@ def tradeoff_figure(summary: pd.DataFrame, title: str,
                               f"{TEXT_METRIC}_mean", "scorer"])
     row_values = sorted(summary[panels_by[0]].unique()) if panels_by else [None]
     column_values = sorted(summary[panels_by[1]].unique()) if len(panels_by) == 2 else [None]
+    # one colour per (method, variant) across all panels, though a panel may lack some (LEDITS++ on IF)
+    curves = sorted(summary.groupby(["method", "variant"]).groups)
+    colours = {curve: f"C{index % 10}" for index, curve in enumerate(curves)}
     figure = new_figure((7 * len(column_values), 5 * len(row_values)), 120)
     grid = figure.subplots(len(row_values), len(column_values), sharex=True, sharey=True, squeeze=False)
     for i, row_value in enumerate(row_values):
@@ -167,19 +170,37 @@ def tradeoff_figure(summary: pd.DataFrame, title: str,
             for column, value in zip(panels_by, (row_value, column_value)):
                 panel = panel[panel[column] == value]
                 names.append(f"{column} {value}")
-            _draw_tradeoff(axes, panel, references)
+            _draw_tradeoff(axes, panel, references, colours)
             if names:
                 axes.set_title(", ".join(names), fontsize=10)
-            axes.set_xlabel(xlabel if i == len(row_values) - 1 else "")
-            axes.set_ylabel(ylabel if j == 0 else "")
     scorer_names = ", ".join(sorted(map(str, summary["scorer"].unique())))
     figure.suptitle(f"{title}\nscorer: {scorer_names}", fontsize=10)
-    figure.tight_layout()
+    legend_title = "method / variant" + (", reference" if references else "")
+    if not panels_by:
+        grid[0][0].set_xlabel(xlabel)
+        grid[0][0].set_ylabel(ylabel)
+        grid[0][0].legend(title=legend_title, fontsize=8)
+        figure.tight_layout()
+        return figure
+    # several panels: x labels on the bottom row, one y label and one legend (every curve and band of any panel)
+    # for the whole figure
+    for axes in grid[-1]:
+        axes.set_xlabel(xlabel)
+    figure.supylabel(ylabel, fontsize=10)
+    entries = {}
+    for axes in figure.axes:
+        for handle, label in zip(*axes.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    figure.legend(list(entries.values()), list(entries), title=legend_title, fontsize=8, loc="lower center",
+                  ncol=min(len(entries), 4))
+    legend_rows = -(-len(entries) // 4) + 1  # entries over 4 columns, plus the title
+    figure.tight_layout(rect=(0, min(0.4, 0.28 * legend_rows / figure.get_figheight()), 1, 1))
     return figure
 
 
-def _draw_tradeoff(axes, summary: pd.DataFrame, references: Sequence[ReferenceBand]) -> None:
-    """One trade-off panel: the reference bands, then one line per (method, variant) of `summary`."""
+def _draw_tradeoff(axes, summary: pd.DataFrame, references: Sequence[ReferenceBand],
+                   colours: dict[tuple[str, str], str]) -> None:
+    """One trade-off panel: the reference bands, then one line per (method, variant) of `summary`, in its colour."""
     for index, band in enumerate(references):
         color, hatch = REFERENCE_STYLES[index % len(REFERENCE_STYLES)]
         axes.axvspan(1.0 - band.q75, 1.0 - band.q25, facecolor=color, edgecolor=color, hatch=hatch, alpha=0.2,
@@ -197,11 +218,11 @@ def _draw_tradeoff(axes, summary: pd.DataFrame, references: Sequence[ReferenceBa
             xerr = None if xerr is None else xerr[::-1]
         if {f"{TEXT_METRIC}_lo", f"{TEXT_METRIC}_hi"} <= set(curve.columns):
             yerr = _interval_errors(y, curve[f"{TEXT_METRIC}_lo"], curve[f"{TEXT_METRIC}_hi"])
-        axes.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", capsize=3, label=f"{method} / {variant}")
+        axes.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", capsize=3, label=f"{method} / {variant}",
+                      color=colours[(method, variant)])
         for setting, x_i, y_i in zip(curve["setting"], x, y):
             axes.annotate(f"{setting:g}", (x_i, y_i), textcoords="offset points", xytext=(4, 4), fontsize=8)
     axes.grid(True, alpha=0.3)
-    axes.legend(title="method / variant" + (", reference" if references else ""), fontsize=8)
 
 
 def plot_tradeoff(summary: pd.DataFrame, path: str | os.PathLike, title: str, **options) -> None:

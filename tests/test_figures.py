@@ -1,12 +1,13 @@
 """Tests of imagic_steps.figures: the trade-off plot draws the summaries' intervals and the reference bands."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.collections import LineCollection
 from PIL import Image
 
 from imagic_steps.figures import ReferenceBand, plot_tradeoff, tradeoff_figure
-from imagic_steps.stats import summarise
+from imagic_steps.stats import SETTING_COLUMNS, summarise
 from test_stats import multi_pair_table, score_table
 
 
@@ -50,3 +51,23 @@ def test_reference_bands_are_drawn_at_one_minus_the_distance_and_named_in_the_le
     assert medians == pytest.approx([1 - 0.67, 1 - 0.24])
     plain = tradeoff_figure(summarise(multi_pair_table()), title="digits").axes[0]
     assert not [patch for patch in plain.patches if patch.get_label().endswith("(median, IQR)")]
+
+
+def test_panels_share_one_legend_and_one_colour_per_method_though_a_panel_lacks_one():
+    """Split by model, where one model has no SDEdit curve (as LEDITS++ is missing on IF): each (method, variant)
+    keeps its colour in every panel, and one figure legend names every curve once."""
+    from matplotlib.colors import to_hex
+
+    table = multi_pair_table()
+    both = pd.concat([table.assign(model="latent"), table[table["method"] != "sdedit"].assign(model="pixel")],
+                     ignore_index=True)
+    figure = tradeoff_figure(summarise(both, by=["model", "method", "variant", *SETTING_COLUMNS]), title="t",
+                             panels_by=["model"])
+    panels = [axes for axes in figure.axes if axes.get_title()]
+    assert [axes.get_title() for axes in panels] == ["model latent", "model pixel"]
+    colours = [{label: to_hex(handle[0].get_color()) for handle, label in zip(*axes.get_legend_handles_labels())}
+               for axes in panels]
+    assert set(colours[0]) == {"imagic / imagic", "sdedit / sdedit"} and set(colours[1]) == {"imagic / imagic"}
+    assert colours[1]["imagic / imagic"] == colours[0]["imagic / imagic"] != colours[0]["sdedit / sdedit"]
+    assert all(axes.get_legend() is None for axes in panels) and len(figure.legends) == 1
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["imagic / imagic", "sdedit / sdedit"]
