@@ -52,6 +52,7 @@ class BenchConfig:
     threads: int = 1
     compile: bool = False  # ours runs its UNets through torch.compile (the reference never does)
     channels_last: bool = False  # ours uses a channels-last copy of the UNet
+    resolution: int | None = None  # image side in pixels for every stage, both sides; None: the model's native
 
     def embed_params(self) -> EmbedParams:
         return EmbedParams(steps=self.steps_embed, lr=self.embed_lr, seed=self.seed)
@@ -96,9 +97,10 @@ def set_threads(threads: int) -> None:
 
 
 def load_model_and_image(config: BenchConfig) -> tuple[SDComponents, torch.Tensor]:
-    """The model's components and the input image (1, 3, R, R) in [-1, 1] at the model's native side R."""
+    """The model's components and the input image (1, 3, R, R) in [-1, 1] at side R = `config.resolution` or the
+    model's native side."""
     components = load_components(config.model, device=config.device, dtype=config.dtype)
-    image = pil_to_tensor(load_image(config.image, components.resolution))
+    image = pil_to_tensor(load_image(config.image, config.resolution or components.resolution))
     return components, image
 
 

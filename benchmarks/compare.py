@@ -64,7 +64,8 @@ def run_ours(components: SDComponents, image: torch.Tensor, config: BenchConfig,
     timings.add("ours", "finetune", seconds)
     images, seconds = timed(lambda: sample_alphas(
         components, finetuned.unet, embed.target, embed.optimized, config.alphas, config.seeds, config.sample_params(),
-        init_latents=embed.image_latents, unconditional=embed.unconditional, progress=False), device)
+        height=config.resolution, width=config.resolution, init_latents=embed.image_latents,
+        unconditional=embed.unconditional, progress=False), device)
     timings.add("ours", "sample", seconds)
     return images
 
@@ -89,12 +90,12 @@ def run_reference(components: SDComponents, image: torch.Tensor, config: BenchCo
     timings.add("reference", "finetune", seconds)
     images, seconds = timed(lambda: reference.sample_alphas(
         components, scheduler, target, optimized, config.alphas, config.seeds, config.sample_steps,
-        config.guidance_scale, config.eta), device)
+        config.guidance_scale, config.eta, config.resolution), device)
     timings.add("reference", "sample", seconds)
     if not check_against_ours:
         return None
     ours = sample_alphas(components, unet.eval(), target, optimized, config.alphas, config.seeds,
-                         config.sample_params(), progress=False)
+                         config.sample_params(), height=config.resolution, width=config.resolution, progress=False)
     ours = ((ours / 2 + 0.5).clamp(0, 1)).permute(0, 1, 3, 4, 2).numpy()
     return float(abs(ours - images).max())
 

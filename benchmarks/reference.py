@@ -102,14 +102,16 @@ def restore_unet(components: SDComponents, base_state: dict[str, torch.Tensor]) 
 
 @torch.no_grad()
 def pipeline_call(components: SDComponents, scheduler, target: torch.Tensor, optimized: torch.Tensor, alpha: float,
-                  generator: torch.Generator, steps: int, guidance_scale: float, eta: float) -> np.ndarray:
-    """One `__call__` of the community pipeline: a (1, H, W, 3) float image in [0, 1]."""
+                  generator: torch.Generator, steps: int, guidance_scale: float, eta: float,
+                  resolution: int | None = None) -> np.ndarray:
+    """One `__call__` of the community pipeline (its `height` = `width` = `resolution`, default the UNet's native
+    side): a (1, H, W, 3) float image in [0, 1]."""
     embeddings = alpha * target + (1 - alpha) * optimized
     guided = guidance_scale > 1.0
     if guided:
         embeddings = torch.cat([encode_text(components, ""), embeddings])
     unet, vae = components.unet, components.vae
-    size = unet.config.sample_size
+    size = resolution // components.space_factor if resolution else unet.config.sample_size
     latents = torch.randn((1, unet.config.in_channels, size, size), generator=generator, device=components.device,
                           dtype=embeddings.dtype)
     scheduler.set_timesteps(steps)
@@ -130,11 +132,11 @@ def pipeline_call(components: SDComponents, scheduler, target: torch.Tensor, opt
 
 def sample_alphas(components: SDComponents, scheduler, target: torch.Tensor, optimized: torch.Tensor,
                   alphas: Sequence[float], seeds: Sequence[int], steps: int, guidance_scale: float,
-                  eta: float) -> np.ndarray:
+                  eta: float, resolution: int | None = None) -> np.ndarray:
     """Stage C: one pipeline call per seed x alpha, each with a generator seeded with its seed: (S, A, H, W, 3)."""
     return np.stack([
         np.concatenate([pipeline_call(components, scheduler, target, optimized, alpha,
                                       torch.Generator(components.device).manual_seed(seed), steps, guidance_scale,
-                                      eta) for alpha in alphas])
+                                      eta, resolution) for alpha in alphas])
         for seed in seeds
     ])

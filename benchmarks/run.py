@@ -40,7 +40,8 @@ from .compare import compare, ratios
 from .stage_worker import STAGES
 
 DEFAULT_STAGES = ("embed", "finetune-full", "finetune-lora", "sample")
-OVERRIDES = ("model", "device", "dtype", "mixed_precision", "steps_embed", "steps_finetune", "sample_steps")
+OVERRIDES = ("model", "device", "dtype", "mixed_precision", "steps_embed", "steps_finetune", "sample_steps",
+             "resolution")
 
 
 def parse_args(argv: list[str] | None) -> tuple[list[BenchConfig], argparse.Namespace]:
@@ -56,6 +57,8 @@ def parse_args(argv: list[str] | None) -> tuple[list[BenchConfig], argparse.Name
     parser.add_argument("--steps-embed", type=int, help="override")
     parser.add_argument("--steps-finetune", type=int, help="override")
     parser.add_argument("--sample-steps", type=int, help="override: DDIM steps")
+    parser.add_argument("--resolution", type=int,
+                        help="override: image side in pixels for every stage (default: the model's native side)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared machine)")
     parser.add_argument("--compile", action="store_true", help="ours runs its UNets through torch.compile")
     parser.add_argument("--channels-last", action="store_true", help="ours uses a channels-last UNet")

@@ -72,6 +72,7 @@ def run_stage(stage: str, config: BenchConfig) -> dict:
         elif stage == "sample":
             _, seconds = timed(lambda: sample_alphas(components, unet, embed.target_embedding,
                                                      embed.optimized_embedding, alphas, seeds, sample,
+                                                     height=config.resolution, width=config.resolution,
                                                      progress=False), device)
             steps = len(seeds) * len(alphas) * config.sample_steps
         elif stage == "sample-reference":
@@ -79,7 +80,7 @@ def run_stage(stage: str, config: BenchConfig) -> dict:
             _, seconds = timed(lambda: reference.sample_alphas(components, scheduler, embed.target_embedding,
                                                                embed.optimized_embedding, alphas, seeds,
                                                                config.sample_steps, config.guidance_scale,
-                                                               config.eta), device)
+                                                               config.eta, config.resolution), device)
             steps = len(seeds) * len(alphas) * config.sample_steps
         else:
             raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")

@@ -118,3 +118,15 @@ def test_reference_stage_c_is_ours_and_pays_per_sample(components, scheduler, em
     assert images.shape == ours.shape == (2, 2, 64, 64, 3)
     assert abs(images[0, 0] - images[1, 0]).max() > 0.05  # seeds differ
     assert abs(images - ours).max() < 1e-4
+
+
+def test_reference_stage_c_samples_at_a_given_resolution_as_ours_does(components, scheduler, embedded):
+    """`benchmarks.run --resolution` (the SD-scale table at 256 px): the reference's pipeline call takes the side
+    as the community pipeline's height/width do, and draws the same images as ours at that side."""
+    images = reference.sample_alphas(components, scheduler, embedded.target_embedding, embedded.optimized_embedding,
+                                     [1.0], [0], 3, 7.5, 0.0, resolution=32)
+    ours = sample_alphas(components, components.unet, embedded.target, embedded.optimized, [1.0], [0],
+                         SampleParams(steps=3), height=32, width=32, progress=False)
+    ours = (ours / 2 + 0.5).clamp(0, 1).permute(0, 1, 3, 4, 2).numpy()
+    assert images.shape == ours.shape == (1, 1, 32, 32, 3)
+    assert abs(images - ours).max() < 1e-4
