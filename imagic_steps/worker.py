@@ -17,7 +17,8 @@ stages once and then forks one child per job (a fork server, like multiprocessin
   UNet, torch's thread count, the environment) reaches another.
 
 Ending: a job whose Snakemake is killed ends (`exit_with_parent`), which closes the socket, and its child ends
-at once when the socket closes; the worker ends with Snakemake (`onsuccess`/`onerror`, or its parent gone).
+at once when the socket closes; the worker ends with Snakemake (`stop_worker`, which `onstart` registers to run
+at Snakemake's exit; or, after a kill -9, as soon as its parent is gone).
 Without a worker (SLURM jobs, `warm_worker: false`, a worker that is not there) the script runs in its own
 process as before. Import-light: the job process imports only this module and the standard library.
 """
@@ -52,7 +53,6 @@ START_SECONDS = 10
 READY_SECONDS = 300  # a job waits this long for the worker (its imports, a busy machine), then starts cold
 STATUS = struct.Struct("!i")
 
-logger = logging.getLogger(__name__)
 
 
 def hand_over_to_worker() -> None:
