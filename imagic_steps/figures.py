@@ -185,15 +185,16 @@ def tradeoff_figure(summary: pd.DataFrame, title: str,
     # several panels: x labels on the bottom row, one y label and one legend (every curve and band of any panel)
     # for the whole figure
     for axes in grid[-1]:
-        axes.set_xlabel(xlabel)
+        axes.set_xlabel(xlabel, fontsize=9)
     figure.supylabel(ylabel, fontsize=10)
     entries = {}
     for axes in figure.axes:
         for handle, label in zip(*axes.get_legend_handles_labels()):
             entries.setdefault(label, handle)
+    columns = min(len(entries), 2 * len(column_values))  # ~3.5 in per legend column: as wide as the panels
     figure.legend(list(entries.values()), list(entries), title=legend_title, fontsize=8, loc="lower center",
-                  ncol=min(len(entries), 4))
-    legend_rows = -(-len(entries) // 4) + 1  # entries over 4 columns, plus the title
+                  ncol=columns)
+    legend_rows = -(-len(entries) // columns) + 1  # plus the title
     figure.tight_layout(rect=(0, min(0.4, 0.28 * legend_rows / figure.get_figheight()), 1, 1))
     return figure
 
