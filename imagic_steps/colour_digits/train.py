@@ -3,9 +3,10 @@
     python -m imagic_steps.colour_digits.train --space latent --out imagic_steps/presets/colour_digits_latent
     python -m imagic_steps.colour_digits.train --space pixel --out imagic_steps/presets/colour_digits_pixel
 
-Both train on exactly the same data, `colour_pairs("train")` (every training digit in every colour, 7,190
-images at 32 px), with the same captions, caption dropout, noise schedule, optimiser, batch, step count and
-seed (`digits.train.TrainConfig`: one set of defaults), so what differs is where the diffusion runs:
+Both train on exactly the same data, `training_pairs()` (every training digit in every colour but the held-out
+combinations, 5,752 images at 32 px), with the same captions, caption dropout, optimiser, batch, step count and
+seed (`digits.train.TrainConfig`: one set of defaults), so what differs is where the diffusion runs, and with it
+each family's noise schedule:
 
 * **latent** (`colour-digits-latent`, Stable Diffusion's layout, the digits recipe unchanged): a frozen random
   two-layer CLIP text encoder, an AutoencoderKL (32x32x3 <-> 8x8x4) trained first, then a UNet on its scaled
@@ -13,10 +14,17 @@ seed (`digits.train.TrainConfig`: one set of defaults), so what differs is where
 * **pixel** (`colour-digits-pixel`, DeepFloyd IF stage I's layout, loaded through the IF family): a frozen
   random two-layer T5 encoder (the text encoder IF uses, at the same width 32; its SentencePiece tokenizer is
   trained on this domain's captions), no VAE, a UNet on the 32x32x3 images themselves, one more down-sampling
-  level so that its cross-attention also runs at 8x8; epsilon only and SD's scaled-linear schedule, as the latent
-  model, rather than IF's learned variance and cosine schedule, which would change two things at once (the saved
-  UNet has IF's six output channels, the variance half constant zero: `with_zero_variance_half`). Its parameter
-  count is the latent model's VAE plus UNet.
+  level so that its cross-attention also runs at 8x8, and IF's cosine schedule (`pixel_scheduler_config`);
+  epsilon only, rather than IF's learned variance (the saved UNet has IF's six output channels, the variance half
+  constant zero: `with_zero_variance_half`). Its parameter count is the latent model's VAE plus UNet.
+
+Why the pixel model does not share SD's scaled-linear schedule: it keeps sqrt(alpha_bar) = 0.068 of the image at
+t = 999, and 0.090 at t = 951, where 20 "leading" DDIM steps start. A pixel image of these digits is mostly exact
+black (-1), so a model trained on that schedule reads the image's mean from the residual signal; sampling from
+zero-mean noise then gives grey, coloured or speckled backgrounds (a model trained that way drew the requested
+digit 0.42 and colour 0.45 of the time, against 0.87 and 1.00 for the latent one). Latents are near zero-mean,
+so the latent model does not see the problem. IF's cosine betas with "trailing" steps start sampling at
+t = 999, where sqrt(alpha_bar) = 0.00005.
 
 Every random draw follows `--seed`; the output folder is replaced atomically; each run writes `training.json`
 (configuration, data, parameter counts, final losses, seconds, package versions, git commit) and loss curves.
@@ -30,7 +38,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from diffusers import PNDMScheduler, UNet2DConditionModel
+from diffusers import DDPMScheduler, UNet2DConditionModel
 
 from ..digits.data import raw_digits, split_record
 from ..digits.train import (
@@ -48,9 +56,18 @@ from ..digits.train import (
 )
 from ..drawing import plot_losses
 from ..io import write_json
-from ..models import load_components, sd15_scheduler_config, write_if_folder
+from ..models import if_scheduler_config, load_components, write_if_folder
 from ..model_index import IF_PIPELINE
-from .data import CAPTION_TEMPLATES, COLOURS, IMAGE_SIZE, SPLIT_SEED, caption, colour_pairs, colour_tensors
+from .data import (
+    CAPTION_TEMPLATES,
+    COLOURS,
+    HELD_OUT_COMBINATIONS,
+    IMAGE_SIZE,
+    SPLIT_SEED,
+    caption,
+    colour_tensors,
+    training_pairs,
+)
 
 SPACES = ("latent", "pixel")
 
@@ -62,9 +79,9 @@ def colour_captions() -> list[str]:
 
 
 def training_data() -> tuple[torch.Tensor, torch.Tensor]:
-    """The training images (N, 3, 32, 32) in [-1, 1] (`colour_pairs("train")` order) and, per image, its
-    caption's index in `colour_captions()` under each template (N, T) int64."""
-    indices, colours = colour_pairs("train", SPLIT_SEED)
+    """The training images (N, 3, 32, 32) in [-1, 1] (`training_pairs()` order) and, per image, its caption's
+    index in `colour_captions()` under each template (N, T) int64."""
+    indices, colours = training_pairs(SPLIT_SEED)
     labels = torch.from_numpy(raw_digits()[1][indices]).long()
     templates = len(CAPTION_TEMPLATES)
     rows = (torch.from_numpy(colours).long() * 10 + labels)[:, None] * templates + torch.arange(templates)
@@ -74,7 +91,8 @@ def training_data() -> tuple[torch.Tensor, torch.Tensor]:
 def data_record() -> dict:
     """The digits split the images come from, and the colouring on top of it."""
     return {**split_record(SPLIT_SEED), "colours": list(COLOURS),
-            "images": len(colour_pairs("train", SPLIT_SEED)[0]), "every_digit_in_every_colour": True}
+            "images": len(training_pairs(SPLIT_SEED)[0]),
+            "held_out_combinations": [caption(colour, digit) for digit, colour in HELD_OUT_COMBINATIONS]}
 
 
 def pixel_unet_config(cross_attention_dim: int) -> dict:
@@ -89,10 +107,19 @@ def pixel_unet_config(cross_attention_dim: int) -> dict:
     )
 
 
+def pixel_scheduler_config() -> dict:
+    """The pixel model's noise schedule: IF stage I's cosine betas and epsilon prediction (`if_scheduler_config`),
+    a fixed variance (the model learns no variance), "trailing" timesteps so that sampling starts at t = 999, and
+    x0 clipped to [-1, 1] rather than IF's dynamic thresholding, which on mostly black (-1) images would rescale
+    the whole image whenever the background overshoots."""
+    return {**if_scheduler_config(), "variance_type": "fixed_small", "thresholding": False,
+            "timestep_spacing": "trailing"}
+
+
 def with_zero_variance_half(unet: UNet2DConditionModel) -> UNet2DConditionModel:
     """The UNet with IF's output layout: noise, then a variance of as many channels. diffusers' IF pipelines
     (IFImg2ImgPipeline, for SDEdit) split every UNet output in two halves; this model learns the noise only, with
-    SD's fixed-variance schedule, so its variance half is constant zero (`conv_out` gets as many more output
+    a fixed-variance schedule, so its variance half is constant zero (`conv_out` gets as many more output
     channels with zero weights and bias), which no fixed-variance scheduler reads. Noise predictions are unchanged
     bit for bit."""
     wide = UNet2DConditionModel.from_config(unet.config, out_channels=2 * unet.config.out_channels)
@@ -105,10 +132,12 @@ def with_zero_variance_half(unet: UNet2DConditionModel) -> UNet2DConditionModel:
 
 def train_pixel_model(folder: Path, images: torch.Tensor, prompts: list[str], caption_rows: torch.Tensor,
                       config: TrainConfig, progress: bool) -> dict:
-    """Write the IF-layout folder (tokenizer trained on `prompts`, frozen T5, seeded UNet: replaced next),
-    train a pixel UNet on `images` with `train_denoiser`, save it, its loss curve and `training.json`."""
-    write_if_folder(folder, config.seed, pixel_unet_config, {"scheduler": sd15_scheduler_config()},
-                    PNDMScheduler, IF_PIPELINE, captions=tuple(prompts))
+    """Write the IF-layout folder (tokenizer trained on the captions `caption_rows` uses, so never on a held-out
+    combination's; frozen T5; seeded UNet: replaced next), train a pixel UNet on `images` with `train_denoiser`,
+    save it, its loss curve and `training.json`."""
+    trained_captions = tuple(prompts[row] for row in sorted(set(caption_rows.flatten().tolist())))
+    write_if_folder(folder, config.seed, pixel_unet_config, {"scheduler": pixel_scheduler_config()},
+                    DDPMScheduler, IF_PIPELINE, captions=trained_captions)
     components = load_components(str(folder))
     generator = torch.Generator().manual_seed(config.seed)
     started = time.perf_counter()
