@@ -14,9 +14,10 @@ each family's noise schedule:
 * **pixel** (`colour-digits-pixel`, DeepFloyd IF stage I's layout, loaded through the IF family): a frozen
   random two-layer T5 encoder (the text encoder IF uses, at the same width 32; its SentencePiece tokenizer is
   trained on this domain's captions), no VAE, a UNet on the 32x32x3 images themselves, one more down-sampling
-  level so that its cross-attention also runs at 8x8, and IF's cosine schedule (`pixel_scheduler_config`);
-  epsilon only, rather than IF's learned variance (the saved UNet has IF's six output channels, the variance half
-  constant zero: `with_zero_variance_half`). Its parameter count is the latent model's VAE plus UNet.
+  level so that its cross-attention also runs at 8x8, and IF's cosine schedule with v prediction
+  (`pixel_scheduler_config`); no learned variance, unlike IF (the saved UNet has IF's six output channels, the
+  variance half constant zero: `with_zero_variance_half`). Its parameter count is the latent model's VAE plus
+  UNet.
 
 Why the pixel model does not share SD's scaled-linear schedule: it keeps sqrt(alpha_bar) = 0.068 of the image at
 t = 999, and 0.090 at t = 951, where 20 "leading" DDIM steps start. A pixel image of these digits is mostly exact
@@ -24,7 +25,11 @@ black (-1), so a model trained on that schedule reads the image's mean from the 
 zero-mean noise then gives grey, coloured or speckled backgrounds (a model trained that way drew the requested
 digit 0.42 and colour 0.45 of the time, against 0.87 and 1.00 for the latent one). Latents are near zero-mean,
 so the latent model does not see the problem. IF's cosine betas with "trailing" steps start sampling at
-t = 999, where sqrt(alpha_bar) = 0.00005.
+t = 999, where sqrt(alpha_bar) = 0.00005, and v prediction makes that first step useful: there an epsilon model's
+x0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar) divides its error by 0.00005 (a model trained so read
+x0's mean as -0.07 where the images' is -0.67, and drew grey backgrounds again), while v = -x0 at zero signal, so
+a v model predicts the caption's mean image directly (Lin et al., "Common Diffusion Noise Schedules and Sample
+Steps Are Flawed", 2024).
 
 Every random draw follows `--seed`; the output folder is replaced atomically; each run writes `training.json`
 (configuration, data, parameter counts, final losses, seconds, package versions, git commit) and loss curves.
@@ -108,20 +113,20 @@ def pixel_unet_config(cross_attention_dim: int) -> dict:
 
 
 def pixel_scheduler_config() -> dict:
-    """The pixel model's noise schedule: IF stage I's cosine betas and epsilon prediction (`if_scheduler_config`),
-    a fixed variance (the model learns no variance), "trailing" timesteps so that sampling starts at t = 999, and
+    """The pixel model's noise schedule: IF stage I's cosine betas (`if_scheduler_config`) with v prediction, a
+    fixed variance (the model learns no variance), "trailing" timesteps so that sampling starts at t = 999, and
     x0 clipped to [-1, 1] rather than IF's dynamic thresholding, which on mostly black (-1) images would rescale
     the whole image whenever the background overshoots."""
-    return {**if_scheduler_config(), "variance_type": "fixed_small", "thresholding": False,
-            "timestep_spacing": "trailing"}
+    return {**if_scheduler_config(), "prediction_type": "v_prediction", "variance_type": "fixed_small",
+            "thresholding": False, "timestep_spacing": "trailing"}
 
 
 def with_zero_variance_half(unet: UNet2DConditionModel) -> UNet2DConditionModel:
-    """The UNet with IF's output layout: noise, then a variance of as many channels. diffusers' IF pipelines
-    (IFImg2ImgPipeline, for SDEdit) split every UNet output in two halves; this model learns the noise only, with
-    a fixed-variance schedule, so its variance half is constant zero (`conv_out` gets as many more output
-    channels with zero weights and bias), which no fixed-variance scheduler reads. Noise predictions are unchanged
-    bit for bit."""
+    """The UNet with IF's output layout: the prediction (noise, or v), then a variance of as many channels.
+    diffusers' IF pipelines (IFImg2ImgPipeline, for SDEdit) split every UNet output in two halves; this model
+    learns the prediction only, with a fixed-variance schedule, so its variance half is constant zero (`conv_out`
+    gets as many more output channels with zero weights and bias), which no fixed-variance scheduler reads.
+    Predictions are unchanged bit for bit."""
     wide = UNet2DConditionModel.from_config(unet.config, out_channels=2 * unet.config.out_channels)
     state = unet.state_dict()
     for name in ("conv_out.weight", "conv_out.bias"):
