@@ -153,12 +153,12 @@ def train_pixel_model(folder: Path, images: torch.Tensor, prompts: list[str], ca
     seconds = time.perf_counter() - started
     unet = with_zero_variance_half(unet)
     unet.save_pretrained(folder / "unet", safe_serialization=True)
-    plot_losses({"epsilon MSE": losses}, folder / "losses_unet.png", "coloured digits, pixel UNet: denoising loss")
+    plot_losses({"v MSE": losses}, folder / "losses_unet.png", "coloured digits, pixel UNet: denoising loss")
     record = {
         "space": "pixel",
         "config": asdict(config),
         "parameters": {"unet": _count(unet), "text_encoder": _count(components.text_encoder)},
-        "final_losses": {"unet_epsilon_mse": final_loss(losses)},
+        "final_losses": {"unet_v_mse": final_loss(losses)},
         "seconds": {"unet": round(seconds, 1)},
         **run_record(data_record()),
     }
