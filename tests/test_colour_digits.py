@@ -8,6 +8,7 @@ from PIL import Image
 from imagic_steps.colour_digits.data import (
     CAPTION_TEMPLATES,
     COLOURS,
+    HELD_OUT_COMBINATIONS,
     PALETTE,
     attribute_target_colour,
     caption,
@@ -19,9 +20,11 @@ from imagic_steps.colour_digits.data import (
     edit_prompts,
     ink_image,
     ink_tensor,
+    is_held_out_combination,
     load_colour_split,
     parse_prompt,
     structure_target_digit,
+    training_pairs,
 )
 from imagic_steps.colour_digits.scorer import (
     NO_INK,
@@ -34,7 +37,8 @@ from imagic_steps.colour_digits.scorer import (
     predicted_colours,
 )
 from imagic_steps.digits.classifier import load_digit_classifier
-from imagic_steps.digits.data import DEMO_SIZE, demo_index, digit_image, digit_tensors, split_indices
+from imagic_steps.colour_digits.sheet import ANALYSIS_INPUTS
+from imagic_steps.digits.data import DEMO_SIZE, demo_index, digit_image, digit_tensors, raw_digits, split_indices
 from imagic_steps.digits.report import REPORT_PAIRS
 from imagic_steps.images import tensor_to_pil
 
@@ -73,6 +77,27 @@ def test_split_is_the_digits_split_in_every_colour():
     images, labels, colours = load_colour_split("held_out")
     assert images.shape == (5 * 359, 3, 32, 32) and len(labels) == len(colours) == 5 * 359
     assert not set(colour_pairs("train")[0]) & set(colour_pairs("held_out")[0])
+
+
+def test_training_leaves_out_one_colour_per_digit_and_no_analysis_caption():
+    """The held-out combinations are absent from the training images and only from them; each digit is held out
+    in exactly one colour and each colour for two digits; no analysis input or edit target is held out, so the
+    analysis edits between trained captions."""
+    indices, colours = training_pairs()
+    labels = raw_digits()[1]
+    seen = {(int(labels[i]), COLOURS[c]) for i, c in zip(indices, colours)}
+    assert seen.isdisjoint(HELD_OUT_COMBINATIONS) and len(seen) == 10 * len(COLOURS) - 10
+    assert sorted(d for d, _ in HELD_OUT_COMBINATIONS) == list(range(10))
+    assert all(sum(c == colour for _, c in HELD_OUT_COMBINATIONS) == 2 for colour in COLOURS)
+    all_indices, all_colours = colour_pairs("train")
+    dropped = len(all_indices) - len(indices)
+    assert dropped == sum(is_held_out_combination(labels[i], c) for i, c in zip(all_indices, all_colours))
+    assert len(indices) == 5752
+    for digit, colour in ANALYSIS_INPUTS:
+        for kind in ("attribute", "structure"):
+            for prompt in edit_prompts(colour, digit, kind):
+                parsed_colour, parsed_digit = parse_prompt(prompt)
+                assert not is_held_out_combination(parsed_digit, parsed_colour), prompt
 
 
 def test_captions_round_trip_through_parse_prompt():

@@ -1,18 +1,23 @@
 """Text-to-image accuracy of the two coloured-digits models, per class, printed as Markdown.
 
     python -m imagic_steps.colour_digits.report              # both shipped models, 8 seeds per caption
+    python -m imagic_steps.colour_digits.report --figures results-colour-digits   # and each model's samples
 
 For every (colour, digit) caption, the canonical "a red three", a model samples one image per seed (DDIM 20
 steps, guidance 3: the digits domain's recommended sampling); the scorer (`scorer.py`) reads each sample's digit
 (the digits classifier on the ink) and its colour (nearest palette colour). Tables: per digit (over the five
 colours and the seeds) and per colour (over the ten digits and the seeds), how many samples show the requested
-digit, the requested colour, and both. Every caption is one the models were trained on (every digit in every
-colour); the seeds' noise is what is new, and the classifier and colour reader never saw a generated image.
+digit, the requested colour, and both; printed separately for the 40 captions the models were trained on and the
+10 held-out combinations (`data.HELD_OUT_COMBINATIONS`: "a green zero" ...) that no model saw, which measure
+whether a model composes a colour and a digit it has only seen apart. The classifier and colour reader never saw
+a generated image. With `--figures DIR`, each model's first two seeds per caption are drawn into
+DIR/<space>_text_to_image.png (rows: digits, the held-out colour named; columns: colours x seeds).
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -20,6 +25,7 @@ import torch
 from torch import nn
 
 from ..diffusion import encode_prompts
+from ..drawing import save_grid
 from ..images import tensor_to_pil
 from ..locations import COLOUR_DIGITS_LATENT_PRESET, COLOUR_DIGITS_PIXEL_PRESET
 from ..models import SDComponents, load_components
@@ -27,7 +33,7 @@ from ..sample import sample_alphas
 from ..digits.classifier import digit_probabilities, load_digit_classifier
 from ..digits.report import SAMPLE
 from ..variants import SampleParams
-from .data import COLOURS, caption, ink_image
+from .data import COLOURS, HELD_OUT_COMBINATIONS, caption, ink_image, is_held_out_combination
 from .scorer import predicted_colours
 
 MODELS = {"latent": COLOUR_DIGITS_LATENT_PRESET, "pixel": COLOUR_DIGITS_PIXEL_PRESET}
@@ -37,8 +43,9 @@ REPORT_SEEDS = tuple(range(8))
 @torch.no_grad()
 def text_to_image_scores(components: SDComponents, classifier: nn.Sequential, seeds: Sequence[int],
                          params: SampleParams = SAMPLE) -> pd.DataFrame:
-    """One row per (colour, digit, seed): the requested colour and digit, what the scorer reads in the sample
-    of the canonical caption, and whether each matches."""
+    """One row per (colour, digit, seed): the requested colour and digit, whether that caption is a held-out
+    combination (never trained on), what the scorer reads in the sample of the canonical caption, and whether
+    each matches, and the sample itself (a 32 px PIL image, column "sample")."""
     rows = []
     for colour in COLOURS:
         for digit in range(10):
@@ -47,10 +54,12 @@ def text_to_image_scores(components: SDComponents, classifier: nn.Sequential, se
                                                  params, progress=False)[:, 0])
             digits = digit_probabilities(classifier, [ink_image(image) for image in images]).argmax(1)
             colours = predicted_colours(images)
-            for seed, read_digit, read_colour in zip(seeds, digits, colours):
-                rows.append({"colour": colour, "digit": digit, "seed": seed, "predicted_digit": int(read_digit),
+            for seed, image, read_digit, read_colour in zip(seeds, images, digits, colours):
+                rows.append({"colour": colour, "digit": digit, "seed": seed,
+                             "held_out_caption": is_held_out_combination(digit, colour),
+                             "predicted_digit": int(read_digit),
                              "predicted_colour": read_colour, "digit_right": int(read_digit) == digit,
-                             "colour_right": read_colour == colour})
+                             "colour_right": read_colour == colour, "sample": image})
     table = pd.DataFrame(rows)
     table["both_right"] = table["digit_right"] & table["colour_right"]
     return table
@@ -60,26 +69,47 @@ def accuracy_by(scores: pd.DataFrame, by: str) -> pd.DataFrame:
     """Per value of `by` ("digit" or "colour") and overall: n samples and the fraction with the requested
     digit, colour and both."""
     columns = ["digit_right", "colour_right", "both_right"]
-    table = scores.groupby(by, sort=False)[columns].mean()
-    table.insert(0, "n", scores.groupby(by, sort=False).size())
+    groups = scores.groupby(by, sort=by == "digit")  # digits in order, colours in palette order
+    table = groups[columns].mean()
+    table.insert(0, "n", groups.size())
     table.loc["all"] = [len(scores), *scores[columns].mean()]
     table["n"] = table["n"].astype(int)
     return table.rename(columns=lambda c: c.replace("_right", "_accuracy")).reset_index()
+
+
+def save_sample_grid(scores: pd.DataFrame, path: str | Path, seeds: int = 2, cell: int = 48) -> None:
+    """Draw `scores`' samples: one row per digit (its held-out colour in the row label), one column per colour
+    and seed (the first `seeds` seeds)."""
+    held_out = dict(HELD_OUT_COMBINATIONS)
+    shown = sorted(scores["seed"].unique())[:seeds]
+    cells = scores.set_index(["digit", "colour", "seed"])["sample"]
+    rows = [[cells[(digit, colour, seed)] for colour in COLOURS for seed in shown] for digit in range(10)]
+    save_grid(path, rows, cell=cell, row_label_width=96,
+              column_labels=[colour if i == 0 else "" for colour in COLOURS for i in range(len(shown))],
+              row_labels=[f"{digit} ({held_out[digit]} unseen)" for digit in range(10)])
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m imagic_steps.colour_digits.report",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=len(REPORT_SEEDS), help="seeds per caption")
+    for space, preset in MODELS.items():
+        parser.add_argument(f"--{space}", default=preset, metavar="MODEL", help=f"the {space} model (default {preset})")
+    parser.add_argument("--figures", help="folder to draw each model's samples into (<space>_text_to_image.png)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     classifier = load_digit_classifier()
-    for space, preset in MODELS.items():
+    for space in MODELS:
+        preset = getattr(args, space)
         scores = text_to_image_scores(load_components(preset), classifier, range(args.seeds))
-        for by in ("digit", "colour"):
-            print(f"\n{space} model ({preset}), text-to-image per {by}, {args.seeds} seeds per caption, DDIM "
-                  f"{SAMPLE.steps} steps, guidance {SAMPLE.guidance_scale:g}:")
-            print(accuracy_by(scores, by).to_markdown(index=False, floatfmt=".3f"))
+        if args.figures:
+            save_sample_grid(scores, Path(args.figures) / f"{space}_text_to_image.png")
+        for captions, part in (("trained", scores[~scores["held_out_caption"]]),
+                               ("held-out", scores[scores["held_out_caption"]])):
+            for by in ("digit", "colour"):
+                print(f"\n{space} model ({preset}), {captions} captions, text-to-image per {by}, {args.seeds} "
+                      f"seeds per caption, DDIM {SAMPLE.steps} steps, guidance {SAMPLE.guidance_scale:g}:")
+                print(accuracy_by(part, by).to_markdown(index=False, floatfmt=".3f"))
 
 
 if __name__ == "__main__":
