@@ -2,6 +2,7 @@
 draw; the evaluation scores of the analysis; its pairs sheet."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from imagic_steps.colour_digits.train import (
 )
 from imagic_steps.digits.classifier import load_digit_classifier
 from imagic_steps.digits.data import demo_index, raw_digits, split_indices
+from imagic_steps.digits.report import SAMPLE
 from imagic_steps.digits.train import TrainConfig
 from imagic_steps.families import DeepFloydIFFamily, StableDiffusionFamily
 from imagic_steps.locations import COLOUR_DIGITS_LATENT_PRESET, COLOUR_DIGITS_PIXEL_PRESET, preset_folder
@@ -68,36 +70,66 @@ def test_the_two_models_differ_in_their_space_and_schedule_and_share_data_and_bu
 
 @pytest.fixture(scope="module")
 def text_to_image(classifier):
-    """Per model: one row per (colour, digit, seed) over 4 seeds of every caption."""
-    return {space: text_to_image_scores(load_components(preset), classifier, seeds=range(4))
-            for space, preset in PRESETS.items()}
+    """Per (model, guidance): one row per (colour, digit, seed) over 4 seeds of every caption, DDIM 20 steps."""
+    components = {space: load_components(preset) for space, preset in PRESETS.items()}
+    runs = {("latent", 3.0), ("pixel", 3.0), ("pixel", 1.0)}
+    return {(space, guidance): text_to_image_scores(components[space], classifier, seeds=range(4),
+                                                    params=replace(SAMPLE, guidance_scale=guidance))
+            for space, guidance in sorted(runs)}
 
 
-def test_latent_model_draws_the_requested_digit_and_colour_in_every_class(text_to_image):
-    """Measured (4 seeds): colour 1.00 in every class; digit 0.65-1.00 per digit, 0.725-0.925 per colour, 0.865
-    overall (python -m imagic_steps.colour_digits.report prints the same tables with 8 seeds)."""
-    scores = text_to_image["latent"]
-    by_digit, by_colour = accuracy_by(scores, "digit"), accuracy_by(scores, "colour")
-    print(f"latent:\n{by_digit.to_markdown(index=False)}\n{by_colour.to_markdown(index=False)}")
-    assert len(scores) == 10 * len(COLOURS) * 4
-    assert (by_colour["colour_accuracy"] >= 0.9).all() and (by_digit["colour_accuracy"] >= 0.9).all()
-    assert (by_digit["digit_accuracy"] >= 0.5).all() and (by_colour["digit_accuracy"] >= 0.6).all()
-    assert by_digit.set_index("digit").loc["all", "digit_accuracy"] >= 0.8
+def trained_and_held_out(scores):
+    """(trained captions' rows, held-out captions' rows), each printed per digit and per colour."""
+    parts = scores[~scores["held_out_caption"]], scores[scores["held_out_caption"]]
+    for name, part in zip(("trained", "held-out"), parts):
+        for by in ("digit", "colour"):
+            print(f"{name} captions, per {by}:\n{accuracy_by(part, by).to_markdown(index=False)}")
+    return parts
 
 
-def test_pixel_model_at_the_same_budget_draws_worse_but_above_chance(text_to_image):
-    """The pixel-space model, trained on the same data for the same steps, reads right far less often (measured,
-    4 seeds: digit 0.42, colour 0.45 overall; per colour 0.00 (green) to 1.00 (white)): above chance (digit 0.1,
-    colour 0.2) and below the latent model in both, per digit and per colour. This is the finding the analysis'
-    README section rests on, so it is pinned."""
-    pixel, latent = text_to_image["pixel"], text_to_image["latent"]
+def assert_every_class(scores, digit_at_least: float, colour_at_least: float):
     for by in ("digit", "colour"):
-        table = accuracy_by(pixel, by)
-        print(f"pixel, per {by}:\n{table.to_markdown(index=False)}")
-    overall = accuracy_by(pixel, "digit").set_index("digit").loc["all"]
-    assert overall["digit_accuracy"] > 0.25 and overall["colour_accuracy"] > 0.3
+        table = accuracy_by(scores, by)
+        assert (table["digit_accuracy"] >= digit_at_least).all(), table
+        assert (table["colour_accuracy"] >= colour_at_least).all(), table
+
+
+def test_latent_model_draws_every_trained_class_and_does_not_compose_held_out_captions(text_to_image):
+    """Guidance 3, 4 seeds, measured: trained captions digit 0.994 (0.94-1.00 per digit), colour 1.00 in every
+    class; the 10 held-out captions (never trained on) digit 0.40, colour 0.475, both 0.225: the frozen random
+    CLIP does not compose a colour and a digit it has only seen apart ("a red four" gives yellow 0s)."""
+    scores = text_to_image[("latent", 3.0)]
+    assert len(scores) == 10 * len(COLOURS) * 4 and scores["held_out_caption"].sum() == 10 * 4
+    trained, held_out = trained_and_held_out(scores)
+    assert_every_class(trained, digit_at_least=0.85, colour_at_least=0.95)
+    assert held_out["both_right"].mean() < trained["both_right"].mean() - 0.5
+    assert held_out["both_right"].mean() < 0.4
+
+
+def test_pixel_model_without_guidance_draws_every_class_and_composes_held_out_captions(text_to_image):
+    """Guidance 1, 4 seeds, measured: trained captions digit 0.90 (0.75-1.00 per digit, 0.81-1.00 per colour),
+    colour 1.00 in every class; held-out captions colour 1.00 in every class, digit 0.75, both 0.75: unlike the
+    latent model, it composes the unseen combinations (what differs is the space, the text encoder and the
+    schedule; this toy does not say which matters)."""
+    trained, held_out = trained_and_held_out(text_to_image[("pixel", 1.0)])
+    assert_every_class(trained, digit_at_least=0.65, colour_at_least=0.95)
+    assert (accuracy_by(held_out, "colour")["colour_accuracy"] >= 0.75).all()
+    assert held_out["digit_right"].mean() >= 0.6 and held_out["both_right"].mean() >= 0.6
+    latent_held_out = text_to_image[("latent", 3.0)].query("held_out_caption")
+    assert held_out["both_right"].mean() > latent_held_out["both_right"].mean() + 0.3
+
+
+def test_guidance_3_overshoots_on_the_pixel_model(text_to_image):
+    """The digits domain's guidance 3 breaks the pixel model's samples (measured, trained captions: digit 0.51
+    and colour 0.51 against 0.90 and 1.00 at guidance 1; saturated yellow and white strokes for most captions),
+    which is why config/analysis.yaml adds a guidance-1 variant of `tuned`."""
+    at_3 = text_to_image[("pixel", 3.0)].query("not held_out_caption")
+    at_1 = text_to_image[("pixel", 1.0)].query("not held_out_caption")
+    print(f"pixel, guidance 3:\n{accuracy_by(at_3, 'colour').to_markdown(index=False)}")
     for column in ("digit_right", "colour_right"):
-        assert latent[column].mean() > pixel[column].mean() + 0.2, column
+        assert at_3[column].mean() < at_1[column].mean() - 0.25, column
+    assert at_3["colour_right"].mean() > 0.2  # still above chance (0.2) ...
+    assert at_3["colour_right"].mean() < 0.75  # ... but far from every class right
 
 
 def test_evaluation_scores_measure_what_each_edit_kind_asks_and_must_keep():
