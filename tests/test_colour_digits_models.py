@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file as load_tensors
 
 from imagic_steps.colour_digits.data import COLOURS, demo_input, edit_input
-from imagic_steps.colour_digits.report import accuracy_by, text_to_image_scores
+from imagic_steps.colour_digits.report import accuracy_by, caption_parts, text_to_image_scores
 from imagic_steps.colour_digits.scorer import colour_digit_evaluation_scores
 from imagic_steps.colour_digits.sheet import ANALYSIS_INPUTS, write_sheet
 from imagic_steps.colour_digits.train import (
@@ -72,19 +72,19 @@ def test_the_two_models_differ_in_their_space_and_schedule_and_share_data_and_bu
 def text_to_image(classifier):
     """Per (model, guidance): one row per (colour, digit, seed) over 4 seeds of every caption, DDIM 20 steps."""
     components = {space: load_components(preset) for space, preset in PRESETS.items()}
-    runs = {("latent", 3.0), ("pixel", 3.0), ("pixel", 1.0)}
+    runs = (("latent", 3.0), ("pixel", 1.0), ("pixel", 3.0))
     return {(space, guidance): text_to_image_scores(components[space], classifier, seeds=range(4),
                                                     params=replace(SAMPLE, guidance_scale=guidance))
-            for space, guidance in sorted(runs)}
+            for space, guidance in runs}
 
 
 def trained_and_held_out(scores):
     """(trained captions' rows, held-out captions' rows), each printed per digit and per colour."""
-    parts = scores[~scores["held_out_caption"]], scores[scores["held_out_caption"]]
-    for name, part in zip(("trained", "held-out"), parts):
+    parts = caption_parts(scores)
+    for name, part in parts.items():
         for by in ("digit", "colour"):
             print(f"{name} captions, per {by}:\n{accuracy_by(part, by).to_markdown(index=False)}")
-    return parts
+    return parts["trained"], parts["held-out"]
 
 
 def assert_every_class(scores, digit_at_least: float, colour_at_least: float):

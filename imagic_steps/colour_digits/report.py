@@ -6,8 +6,7 @@
 For every (colour, digit) caption, the canonical "a red three", a model samples one image per seed (DDIM 20
 steps at guidance 3, the digits domain's recommended sampling, and at guidance 1, no classifier-free guidance);
 the scorer (`scorer.py`) reads each sample's digit (the digits classifier on the ink) and its colour (nearest
-palette colour). Tables: per digit (over the five
-colours and the seeds) and per colour (over the ten digits and the seeds), how many samples show the requested
+palette colour). Tables: per digit (over the five colours and the seeds) and per colour (over the ten digits and the seeds), how many samples show the requested
 digit, the requested colour, and both; printed separately for the 40 captions the models were trained on and the
 10 held-out combinations (`data.HELD_OUT_COMBINATIONS`: "a green zero" ...) that no model saw, which measure
 whether a model composes a colour and a digit it has only seen apart. The classifier and colour reader never saw
@@ -81,6 +80,11 @@ def accuracy_by(scores: pd.DataFrame, by: str) -> pd.DataFrame:
     return table.rename(columns=lambda c: c.replace("_right", "_accuracy")).reset_index()
 
 
+def caption_parts(scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """`scores`' rows of trained captions and of held-out ones, keyed "trained" and "held-out"."""
+    return {"trained": scores[~scores["held_out_caption"]], "held-out": scores[scores["held_out_caption"]]}
+
+
 def save_sample_grid(scores: pd.DataFrame, path: str | Path, seeds: int = 2, cell: int = 48) -> None:
     """Draw `scores`' samples: one row per digit (its held-out colour in the row label), one column per colour
     and seed (the first `seeds` seeds)."""
@@ -107,14 +111,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     classifier = load_digit_classifier()
     for space in MODELS:
-        preset, components = getattr(args, space), load_components(getattr(args, space))
+        preset = getattr(args, space)
+        components = load_components(preset)
         for guidance in args.guidance:
             params = replace(SAMPLE, guidance_scale=guidance)
             scores = text_to_image_scores(components, classifier, range(args.seeds), params)
             if args.figures:
                 save_sample_grid(scores, Path(args.figures) / f"{space}_guidance{guidance:g}_text_to_image.png")
-            for captions, part in (("trained", scores[~scores["held_out_caption"]]),
-                                   ("held-out", scores[scores["held_out_caption"]])):
+            for captions, part in caption_parts(scores).items():
                 for by in ("digit", "colour"):
                     print(f"\n{space} model ({preset}), {captions} captions, text-to-image per {by}, {args.seeds} "
                           f"seeds per caption, DDIM {params.steps} steps, guidance {guidance:g}:")
