@@ -6,7 +6,10 @@ Units: times in seconds (wall clock, `time.perf_counter`), memory in bytes unles
 from __future__ import annotations
 
 import csv
+import json
+import os
 import resource
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -94,6 +97,16 @@ def bench_settings(config_path: Path = DEFAULT_CONFIG) -> dict[str, BenchConfig]
 def set_threads(threads: int) -> None:
     """Pin torch's intra-op thread pool (the benchmarks default to 1 thread on a shared machine)."""
     torch.set_num_threads(threads)
+
+
+def json_from_subprocess(command: list[str], threads: int, env: dict[str, str] | None = None) -> Any:
+    """Run `command` (a benchmarks module as its own process) with `threads` OpenMP threads and return the JSON on
+    the last line it prints."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])} failed:\n{completed.stderr[-4000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def load_model_and_image(config: BenchConfig) -> tuple[SDComponents, torch.Tensor]:

@@ -1,14 +1,19 @@
 """Where a step of stages A and B goes: ours' real loops under torch.profiler, time split by kind of work.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python -m benchmarks.profile_step [--settings digits original] [--steps 20]
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 python -m benchmarks.profile_step --settings original --model sd15-shaped \
+        --resolution 256 --steps 3 --threads 2 --no-adam     # Stable Diffusion's size
 
 For each setting (benchmarks.common.bench_settings) and stage, `--steps` steps of `optimize_embedding` /
 `finetune_unet` (full) run once unprofiled (ms per step by wall clock) and once under the profiler, after a
 warm-up. The profiled time (ms per step) is split by the top-level profiler events: the UNet's forward (a
 record_function range opened by hooks on the UNet), its backward (the autograd engine's events), the optimiser's
 step and zero_grad, host syncs (`aten::item`, `aten::_local_scalar_dense`), and everything else (noise draws,
-`add_noise`, the loss, Python between the ops; the draws, `add_noise` and the target are also timed apart).
-Then the Adam options torch offers on the CPU are checked on
+`add_noise`, the loss, Python between the ops, and the stage's one-off set-up; the draws, `add_noise` and the
+target are also timed apart). Two shares close each row, of the profiled time less the set-up (timed apart): what
+lies outside the UNet's forward and backward, and what lies outside those and the optimiser's step (the part no
+faster kernel for the UNet or Adam would touch).
+Then (unless `--no-adam`) the Adam options torch offers on the CPU are checked on
 stage A's real tensor: time per step and whether each gives the default's bits.
 """
 
@@ -24,7 +29,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from imagic_steps.diffusion import draw_noise_and_timesteps, training_target
 from imagic_steps.embed import optimize_embedding
-from imagic_steps.finetune import finetune_unet
+from imagic_steps.finetune import finetune_unet, trainable_unet
 
 from .common import bench_settings, load_model_and_image, set_threads
 
@@ -59,11 +64,21 @@ def label_unet_forward(unet: torch.nn.Module) -> list:
     return [unet.register_forward_pre_hook(enter), unet.register_forward_hook(leave)]
 
 
-def profile_stage(run, steps: int) -> dict[str, float]:
-    """ms per step: wall clock unprofiled, then the profiled time split into KINDS (top-level events only)."""
+def profile_stage(run, steps: int, set_up=None) -> dict[str, float]:
+    """ms per step: wall clock unprofiled, then the profiled time split into KINDS (top-level events only), and the
+    shares of the profiled time outside the UNet's forward and backward (and outside those and Adam's step).
+
+    `set_up` repeats the stage's one-off work (A: encoding the image and the prompt; B: the UNet's training copy);
+    it is timed apart, unprofiled, and left out of the shares, which are then per-step costs at any step count.
+    """
+    row = {}
+    if set_up is not None:
+        start = time.perf_counter()
+        set_up()
+        row["set-up ms"] = (time.perf_counter() - start) * 1e3
     start = time.perf_counter()
     run()
-    row = {"wall ms/step": (time.perf_counter() - start) * 1e3 / steps}
+    row["wall ms/step"] = (time.perf_counter() - start) * 1e3 / steps
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
         start = time.perf_counter()
         run()
@@ -75,6 +90,10 @@ def profile_stage(run, steps: int) -> dict[str, float]:
     totals["other"] += profiled - sum(totals.values())  # Python between top-level ops
     row["profiled ms/step"] = profiled / steps
     row.update({kind: value / steps for kind, value in totals.items()})
+    per_steps = profiled - row.get("set-up ms", 0.0)
+    unet = totals["UNet forward"] + totals["backward"]
+    row["outside UNet fwd+bwd %"] = 100 * (1 - unet / per_steps)
+    row["outside UNet fwd+bwd and optimizer %"] = 100 * (1 - (unet + totals["optimizer step"]) / per_steps)
     return row
 
 
@@ -116,30 +135,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", nargs="+", default=list(settings), choices=list(settings))
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", help="override the settings' model: 'tiny', 'digits', 'sd15-shaped', a folder")
+    parser.add_argument("--resolution", type=int, help="override: image side in pixels (default: the model's)")
+    parser.add_argument("--no-adam", action="store_true", help="skip the Adam options table")
     args = parser.parse_args(argv)
     set_threads(args.threads)
+    overrides = {name: getattr(args, name) for name in ("model", "resolution") if getattr(args, name) is not None}
     rows, adam = [], []
     for name in args.settings:
-        config = replace(settings[name], steps_embed=args.steps, steps_finetune=args.steps)
+        config = replace(settings[name], steps_embed=args.steps, steps_finetune=args.steps, **overrides)
         components, image = load_model_and_image(config)
         warm_up = replace(config, steps_embed=3, steps_finetune=3)
+        no_steps = replace(config, steps_embed=0)
         embed = optimize_embedding(components, image, config.prompt, warm_up.embed_params(), progress=False)
         finetune_unet(components, embed, warm_up.finetune_params(), progress=False)
         handles = label_unet_forward(components.unet)  # deep copies (stage B's training UNet) keep the hooks
-        stages = {"A embed": lambda: optimize_embedding(components, image, config.prompt, config.embed_params(),
-                                                        progress=False),
-                  "B fine-tune full": lambda: finetune_unet(components, embed, config.finetune_params(),
-                                                            progress=False)}
-        for stage, run in stages.items():
-            rows.append({"setting": name, "stage": stage, **profile_stage(run, args.steps)})
+        stages = {"A embed": (lambda: optimize_embedding(components, image, config.prompt, config.embed_params(),
+                                                         progress=False),
+                              lambda: optimize_embedding(components, image, config.prompt, no_steps.embed_params(),
+                                                         progress=False)),
+                  "B fine-tune full": (lambda: finetune_unet(components, embed, config.finetune_params(),
+                                                             progress=False),
+                                       lambda: trainable_unet(components.unet, config.finetune_params()))}
+        for stage, (run, set_up) in stages.items():
+            rows.append({"setting": name, "stage": stage, **profile_stage(run, args.steps, set_up)})
         rows[-1]["draws + add_noise + target ms/step"] = draws_and_noising_ms(components, embed.image_latents)
         for handle in handles:
             handle.remove()
-        adam += [{"setting": name, **row} for row in adam_options(embed.optimized_embedding)]
+        if not args.no_adam:
+            adam += [{"setting": name, **row} for row in adam_options(embed.optimized_embedding)]
     print(f"ms per step ({args.steps} steps; the kinds split the profiled time, which the profiler inflates):")
     print(tabulate(rows, headers="keys", floatfmt=".2f"))
-    print()
-    print(tabulate(adam, headers="keys", floatfmt=".1f"))
+    if adam:
+        print()
+        print(tabulate(adam, headers="keys", floatfmt=".1f"))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -35,7 +34,8 @@ from tabulate import tabulate
 
 from imagic_steps.io import atomic_path, write_json
 
-from .common import MIB, REPO_ROOT, BenchConfig, bench_settings, load_model_and_image, set_threads
+from .common import MIB, REPO_ROOT, BenchConfig, bench_settings, json_from_subprocess, load_model_and_image, \
+    set_threads
 from .compare import compare, ratios
 from .stage_worker import STAGES
 
@@ -63,7 +63,8 @@ def parse_args(argv: list[str] | None) -> tuple[list[BenchConfig], argparse.Name
     parser.add_argument("--compile", action="store_true", help="ours runs its UNets through torch.compile")
     parser.add_argument("--channels-last", action="store_true", help="ours uses a channels-last UNet")
     parser.add_argument("--repeats", type=int, default=4,
-                        help="interleaved repeats of ours vs the reference (even: each goes first equally often)")
+                        help="interleaved repeats of ours vs the reference (even: each goes first equally often; "
+                             "0: the per-stage table only)")
     parser.add_argument("--stages", nargs="*", default=list(DEFAULT_STAGES), choices=STAGES,
                         help=f"stages of the per-stage table, each in its own process (default "
                              f"{' '.join(DEFAULT_STAGES)}); give none to skip the table")
@@ -77,12 +78,8 @@ def parse_args(argv: list[str] | None) -> tuple[list[BenchConfig], argparse.Name
 
 def run_stage_in_subprocess(stage: str, config: BenchConfig) -> dict:
     """Measurements of one stage from `python -m benchmarks.stage_worker` in a fresh process."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(config.threads), "PYTHONPATH": str(REPO_ROOT)}
-    completed = subprocess.run([sys.executable, "-m", "benchmarks.stage_worker", stage, json.dumps(asdict(config))],
-                               capture_output=True, text=True, env=env, cwd=REPO_ROOT)
-    if completed.returncode != 0:
-        raise RuntimeError(f"stage {stage} failed:\n{completed.stderr[-4000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return json_from_subprocess([sys.executable, "-m", "benchmarks.stage_worker", stage, json.dumps(asdict(config))],
+                                config.threads)
 
 
 def stage_table(rows: list[dict]) -> str:
@@ -90,6 +87,9 @@ def stage_table(rows: list[dict]) -> str:
     shown = [{"setting": r["setting"], "stage": r["stage"], "steps": r["steps"], "wall s": r["wall_s"],
               "steps/s": r["steps_per_s"],
               "peak MiB": r["peak_bytes"] / MIB, "added MiB": r["stage_added_bytes"] / MIB,
+              "estimate MiB": None if r["estimated_peak_bytes"] is None else r["estimated_peak_bytes"] / MIB,
+              "peak / estimate": None if r["estimated_peak_bytes"] is None else
+              r["peak_bytes"] / r["estimated_peak_bytes"],
               "artefact fp32 B": r.get("artefact_fp32_bytes"), "artefact fp16 B": r.get("artefact_fp16_bytes")}
              for r in rows]
     return tabulate(shown, headers="keys", floatfmt=".3g", intfmt=",", missingval="")
@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         for stage in args.stages:
             print(f"stage {stage} (fresh process) ...", flush=True)
             stage_rows.append({"setting": config.setting, **run_stage_in_subprocess(stage, config)})
+        if not args.repeats:
+            continue
         print(f"ours vs reference in one process, {args.repeats} interleaved repeats ...", flush=True)
         components, image = load_model_and_image(config)
         measured, difference = compare(components, image, config, args.repeats)
@@ -135,15 +137,18 @@ def main(argv: list[str] | None = None) -> None:
         print("\nPer stage (one run each; steps of sampling = seeds x alphas x denoising steps; memory kind: "
               f"{stage_rows[0]['memory_kind']})")
         print(stage_table(stage_rows))
-    write_csv(comparison, out / "comparison.csv")
-    write_csv(equivalence, out / "equivalence.csv")
-    print("\nOurs / faithful reference (median of per-repeat ratios, min-max over n interleaved repeats):")
-    print(tabulate(comparison, headers="keys", floatfmt=".3g"))
-    print("\nSame computation? (stage C on the reference's e_opt and fine-tuned UNet)")
-    print(tabulate(equivalence, headers="keys", floatfmt=".3g"))
+    written = ["results.csv"] if stage_rows else []
+    if comparison:
+        write_csv(comparison, out / "comparison.csv")
+        write_csv(equivalence, out / "equivalence.csv")
+        written += ["comparison.csv", "equivalence.csv"]
+        print("\nOurs / faithful reference (median of per-repeat ratios, min-max over n interleaved repeats):")
+        print(tabulate(comparison, headers="keys", floatfmt=".3g"))
+        print("\nSame computation? (stage C on the reference's e_opt and fine-tuned UNet)")
+        print(tabulate(equivalence, headers="keys", floatfmt=".3g"))
     write_json(out / "run.json", {"configs": [asdict(c) for c in configs], "repeats": args.repeats,
                                   "machine": machine(), "timings_s": timings})
-    print(f"\nwrote {out}/results.csv, comparison.csv, equivalence.csv, run.json")
+    print(f"\nwrote {out}/{', '.join(written + ['run.json'])}")
 
 
 if __name__ == "__main__":

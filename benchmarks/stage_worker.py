@@ -19,6 +19,7 @@ from pathlib import Path
 from imagic_steps.embed import optimize_embedding
 from imagic_steps.finetune import finetune_unet, trainable_unet
 from imagic_steps.finetune_artefact import FinetuneResult, save_finetuned
+from imagic_steps.memory import DTYPE_BYTES, GIB, LIBRARY_RSS_GIB, planning_model_size, stage_estimate
 from imagic_steps.sample import make_scheduler, sample_alphas
 from imagic_steps.variants import EmbedParams, FinetuneParams
 
@@ -37,6 +38,28 @@ def artefact_bytes(result: FinetuneResult) -> dict[str, int]:
             save_finetuned(path, result, dtype)
             sizes[f"artefact_{dtype}_bytes"] = path.stat().st_size
     return sizes
+
+
+def estimated_peak_bytes(stage: str, config: BenchConfig, device_type: str) -> int | None:
+    """What `imagic_steps.memory` predicts for this process's peak while it runs `stage` (ours only; None for the
+    reference's stages and for models the workflow plans no size for, such as an unbuilt `tiny`).
+
+    CPU: the peak RSS, i.e. the libraries plus the stage's host estimate; this process loads the text encoder for
+    every stage (a workflow's fine-tune and sample jobs do not), so it is added back. GPU: the device estimate.
+    The sample stage samples with a full fp32 copy of the UNet in one batch of every seed x alpha.
+    """
+    size, _ = planning_model_size(config.model)
+    if size is None or stage.endswith("-reference"):
+        return None
+    job, finetune = {"embed": ("embed", None), "finetune-full": ("finetune", config.finetune_params("full")),
+                     "finetune-lora": ("finetune", config.finetune_params("lora")),
+                     "sample": ("sample", FinetuneParams(steps=1, mode="full"))}[stage]
+    estimate = stage_estimate(job, size, config.dtype, config.resolution, finetune,
+                              sample_batch=len(config.alphas) * len(config.seeds))
+    if device_type == "cuda":
+        return round(estimate.device_total * GIB)
+    text_encoder = 0 if job == "embed" else DTYPE_BYTES[config.dtype] * size.text_encoder / GIB
+    return round((LIBRARY_RSS_GIB + estimate.total + text_encoder) * GIB)
 
 
 def run_stage(stage: str, config: BenchConfig) -> dict:
@@ -87,7 +110,8 @@ def run_stage(stage: str, config: BenchConfig) -> dict:
     if stage in ("finetune-full", "finetune-lora"):
         extra = artefact_bytes(result)
     return {"stage": stage, "steps": steps, "wall_s": seconds, "steps_per_s": steps / seconds,
-            "memory_kind": memory.kind, "peak_bytes": memory.peak, "stage_added_bytes": memory.delta, **extra}
+            "memory_kind": memory.kind, "peak_bytes": memory.peak, "stage_added_bytes": memory.delta,
+            "estimated_peak_bytes": estimated_peak_bytes(stage, config, device.type), **extra}
 
 
 def main(argv: list[str]) -> None:

@@ -130,3 +130,80 @@ def test_reference_stage_c_samples_at_a_given_resolution_as_ours_does(components
     ours = (ours / 2 + 0.5).clamp(0, 1).permute(0, 1, 3, 4, 2).numpy()
     assert images.shape == ours.shape == (1, 1, 32, 32, 3)
     assert abs(images - ours).max() < 1e-4
+
+
+def test_compile_break_even_is_the_extra_one_off_cost_over_the_per_step_saving():
+    from benchmarks.compile_cost import break_even_steps, steady_and_one_off
+
+    # steps start at 0, 5, 6, 7, 8, 9 and the run ends at 10: the first step (5 s) is one-off, the rest 1 s each
+    assert steady_and_one_off([0.0, 5.0, 6.0, 7.0, 8.0, 9.0], end=10.0, begin=0.0) == (1.0, 4.0)
+    eager = {"steady_s": 0.010, "one_off_s": 0.1}
+    assert break_even_steps(eager, {"steady_s": 0.006, "one_off_s": 20.1}) == pytest.approx(5000)
+    assert break_even_steps(eager, {"steady_s": 0.010, "one_off_s": 0.1}) == float("inf")  # no faster
+    assert break_even_steps(eager, {"steady_s": 0.012, "one_off_s": 0.0}) == float("inf")  # slower
+    assert break_even_steps(eager, {"steady_s": 0.006, "one_off_s": 0.05}) == 0  # no extra cost
+
+
+@pytest.mark.parametrize("module", ["embed", "finetune"])
+def test_compile_cost_clock_times_every_step_and_restores_the_stage(components, cat_tensor, embedded, module):
+    from benchmarks.compile_cost import StepClock
+    from imagic_steps import embed as embed_module, finetune as finetune_module
+
+    stage = {"embed": embed_module, "finetune": finetune_module}[module]
+    original = stage.draw_noise_and_timesteps
+    with StepClock(module) as clock:
+        if module == "embed":
+            optimize_embedding(components, cat_tensor, PROMPT, EmbedParams(steps=5), progress=False)
+        else:
+            finetune_unet(components, embedded, FinetuneParams(steps=5), progress=False)
+    assert len(clock.starts) == 5 and clock.starts == sorted(clock.starts)
+    assert stage.draw_noise_and_timesteps is original
+
+
+def test_profile_step_splits_a_step_into_unet_and_the_rest(components, cat_tensor):
+    from benchmarks.profile_step import label_unet_forward, profile_stage
+
+    handles = label_unet_forward(components.unet)
+    try:
+        row = profile_stage(lambda: optimize_embedding(components, cat_tensor, PROMPT, EmbedParams(steps=3),
+                                                       progress=False), steps=3)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert row["UNet forward"] > 0 and row["backward"] > 0
+    outside = 100 * (1 - (row["UNet forward"] + row["backward"]) / row["profiled ms/step"])
+    assert row["outside UNet fwd+bwd %"] == pytest.approx(outside)
+    assert 0 < row["outside UNet fwd+bwd and optimizer %"] < row["outside UNet fwd+bwd %"] < 100
+
+
+def test_run_with_no_repeats_writes_the_per_stage_table_with_memory_estimates(tmp_path, preset_cache):
+    """`benchmarks.run --repeats 0` (the SD-scale per-stage table): no comparison, and each of ours' stages has
+    imagic_steps.memory's estimate of its peak beside the measured one."""
+    import pandas as pd
+
+    from benchmarks import run
+
+    run.main(["--settings", "original", "--model", "tiny", "--steps-embed", "2", "--steps-finetune", "2",
+              "--sample-steps", "2", "--repeats", "0", "--stages", "embed", "finetune-reference",
+              "--out", str(tmp_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv", "run.json"]
+    rows = pd.read_csv(tmp_path / "results.csv").set_index("stage")
+    assert pd.isna(rows.loc["finetune-reference", "estimated_peak_bytes"])  # no estimate of the reference's
+    peak, estimate = rows.loc["embed", ["peak_bytes", "estimated_peak_bytes"]]
+    assert 0.5 < peak / estimate < 1.5  # the tiny model's peak is mostly the libraries the estimate allows for
+
+
+def test_stage_memory_estimate_counts_the_loaded_text_encoder_and_the_sampling_batch(preset_cache):
+    from benchmarks.common import bench_settings
+    from benchmarks.stage_worker import estimated_peak_bytes
+    from imagic_steps.memory import GIB, SD15
+
+    config = replace(bench_settings()["original"], model="sd15-shaped", resolution=256)  # planned as SD-1.5, unbuilt
+    full = estimated_peak_bytes("finetune-full", config, "cpu")
+    lora = estimated_peak_bytes("finetune-lora", config, "cpu")
+    assert full - lora > 12 * SD15.unet  # fp32 copy + gradients + Adam moments, less LoRA's few weights
+    assert full - estimated_peak_bytes("finetune-full", config, "cuda") > 0.9 * GIB  # host: libraries + loading
+    # on the device the sampling batch shows (on the host, mapping the UNet's file outweighs 8 samples at 256 px)
+    one = estimated_peak_bytes("sample", replace(config, alphas=(1.0,), seeds=(0,)), "cuda")
+    assert estimated_peak_bytes("sample", config, "cuda") > one  # 8 samples' activations vs 1
+    assert estimated_peak_bytes("sample-reference", config, "cpu") is None
