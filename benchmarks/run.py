@@ -8,9 +8,13 @@ Two step settings (`benchmarks.common.bench_settings`): `digits`, the default ru
 counts on the tiny model (500 / 1000 / 50, guidance 7.5); both sample the default config's 4 alphas x 2 seeds.
 `--model`, `--device`, `--dtype` and the step options override the chosen settings. For each setting:
 
-* results.csv: one row per stage, each run once in a fresh process (so CPU peak RSS is the stage's own):
-  steps, wall time (s), steps/s, peak memory (bytes; RSS on CPU, CUDA max allocated on GPU), memory the stage
-  added on top of the loaded model, and for fine-tunes the artefact size (bytes) saved in fp32 and fp16;
+* results.csv: one row per stage, each run once in a fresh process (so CPU peak RSS is the stage's own; a stage
+  named twice runs twice, e.g. `--stages finetune-full finetune-reference finetune-reference finetune-full` for
+  an interleaved pair): steps, wall time (s), steps/s, peak memory (bytes; RSS on CPU, CUDA max allocated on GPU),
+  `imagic_steps.memory`'s estimate of it, memory the stage added on top of the loaded model, for fine-tunes the
+  artefact size (bytes) saved in fp32 and fp16, and the malloc settings (ours' stages run with those the warm
+  worker gives every local workflow job, `imagic_steps.worker.RETAIN_FREED_MEMORY`; the reference's with the C
+  library's defaults, as a notebook runs it);
 * comparison.csv: ours / reference per stage and for the whole edit in one process, interleaved repeats: the
   median seconds, the median per-repeat ratio with its min-max and n, and the target of issue 18;
 * equivalence.csv: max abs difference of stage C's images, ours vs the reference on the same inputs.
@@ -33,6 +37,7 @@ import torch
 from tabulate import tabulate
 
 from imagic_steps.io import atomic_path, write_json
+from imagic_steps.worker import RETAIN_FREED_MEMORY
 
 from .common import MIB, REPO_ROOT, BenchConfig, bench_settings, json_from_subprocess, load_model_and_image, \
     set_threads
@@ -77,14 +82,17 @@ def parse_args(argv: list[str] | None) -> tuple[list[BenchConfig], argparse.Name
 
 
 def run_stage_in_subprocess(stage: str, config: BenchConfig) -> dict:
-    """Measurements of one stage from `python -m benchmarks.stage_worker` in a fresh process."""
+    """Measurements of one stage from `python -m benchmarks.stage_worker` in a fresh process: ours' stages with the
+    malloc settings the warm worker gives every local workflow job, the reference's with the C library's own."""
+    env = {} if stage.endswith("-reference") else RETAIN_FREED_MEMORY
     return json_from_subprocess([sys.executable, "-m", "benchmarks.stage_worker", stage, json.dumps(asdict(config))],
-                                config.threads)
+                                config.threads, env)
 
 
 def stage_table(rows: list[dict]) -> str:
     """The per-stage rows as a text table (memory in MiB, artefacts in bytes)."""
-    shown = [{"setting": r["setting"], "stage": r["stage"], "steps": r["steps"], "wall s": r["wall_s"],
+    shown = [{"setting": r["setting"], "stage": r["stage"], "malloc": r["malloc"], "steps": r["steps"],
+              "wall s": r["wall_s"],
               "steps/s": r["steps_per_s"],
               "peak MiB": r["peak_bytes"] / MIB, "added MiB": r["stage_added_bytes"] / MIB,
               "estimate MiB": None if r["estimated_peak_bytes"] is None else r["estimated_peak_bytes"] / MIB,

@@ -11,6 +11,7 @@ Stages: embed, finetune-full, finetune-lora, finetune-reference, sample, sample-
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from dataclasses import replace
@@ -22,6 +23,7 @@ from imagic_steps.finetune_artefact import FinetuneResult, save_finetuned
 from imagic_steps.memory import DTYPE_BYTES, GIB, LIBRARY_RSS_GIB, planning_model_size, stage_estimate
 from imagic_steps.sample import make_scheduler, sample_alphas
 from imagic_steps.variants import EmbedParams, FinetuneParams
+from imagic_steps.worker import RETAIN_FREED_MEMORY
 
 from . import reference
 from .common import BenchConfig, PeakMemory, load_model_and_image, set_threads, timed
@@ -60,6 +62,14 @@ def estimated_peak_bytes(stage: str, config: BenchConfig, device_type: str) -> i
         return round(estimate.device_total * GIB)
     text_encoder = 0 if job == "embed" else DTYPE_BYTES[config.dtype] * size.text_encoder / GIB
     return round((LIBRARY_RSS_GIB + estimate.total + text_encoder) * GIB)
+
+
+def malloc_settings() -> str:
+    """'retain freed' under the warm worker's settings, 'default' without any, else the GLIBC_TUNABLES in force."""
+    tunables = os.environ.get("GLIBC_TUNABLES")
+    if tunables is None:
+        return "default"
+    return "retain freed" if tunables == RETAIN_FREED_MEMORY["GLIBC_TUNABLES"] else tunables
 
 
 def run_stage(stage: str, config: BenchConfig) -> dict:
@@ -111,7 +121,8 @@ def run_stage(stage: str, config: BenchConfig) -> dict:
         extra = artefact_bytes(result)
     return {"stage": stage, "steps": steps, "wall_s": seconds, "steps_per_s": steps / seconds,
             "memory_kind": memory.kind, "peak_bytes": memory.peak, "stage_added_bytes": memory.delta,
-            "estimated_peak_bytes": estimated_peak_bytes(stage, config, device.type), **extra}
+            "estimated_peak_bytes": estimated_peak_bytes(stage, config, device.type), "malloc": malloc_settings(),
+            **extra}
 
 
 def main(argv: list[str]) -> None:

@@ -21,6 +21,8 @@ at once when the socket closes; the worker ends with Snakemake (`stop_worker`, w
 at Snakemake's exit; or, after a kill -9, as soon as its parent is gone).
 Without a worker (SLURM jobs, `warm_worker: false`, a worker that is not there) the script runs in its own
 process as before. Import-light: the job process imports only this module and the standard library.
+
+Memory: the worker, and so every job forked from it, keeps the memory it frees (`RETAIN_FREED_MEMORY`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,13 @@ MAX_REQUEST_BYTES = 1 << 22
 START_SECONDS = 10
 READY_SECONDS = 300  # a job waits this long for the worker (its imports, a busy machine), then starts cold
 STATUS = struct.Struct("!i")
+# glibc's malloc hands every freed block above its mmap threshold (128 KiB, rising to at most 32 MiB) back to the
+# kernel, and the next training step gets it back as fresh pages that fault in and are zeroed: gigabytes a step at
+# Stable Diffusion's size on the CPU (a full fine-tune's gradients and activations, and some of SD's weight
+# tensors are 59 MB), 40 % of such a step's CPU time in the kernel. So the worker starts with no mmap'd blocks and
+# no trimming of the heap: freed memory stays in the process for the next step (benchmarks/README.md, "Freed
+# memory"). glibc reads the variable at start-up, other C libraries ignore it, and a user's own value is kept.
+RETAIN_FREED_MEMORY = {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"}
 
 
 
@@ -183,7 +192,8 @@ def start_worker() -> tuple[subprocess.Popen, Path]:
     """
     folder = Path(tempfile.mkdtemp(prefix="imagic_steps_worker_"))
     path = folder / "socket"
-    process = subprocess.Popen([sys.executable, "-m", "imagic_steps.worker", str(path)], stdin=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-m", "imagic_steps.worker", str(path)], stdin=subprocess.DEVNULL,
+                               env={**RETAIN_FREED_MEMORY, **os.environ})
     deadline = time.monotonic() + START_SECONDS
     while not path.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # bound in well under a second; a job that finds no socket just starts cold

@@ -177,8 +177,9 @@ def test_profile_step_splits_a_step_into_unet_and_the_rest(components, cat_tenso
 
 
 def test_run_with_no_repeats_writes_the_per_stage_table_with_memory_estimates(tmp_path, preset_cache):
-    """`benchmarks.run --repeats 0` (the SD-scale per-stage table): no comparison, and each of ours' stages has
-    imagic_steps.memory's estimate of its peak beside the measured one."""
+    """`benchmarks.run --repeats 0` (the SD-scale per-stage table): no comparison; each of ours' stages has
+    imagic_steps.memory's estimate of its peak beside the measured one and runs with the warm worker's malloc
+    settings, the reference's with the C library's defaults."""
     import pandas as pd
 
     from benchmarks import run
@@ -189,6 +190,7 @@ def test_run_with_no_repeats_writes_the_per_stage_table_with_memory_estimates(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv", "run.json"]
     rows = pd.read_csv(tmp_path / "results.csv").set_index("stage")
     assert pd.isna(rows.loc["finetune-reference", "estimated_peak_bytes"])  # no estimate of the reference's
+    assert rows["malloc"].to_dict() == {"embed": "retain freed", "finetune-reference": "default"}
     peak, estimate = rows.loc["embed", ["peak_bytes", "estimated_peak_bytes"]]
     assert 0.5 < peak / estimate < 1.5  # the tiny model's peak is mostly the libraries the estimate allows for
 

@@ -62,6 +62,41 @@ def test_a_handed_over_script_runs_warm_as_the_job(tmp_path, worker):
     assert run_script(tmp_path, socket_path).returncode == 0
 
 
+FREED_RSS_SCRIPT = textwrap.dedent("""\
+    from imagic_steps.worker import hand_over_to_worker
+    hand_over_to_worker()
+    import ctypes, sys
+    import psutil
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    size = 256 << 20
+    block = libc.malloc(size)
+    ctypes.memset(block, 1, size)  # touched: resident
+    touched = psutil.Process().memory_info().rss
+    libc.free(ctypes.c_void_p(block))
+    print(touched - psutil.Process().memory_info().rss, "torch" in sys.modules)
+    """)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_jobs_in_the_worker_keep_freed_memory_for_their_next_step(tmp_path, worker):
+    """A job forked from the worker frees a 256 MiB block and keeps its pages (RETAIN_FREED_MEMORY: the next
+    training step reuses them instead of faulting in fresh zeroed ones); a cold job, under glibc's defaults,
+    hands them back to the kernel at once."""
+    _, socket_path = worker
+    script = tmp_path / "freed.py"
+    script.write_text(FREED_RSS_SCRIPT)
+    returned = {}
+    for mode, socket in (("warm", socket_path), ("cold", str(tmp_path / "no-such-socket"))):
+        environment = {key: value for key, value in os.environ.items() if key not in (SOCKET_ENV, "GLIBC_TUNABLES")}
+        done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                              env={**environment, SOCKET_ENV: socket}, timeout=120, check=True)
+        freed, warm = done.stdout.split()
+        assert warm == str(mode == "warm")
+        returned[mode] = int(freed)
+    assert returned["warm"] < 16 << 20 and returned["cold"] > 200 << 20
+
+
 def test_without_a_worker_the_script_runs_in_its_own_process(tmp_path):
     done = run_script(tmp_path, str(tmp_path / "no-such-socket"), JOB_STATUS="2")
     assert (tmp_path / "report.txt").read_text().startswith("False ")  # cold: torch not imported
