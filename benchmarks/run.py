@@ -12,9 +12,9 @@ counts on the tiny model (500 / 1000 / 50, guidance 7.5); both sample the defaul
   named twice runs twice, e.g. `--stages finetune-full finetune-reference finetune-reference finetune-full` for
   an interleaved pair): steps, wall time (s), steps/s, peak memory (bytes; RSS on CPU, CUDA max allocated on GPU),
   `imagic_steps.memory`'s estimate of it, memory the stage added on top of the loaded model, for fine-tunes the
-  artefact size (bytes) saved in fp32 and fp16, and the malloc settings (ours' stages run with those the warm
-  worker gives every local workflow job, `imagic_steps.worker.RETAIN_FREED_MEMORY`; the reference's with the C
-  library's defaults, as a notebook runs it);
+  artefact size (bytes) saved in fp32 and fp16, and the malloc settings (ours' stages keep the memory they free,
+  as every model job does, `imagic_steps.freed_memory`; the reference's run with the C library's defaults, as a
+  notebook runs it);
 * comparison.csv: ours / reference per stage and for the whole edit in one process, interleaved repeats: the
   median seconds, the median per-repeat ratio with its min-max and n, and the target of issue 18;
 * equivalence.csv: max abs difference of stage C's images, ours vs the reference on the same inputs.
@@ -37,7 +37,6 @@ import torch
 from tabulate import tabulate
 
 from imagic_steps.io import atomic_path, write_json
-from imagic_steps.worker import RETAIN_FREED_MEMORY
 
 from .common import MIB, REPO_ROOT, BenchConfig, bench_settings, json_from_subprocess, load_model_and_image, \
     set_threads
@@ -82,11 +81,9 @@ def parse_args(argv: list[str] | None) -> tuple[list[BenchConfig], argparse.Name
 
 
 def run_stage_in_subprocess(stage: str, config: BenchConfig) -> dict:
-    """Measurements of one stage from `python -m benchmarks.stage_worker` in a fresh process: ours' stages with the
-    malloc settings the warm worker gives every local workflow job, the reference's with the C library's own."""
-    env = {} if stage.endswith("-reference") else RETAIN_FREED_MEMORY
+    """Measurements of one stage from `python -m benchmarks.stage_worker` in a fresh process."""
     return json_from_subprocess([sys.executable, "-m", "benchmarks.stage_worker", stage, json.dumps(asdict(config))],
-                                config.threads, env)
+                                config.threads)
 
 
 def stage_table(rows: list[dict]) -> str:

@@ -20,10 +20,10 @@ from pathlib import Path
 from imagic_steps.embed import optimize_embedding
 from imagic_steps.finetune import finetune_unet, trainable_unet
 from imagic_steps.finetune_artefact import FinetuneResult, save_finetuned
+from imagic_steps.freed_memory import retain_freed_memory
 from imagic_steps.memory import DTYPE_BYTES, GIB, LIBRARY_RSS_GIB, planning_model_size, stage_estimate
 from imagic_steps.sample import make_scheduler, sample_alphas
 from imagic_steps.variants import EmbedParams, FinetuneParams
-from imagic_steps.worker import RETAIN_FREED_MEMORY
 
 from . import reference
 from .common import BenchConfig, PeakMemory, load_model_and_image, set_threads, timed
@@ -64,12 +64,12 @@ def estimated_peak_bytes(stage: str, config: BenchConfig, device_type: str) -> i
     return round((LIBRARY_RSS_GIB + estimate.total + text_encoder) * GIB)
 
 
-def malloc_settings() -> str:
-    """'retain freed' under the warm worker's settings, 'default' without any, else the GLIBC_TUNABLES in force."""
-    tunables = os.environ.get("GLIBC_TUNABLES")
-    if tunables is None:
-        return "default"
-    return "retain freed" if tunables == RETAIN_FREED_MEMORY["GLIBC_TUNABLES"] else tunables
+def set_malloc(stage: str) -> str:
+    """Ours' stages keep the memory they free, as every model job does (`imagic_steps.freed_memory`); the
+    reference's run with the C library's defaults, as a notebook does. Returns the setting in force, for the table."""
+    if not stage.endswith("-reference") and retain_freed_memory():
+        return "retain freed"
+    return os.environ.get("GLIBC_TUNABLES", "default")
 
 
 def run_stage(stage: str, config: BenchConfig) -> dict:
@@ -121,7 +121,7 @@ def run_stage(stage: str, config: BenchConfig) -> dict:
         extra = artefact_bytes(result)
     return {"stage": stage, "steps": steps, "wall_s": seconds, "steps_per_s": steps / seconds,
             "memory_kind": memory.kind, "peak_bytes": memory.peak, "stage_added_bytes": memory.delta,
-            "estimated_peak_bytes": estimated_peak_bytes(stage, config, device.type), "malloc": malloc_settings(),
+            "estimated_peak_bytes": estimated_peak_bytes(stage, config, device.type),
             **extra}
 
 
@@ -129,7 +129,8 @@ def main(argv: list[str]) -> None:
     stage, config_json = argv
     config = BenchConfig(**json.loads(config_json))
     set_threads(config.threads)
-    print(json.dumps(run_stage(stage, config)))
+    malloc = set_malloc(stage)
+    print(json.dumps({**run_stage(stage, config), "malloc": malloc}))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ at Snakemake's exit; or, after a kill -9, as soon as its parent is gone).
 Without a worker (SLURM jobs, `warm_worker: false`, a worker that is not there) the script runs in its own
 process as before. Import-light: the job process imports only this module and the standard library.
 
-Memory: the worker, and so every job forked from it, keeps the memory it frees (`RETAIN_FREED_MEMORY`).
+Memory: the worker, and so every job forked from it, keeps the memory it frees for its next step; so does a job
+that starts cold (`imagic_steps.freed_memory`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ import time
 import traceback
 from pathlib import Path
 
+from .freed_memory import retain_freed_memory
+
 SOCKET_ENV = "IMAGIC_STEPS_WORKER"  # the socket's path, set by start_worker for the jobs Snakemake starts
 SERVED_BY_ENV = "IMAGIC_STEPS_SERVED_BY"  # in a job run by the worker: the worker's pid (the job log says so)
 # What every stage script imports; the worker imports it once, before its first fork.
@@ -54,13 +57,6 @@ MAX_REQUEST_BYTES = 1 << 22
 START_SECONDS = 10
 READY_SECONDS = 300  # a job waits this long for the worker (its imports, a busy machine), then starts cold
 STATUS = struct.Struct("!i")
-# glibc's malloc hands every freed block above its mmap threshold (128 KiB, rising to at most 32 MiB) back to the
-# kernel, and the next training step gets it back as fresh pages that fault in and are zeroed: gigabytes a step at
-# Stable Diffusion's size on the CPU (a full fine-tune's gradients and activations, and some of SD's weight
-# tensors are 59 MB), 40 % of such a step's CPU time in the kernel. So the worker starts with no mmap'd blocks and
-# no trimming of the heap: freed memory stays in the process for the next step (benchmarks/README.md, "Freed
-# memory"). glibc reads the variable at start-up, other C libraries ignore it, and a user's own value is kept.
-RETAIN_FREED_MEMORY = {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"}
 
 
 
@@ -68,8 +64,15 @@ def hand_over_to_worker() -> None:
     """Run this job's script in the warm worker and exit with its status; return when there is no worker.
 
     Called as the first statement of each workflow script (after Snakemake's preamble), so the fallback is the
-    script itself, unchanged. Not inside a SLURM job: that job's resources are SLURM's allocation.
+    script itself, unchanged. Not inside a SLURM job: that job's resources are SLURM's allocation. A job that
+    runs here, cold, keeps the memory it frees as the worker's jobs do.
     """
+    _run_in_worker()
+    retain_freed_memory()
+
+
+def _run_in_worker() -> None:
+    """Hand the script to the worker and exit with its status; return when there is none (or it cannot take it)."""
     path = os.environ.get(SOCKET_ENV)
     if not path or "SLURM_JOB_ID" in os.environ:
         return
@@ -116,6 +119,7 @@ def serve(path: str) -> None:
     from .runs import exit_with_parent
 
     exit_with_parent()  # the Snakemake that started the worker is gone: so is the worker
+    retain_freed_memory()  # before the imports and forks: every job is a fork of this process
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(path)
     listener.listen(64)  # bound before the imports: the first jobs wait in the backlog instead of importing too
@@ -192,8 +196,7 @@ def start_worker() -> tuple[subprocess.Popen, Path]:
     """
     folder = Path(tempfile.mkdtemp(prefix="imagic_steps_worker_"))
     path = folder / "socket"
-    process = subprocess.Popen([sys.executable, "-m", "imagic_steps.worker", str(path)], stdin=subprocess.DEVNULL,
-                               env={**RETAIN_FREED_MEMORY, **os.environ})
+    process = subprocess.Popen([sys.executable, "-m", "imagic_steps.worker", str(path)], stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + START_SECONDS
     while not path.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # bound in well under a second; a job that finds no socket just starts cold
