@@ -17,7 +17,6 @@ from .embed import run_embed
 from .errors import USER_ERRORS, PlanError
 from .families import DeepFloydIFFamily
 from .finetune import run_finetune
-from .freed_memory import retain_freed_memory
 from .images import load_image, open_rgb
 from .io import write_json
 from .locations import MODEL_PRESETS
@@ -175,7 +174,6 @@ def edit(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    retain_freed_memory()  # as the workflow's jobs: an SD-sized step on the CPU reuses the last step's pages
     try:
         edit(args)
     except USER_ERRORS as error:

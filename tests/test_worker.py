@@ -67,9 +67,6 @@ FREED_RSS_SCRIPT = textwrap.dedent("""\
     if sys.argv[1] in ("warm", "cold"):  # a workflow script's first statements
         from imagic_steps.worker import hand_over_to_worker
         hand_over_to_worker()
-    elif sys.argv[1] == "cli":  # python -m imagic_steps edit, given an image that is not there
-        from imagic_steps.cli import main
-        assert main(["edit", "--image", "missing.png", "--prompt", "x", "--out", "edit"]) == 1
     import ctypes
     import psutil
     libc = ctypes.CDLL(None)
@@ -85,7 +82,7 @@ FREED_RSS_SCRIPT = textwrap.dedent("""\
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_model_jobs_keep_freed_memory_for_their_next_step(tmp_path, worker):
-    """A job in the worker, a job that starts cold and a CLI edit each free a 256 MiB block and keep its pages
+    """A job in the worker and a job that starts cold each free a 256 MiB block and keep its pages
     (imagic_steps.freed_memory: the next training step reuses them instead of faulting in fresh zeroed ones); a
     plain Python process, under glibc's defaults, hands them back to the kernel at once. A user's own malloc
     tunables are kept."""
@@ -94,18 +91,18 @@ def test_model_jobs_keep_freed_memory_for_their_next_step(tmp_path, worker):
     script.write_text(FREED_RSS_SCRIPT)
     environment = {key: value for key, value in os.environ.items() if key not in (SOCKET_ENV, "GLIBC_TUNABLES")}
     returned = {}
-    for mode, extra in (("warm", {SOCKET_ENV: socket_path}), ("cold", {SOCKET_ENV: str(tmp_path / "no-socket")}),
-                        ("cli", {}), ("plain", {}),
-                        ("cold", {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072", "label": "own"})):
-        label = extra.pop("label", mode)
+    for label, mode, extra in (("warm", "warm", {SOCKET_ENV: socket_path}),
+                               ("cold", "cold", {SOCKET_ENV: str(tmp_path / "no-socket")}),
+                               ("plain", "plain", {}),
+                               ("own", "cold", {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"})):
         done = subprocess.run([sys.executable, str(script), mode], cwd=tmp_path, capture_output=True, text=True,
                               env={**environment, **extra}, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
         freed, warm = done.stdout.split()
-        assert warm == str(mode in ("warm", "cli"))  # the cli imports torch itself
+        assert warm == str(mode == "warm")
         returned[label] = int(freed)
     kept = {label: freed < 16 << 20 for label, freed in returned.items()}
-    assert kept == {"warm": True, "cold": True, "cli": True, "plain": False, "own": False}, returned
+    assert kept == {"warm": True, "cold": True, "plain": False, "own": False}, returned
 
 
 def test_without_a_worker_the_script_runs_in_its_own_process(tmp_path):
