@@ -65,7 +65,7 @@ def estimated_peak_bytes(stage: str, config: BenchConfig, device_type: str) -> i
 
 
 def set_malloc(stage: str) -> str:
-    """Ours' stages keep the memory they free, as every model job does (`imagic_steps.freed_memory`); the
+    """Ours' stages keep the memory they free, as every workflow job does (`imagic_steps.freed_memory`); the
     reference's run with the C library's defaults, as a notebook does. Returns the setting in force, for the table."""
     if not stage.endswith("-reference") and retain_freed_memory():
         return "retain freed"
