@@ -7,8 +7,8 @@ CPU every training step then faults in and zeroes gigabytes again: a full fine-t
 40 % of such a step's CPU time was the kernel's (benchmarks/README.md, "Freed memory"). With no mmap'd blocks and
 no trimming the freed pages stay in the process and the next step reuses them: same results, same peak.
 
-Every workflow model job, which runs one stage, calls `retain_freed_memory()` first: the warm worker before it
-imports the stages (its jobs are forks of it and inherit the setting) and a job that starts cold. It is set with
+Every workflow model job, which runs one stage, calls `retain_freed_memory()` first, whether it runs in a fork of
+the warm worker or starts cold (`imagic_steps.worker.hand_over_to_worker`, each script's first call). It is set with
 `mallopt` at run time rather than `GLIBC_TUNABLES` so a process that has already started can set it for itself.
 `python -m imagic_steps edit` keeps glibc's defaults: it runs all three stages in one process, where what one
 step keeps fits later tensors badly; on SD-2.1's shape its peak RSS went from 7.47 to 8.66 GiB for 9 % less wall

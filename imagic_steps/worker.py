@@ -22,8 +22,8 @@ at Snakemake's exit; or, after a kill -9, as soon as its parent is gone).
 Without a worker (SLURM jobs, `warm_worker: false`, a worker that is not there) the script runs in its own
 process as before. Import-light: the job process imports only this module and the standard library.
 
-Memory: the worker, and so every job forked from it, keeps the memory it frees for its next step; so does a job
-that starts cold (`imagic_steps.freed_memory`).
+Memory: every job, forked from the worker or started cold, keeps the memory it frees for its next step
+(`hand_over_to_worker`, `imagic_steps.freed_memory`).
 """
 
 from __future__ import annotations
@@ -64,8 +64,9 @@ def hand_over_to_worker() -> None:
     """Run this job's script in the warm worker and exit with its status; return when there is no worker.
 
     Called as the first statement of each workflow script (after Snakemake's preamble), so the fallback is the
-    script itself, unchanged. Not inside a SLURM job: that job's resources are SLURM's allocation. A job that
-    runs here, cold, keeps the memory it frees as the worker's jobs do.
+    script itself, unchanged. Not inside a SLURM job: that job's resources are SLURM's allocation. The script
+    runs this again in its fork of the worker (where there is no worker to hand to), so every job, warm or cold,
+    keeps the memory it frees from here on.
     """
     _run_in_worker()
     retain_freed_memory()
@@ -119,7 +120,6 @@ def serve(path: str) -> None:
     from .runs import exit_with_parent
 
     exit_with_parent()  # the Snakemake that started the worker is gone: so is the worker
-    retain_freed_memory()  # before the imports and forks: every job is a fork of this process
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(path)
     listener.listen(64)  # bound before the imports: the first jobs wait in the backlog instead of importing too
