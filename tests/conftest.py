@@ -19,8 +19,15 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session", autouse=True)
 def preset_cache(tmp_path_factory):
-    """Build presets once per session in a temporary cache, shared with subprocesses through the env."""
-    cache = os.environ.get("IMAGIC_STEPS_TEST_CACHE") or str(tmp_path_factory.mktemp("imagic_cache"))
+    """Build presets once per session in a temporary cache, shared with subprocesses through the env and, under
+    pytest-xdist, by every worker (ensure_preset builds atomically, so two workers may race for a preset)."""
+    cache = os.environ.get("IMAGIC_STEPS_TEST_CACHE")
+    if not cache:
+        session_root = tmp_path_factory.getbasetemp()
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            session_root = session_root.parent  # the run's folder, above each worker's own
+        cache = str(session_root / "imagic_cache")
+        os.makedirs(cache, exist_ok=True)
     os.environ["IMAGIC_STEPS_CACHE"] = cache
     return cache
 

@@ -1,5 +1,8 @@
 """Stage A with fp16 frozen weights: loss scaling keeps the embedding's gradient from flushing to zero."""
 
+import copy
+import dataclasses
+
 import pytest
 import torch
 
@@ -33,8 +36,21 @@ def first_step_moves(components, image) -> torch.Tensor:
     return result.optimized_embedding != result.target_embedding
 
 
+def with_quiet_output(components, factor: float = 1e-2):
+    """The components with a copy of the UNet whose last convolution is scaled by `factor`: the loss's gradients
+    shrink about as much (median ~4e-7 here), so that some fall below fp16's smallest subnormal (6e-8) and flush to
+    zero when stored in fp16, on any CPU. The tiny UNet's own gradients (~5e-5) flush only on CPUs whose fp16
+    kernels round their intermediates, not on those that accumulate in fp32 (AVX512-FP16, AMX): measured, 0 of
+    the entries flush on such a CPU, 5.8 % with this factor."""
+    unet = copy.deepcopy(components.unet)
+    with torch.no_grad():
+        unet.conv_out.weight.mul_(factor)
+        unet.conv_out.bias.mul_(factor)
+    return dataclasses.replace(components, unet=unet)
+
+
 def test_fp16_embedding_gradient_has_no_underflowed_entries(tiny_by_dtype, cat_tensor):
-    fp32, fp16 = tiny_by_dtype["fp32"], tiny_by_dtype["fp16"]
+    fp32, fp16 = (with_quiet_output(tiny_by_dtype[dtype]) for dtype in ("fp32", "fp16"))
     # The control: without scaling, fp16 back-propagation flushes some of the fp32 run's non-zero entries to zero.
     plain32, plain16 = unscaled_gradient(fp32, cat_tensor), unscaled_gradient(fp16, cat_tensor)
     assert ((plain32 != 0) & (plain16 == 0)).any()
