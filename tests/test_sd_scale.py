@@ -25,6 +25,10 @@ MEMORY_LIMIT_MB = 23000  # one full fine-tune (~17 GiB here) at a time, and noth
 MODEL_RULES = ("embed", "finetune", "sample", "sdedit")
 MIB = 2**20  # Snakemake's benchmark max_rss is in MiB
 
+# Under pytest-xdist, every test that runs an SD-sized model shares one worker, one after another: two at once
+# would not fit in 24 GiB beside each other.
+pytestmark = pytest.mark.xdist_group("sd_size")
+
 
 def snakemake(*args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "snakemake", "--cores", "2", "--resources", f"mem_mb={MEMORY_LIMIT_MB}", *args]

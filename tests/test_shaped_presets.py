@@ -123,6 +123,7 @@ def test_resolve_model_path_builds_a_preset_on_first_use(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("sd_size")  # one SD-sized model at a time (tests/test_sd_scale.py)
 @pytest.mark.parametrize("name", sorted(SHAPED))
 def test_built_preset_headers_have_the_published_size(name):
     started = time.perf_counter()
@@ -143,6 +144,7 @@ def test_built_preset_headers_have_the_published_size(name):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("sd_size")
 def test_sd21_shaped_edit_runs_offline_with_v_prediction(tmp_path):
     """One Imagic edit on the SD-2.1-shaped preset through the CLI, building it on first use: LoRA, one step per
     stage, 256 px. Peak RSS is measured on the child alone (wait4)."""
