@@ -304,8 +304,29 @@ CLI_CASES = [
 ]
 
 
+# These go through a real `python -m imagic_steps` process (exit code, stderr, nothing imported before the check);
+# the rest call the same entry point in this process (one torch import, not one per case: ~6 s each).
+CLI_SUBPROCESS_CASES = {"cli_seed_text", "cli_bad_set", "cli_model_folder_without_index"}
+
+
+def run_cli(args: list[str], in_process: bool, capsys) -> tuple[int, str]:
+    """(exit code, stderr) of `imagic-steps edit ARGS`."""
+    if not in_process:
+        done = subprocess.run([sys.executable, "-m", "imagic_steps", "edit", *args], capture_output=True, text=True,
+                              timeout=120)
+        return done.returncode, done.stderr
+    from imagic_steps.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(["edit", *args])
+    except SystemExit as exit:  # argparse's errors
+        code = exit.code
+    return code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("case", CLI_CASES, ids=lambda case: case.name)
-def test_bad_cli_arguments_are_one_line_before_loading_the_model(tmp_path, case):
+def test_bad_cli_arguments_are_one_line_before_loading_the_model(tmp_path, case, capsys):
     (tmp_path / "file").write_text("x")
     defaults = {"--image": str(REPO / "config/images/chelsea.png"), "--prompt": "a cat", "--out": str(tmp_path / "out"),
                 "--model": "no-such-model-folder"}  # the model is never reached: loading it would fail differently
@@ -313,12 +334,11 @@ def test_bad_cli_arguments_are_one_line_before_loading_the_model(tmp_path, case)
     args = [a.format(file=tmp_path / "file", missing=tmp_path / "missing.png", empty=tmp_path / "empty")
             for a in case.args]
     given = {a for a in args if a.startswith("--")}
-    command = [sys.executable, "-m", "imagic_steps", "edit", *args]
     for option, value in defaults.items():
         if option not in given:
-            command += [option, value]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 1, done.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and case.expect in lines[0], done.stderr[-2000:]
+            args += [option, value]
+    code, stderr = run_cli(args, case.name not in CLI_SUBPROCESS_CASES, capsys)
+    lines = stderr.strip().splitlines()
+    assert code == 1, stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and case.expect in lines[0], stderr[-2000:]
     assert not (tmp_path / "out").exists()
