@@ -94,6 +94,7 @@ def assert_every_class(scores, digit_at_least: float, colour_at_least: float):
         assert (table["colour_accuracy"] >= colour_at_least).all(), table
 
 
+@pytest.mark.slow  # the text_to_image fixture: ~100 s of sampling
 def test_latent_model_draws_every_trained_class_and_does_not_compose_held_out_captions(text_to_image):
     """Guidance 3, 4 seeds, measured: trained captions digit 0.994 (0.94-1.00 per digit), colour 1.00 in every
     class; the 10 held-out captions (never trained on) digit 0.40, colour 0.475, both 0.225: the frozen random
@@ -106,6 +107,7 @@ def test_latent_model_draws_every_trained_class_and_does_not_compose_held_out_ca
     assert held_out["both_right"].mean() < 0.4
 
 
+@pytest.mark.slow  # the text_to_image fixture: ~100 s of sampling
 def test_pixel_model_without_guidance_draws_every_class_and_composes_held_out_captions(text_to_image):
     """Guidance 1, 4 seeds, measured: trained captions digit 0.90 (0.75-1.00 per digit, 0.81-1.00 per colour),
     colour 1.00 in every class; held-out captions colour 1.00 in every class, digit 0.75, both 0.75: unlike the
@@ -119,6 +121,7 @@ def test_pixel_model_without_guidance_draws_every_class_and_composes_held_out_ca
     assert held_out["both_right"].mean() > latent_held_out["both_right"].mean() + 0.3
 
 
+@pytest.mark.slow  # the text_to_image fixture: ~100 s of sampling
 def test_guidance_3_overshoots_on_the_pixel_model(text_to_image):
     """The digits domain's guidance 3 breaks the pixel model's samples (measured, trained captions: digit 0.51
     and colour 0.51 against 0.90 and 1.00 at guidance 1; saturated yellow and white strokes for most captions),
