@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -143,17 +144,41 @@ def test_built_preset_headers_have_the_published_size(name):
     assert index["scheduler"][1] == preset_recipe(name).scheduler_class.__name__
 
 
+def test_a_v_prediction_model_edits_through_the_cli_in_seconds(tmp_path, capsys):
+    """What SD 2.1's v prediction asks of an edit, on the tiny preset's weights under a v-prediction scheduler (a
+    local model folder): every stage runs and records the prediction type its training target and samplers read.
+    test_sd21_shaped_edit_runs_offline_with_v_prediction runs the same at SD-2.1's size for its memory."""
+    from imagic_steps.cli import main
+
+    model = tmp_path / "tiny-v"
+    shutil.copytree(resolve_model_path("tiny"), model)
+    scheduler = json.loads((model / "scheduler/scheduler_config.json").read_text())
+    assert scheduler["prediction_type"] == "epsilon"
+    (model / "scheduler/scheduler_config.json").write_text(json.dumps({**scheduler, "prediction_type": "v_prediction"}))
+    out = tmp_path / "edit"
+    assert main(["edit", "--image", str(REPO / "config/images/chelsea.png"), "--prompt", "a photo of a cat",
+                 "--model", str(model), "--set", "embed.steps=1", "--set", "finetune.steps=1",
+                 "--set", "sample.steps=1", "--set", "finetune.mode=lora", "--set", "finetune.preview_steps=1",
+                 "--alphas", "0", "1", "--seeds", "0", "--out", str(out)]) == 0, capsys.readouterr().err[-3000:]
+    for alpha in ("0", "1"):
+        assert (out / "samples" / f"seed0_alpha{alpha}.png").stat().st_size > 0
+    for stage in ("embed", "finetune", "sample"):
+        assert json.loads((out / f"{stage}.json").read_text())["model"]["prediction_type"] == "v_prediction"
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("sd_size")
 def test_sd21_shaped_edit_runs_offline_with_v_prediction(tmp_path):
     """One Imagic edit on the SD-2.1-shaped preset through the CLI, building it on first use: LoRA, one step per
-    stage, 256 px. Peak RSS is measured on the child alone (wait4)."""
+    stage (the preview too), 256 px. What needs SD-2.1's size: its architecture (the OpenCLIP text tower, pad
+    token 0) loads and runs offline within its memory; peak RSS is measured on the child alone (wait4). What v
+    prediction asks of each stage, test_a_v_prediction_model_edits_through_the_cli_in_seconds shows on tiny."""
     out = tmp_path / "edit"
     command = [sys.executable, "-m", "imagic_steps", "edit", "--image", str(REPO / "config/images/chelsea.png"),
                "--prompt", "a photo of a cat", "--model", SD21_SHAPED_PRESET,
                "--set", "embed.steps=1", "--set", "finetune.steps=1", "--set", "sample.steps=1",
-               "--set", "finetune.mode=lora", "--set", "resolution=256", "--alphas", "0", "1", "--seeds", "0",
-               "--out", str(out)]
+               "--set", "finetune.mode=lora", "--set", "finetune.preview_steps=1", "--set", "resolution=256",
+               "--alphas", "0", "1", "--seeds", "0", "--out", str(out)]
     # No hub access: offline, and an empty hub cache, so nothing could be read from a download either.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     started = time.perf_counter()
