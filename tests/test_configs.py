@@ -15,12 +15,13 @@ import pytest
 import yaml
 from jinja2 import Environment
 
-from conftest import planned_resources_of
+from conftest import ONE_AT_A_TIME, planned_resources_of
 from imagic_steps.io import save_image, save_tensors, staging_dir, write_text
 from imagic_steps.memory import ARCHITECTURE_SIZES, KNOWN_MODELS, SD15, job_memory_mb, stage_estimate
 from imagic_steps.variants import resolve_variant
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = ONE_AT_A_TIME  # Snakemake runs in the repository itself (conftest.py)
 SHIPPED = ["config.yaml", "tiny.yaml", "sd15.yaml", "sdxl.yaml", "if.yaml", "tedbench.yaml", "analysis.yaml"]
 
 

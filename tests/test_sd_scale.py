@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import ONE_AT_A_TIME
 from snakemake.utils import update_config
 
 from imagic_steps.memory import GIB, LIBRARY_RSS_GIB, MB, SAFETY_FACTOR
@@ -31,9 +32,7 @@ MEMORY_LIMIT_MB = 23000  # one full fine-tune (~17 GiB here) at a time, and noth
 MODEL_RULES = ("embed", "finetune", "sample", "sdedit")
 MIB = 2**20  # Snakemake's benchmark max_rss is in MiB
 
-# Under pytest-xdist, every test that runs an SD-sized model shares one worker, one after another: two at once
-# would not fit in 24 GiB beside each other.
-pytestmark = pytest.mark.xdist_group("sd_size")
+pytestmark = ONE_AT_A_TIME  # SD-sized models, and Snakemake in the repository itself (conftest.py)
 
 
 def snakemake(*args: str) -> subprocess.CompletedProcess:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ONE_AT_A_TIME
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -124,7 +125,7 @@ def test_resolve_model_path_builds_a_preset_on_first_use(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("sd_size")  # one SD-sized model at a time (tests/test_sd_scale.py)
+@ONE_AT_A_TIME  # SD-sized (conftest.py)
 @pytest.mark.parametrize("name", sorted(SHAPED))
 def test_built_preset_headers_have_the_published_size(name):
     started = time.perf_counter()
@@ -167,7 +168,7 @@ def test_a_v_prediction_model_edits_through_the_cli_in_seconds(tmp_path, capsys)
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("sd_size")
+@ONE_AT_A_TIME
 def test_sd21_shaped_edit_runs_offline_with_v_prediction(tmp_path):
     """One Imagic edit on the SD-2.1-shaped preset through the CLI, building it on first use: LoRA, one step per
     stage (the preview too), 256 px. What needs SD-2.1's size: its architecture (the OpenCLIP text tower, pad
