@@ -16,11 +16,20 @@ from imagic_steps.variants import SampleParams  # noqa: E402
 
 torch.set_num_threads(1)
 
-# pytest-xdist runs tests on every core (pyproject.toml: -n auto --dist loadgroup). Tests marked ONE_AT_A_TIME share
-# one worker and run one after another: those that run an SD-sized model (two would not fit in 24 GiB beside each
+# pytest-xdist runs tests on every core (pyproject.toml: -n auto --dist loadgroup), a module's tests on one worker
+# (pytest_collection_modifyitems below). Tests marked ONE_AT_A_TIME share one worker and run one after another: those that run an SD-sized model (two would not fit in 24 GiB beside each
 # other) and those that run Snakemake in the repository itself (two live runs in one working directory race on
 # the lock files of its .snakemake folder: FileNotFoundError .snakemake/locks/0.input.lock).
 ONE_AT_A_TIME = pytest.mark.xdist_group("one_at_a_time")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items):
+    """Every other test runs on its module's worker, so that a module-scoped fixture (a finished tiny run, loaded
+    models) is built once rather than once on each worker."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(scope="session", autouse=True)

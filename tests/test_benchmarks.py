@@ -176,6 +176,7 @@ def test_profile_step_splits_a_step_into_unet_and_the_rest(components, cat_tenso
     assert 0 < row["outside UNet fwd+bwd and optimizer %"] < row["outside UNet fwd+bwd %"] < 100
 
 
+@pytest.mark.slow  # two stages in fresh processes: ~15 s
 def test_run_with_no_repeats_writes_the_per_stage_table_with_memory_estimates(tmp_path, preset_cache):
     """`benchmarks.run --repeats 0` (the SD-scale per-stage table): no comparison; each of ours' stages has
     imagic_steps.memory's estimate of its peak beside the measured one and runs with the warm worker's malloc
