@@ -181,7 +181,7 @@ def test_the_zero_variance_half_leaves_the_noise_prediction_bit_for_bit():
     assert (output[:, 3:] == 0).all()
 
 
-@pytest.mark.parametrize("space", ["latent", "pixel"])
+@pytest.mark.parametrize("space", [pytest.param("latent", marks=pytest.mark.slow), "pixel"])  # latent: ~10 s (VAE too)
 def test_training_is_deterministic_from_its_seed_and_records_its_run(tmp_path, space):
     config = TrainConfig(vae_steps=2, unet_steps=2, vae_batch_size=4, unet_batch_size=4, warmup_steps=1)
     record = train_colour_model(space, tmp_path / "a", config, progress=False)
