@@ -250,6 +250,15 @@ def test_the_warm_worker_runs_each_job_and_writes_what_cold_jobs_write(tmp_path)
     assert set(Path(tempfile.gettempdir()).glob("imagic_steps_worker_*/socket")) <= sockets  # stopped, removed
 
 
+def test_a_run_of_one_job_starts_no_warm_worker(tmp_path):
+    """The worker pays from a run's second job on (common.smk's onstart): a plan-only run's lone job starts cold
+    instead of waiting for the worker's imports. Runs of more jobs: the warm-worker test above."""
+    write_config(tmp_path)
+    snakemake(tmp_path, "--until", "experiment_plan")
+    log = (tmp_path / "results/logs/plan.log").read_text()
+    assert "device cpu" in log and "run by the warm worker" not in log
+
+
 def test_schema_violation_fails_before_any_job_naming_the_field(tmp_path):
     write_config(tmp_path)
     sheet = (tmp_path / "pairs.tsv").read_text().replace("\ncat\t", "\n../cat\t")
