@@ -8,9 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-import resource
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ import torch
 import yaml
 
 from imagic_steps.images import load_image, pil_to_tensor
+from imagic_steps.jobs import peak_rss_bytes
 from imagic_steps.models import SDComponents, load_components
 from imagic_steps.variants import EmbedParams, FinetuneParams, SampleParams, resolve_variant
 
@@ -134,12 +133,6 @@ def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
 def current_rss_bytes() -> int:
     """Resident set size of this process now."""
     return psutil.Process().memory_info().rss
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process since it started (monotone; `ru_maxrss` is KiB on Linux)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 class PeakMemory:

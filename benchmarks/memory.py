@@ -25,6 +25,7 @@ from dataclasses import fields
 import torch
 from tabulate import tabulate
 
+from imagic_steps.jobs import peak_rss_bytes
 from imagic_steps.memory import (
     ACTIVATIONS,
     ARCHITECTURE_FAMILIES,
@@ -106,14 +107,14 @@ def unet_inputs(unet: torch.nn.Module, side: int, batch: int = 1, text_tokens: i
 def inference_working_bytes(unet: torch.nn.Module, side: int, batch: int = 1) -> int:
     """Peak RSS an inference-mode forward of `unet` adds beyond its (resident) weights, batch `batch`, on the CPU.
 
-    Reads the process's high-water mark (`ru_maxrss`), so it must run before anything else large in the process
-    (`measure_architecture` runs it first, in a fresh process)."""
+    Reads the process's high-water mark (`peak_rss_bytes`), so it must run before anything else large in the
+    process (`measure_architecture` runs it first, in a fresh process)."""
     args, kwargs = unet_inputs(unet, side, batch)
     with open("/proc/self/statm") as handle:
         before = int(handle.read().split()[1]) * resource.getpagesize()
     with torch.inference_mode():
         unet.eval()(*args, **kwargs)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    return peak_rss_bytes() - before
 
 
 def sd15_unet_uninitialised() -> torch.nn.Module:

@@ -35,13 +35,29 @@ def is_disk_full(error: BaseException) -> bool:
     return "No space left on device" in str(error) or "os error 28" in str(error)
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident memory so far, in MiB. Exact, unlike Snakemake's benchmark `max_rss`, which
-    samples every 0.5 s (every 30 s after the first 30) and so misses short peaks such as model loading."""
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far, in bytes: the kernel's high-water mark of its address space
+    (VmHWM in /proc/self/status). Exact, unlike Snakemake's benchmark `max_rss`, which samples every 0.5 s (every
+    30 s after the first 30) and so misses short peaks such as model loading. Not getrusage's `ru_maxrss` where
+    /proc has VmHWM: Linux carries that over exec from the process that started this one, so a process started by
+    one that once held 4 GiB reports at least 4 GiB (measured: a tiny-model stage started by a pytest worker that had
+    built an SD-sized preset)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     import resource
 
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return kib / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+def peak_rss_mib() -> float:
+    """peak_rss_bytes in MiB."""
+    return peak_rss_bytes() / 2**20
 
 
 def physical_gpu_ids() -> list[str]:

@@ -134,3 +134,16 @@ def test_a_killed_job_ends_its_run_in_the_worker(tmp_path, worker):
         time.sleep(0.1)
     assert not Path(f"/proc/{child}").exists()
     assert run_script(tmp_path, socket_path, JOB_VALUE="next").returncode == 0
+
+
+def test_a_jobs_peak_memory_is_its_own_not_its_starters():
+    """peak_rss_bytes reads the address space's high-water mark: getrusage's ru_maxrss would carry this process's
+    peak (512 MiB and more) over exec into the child it starts."""
+    from imagic_steps.jobs import peak_rss_bytes
+
+    block = b"\x01" * (512 << 20)  # written, so resident
+    assert peak_rss_bytes() >= len(block)
+    del block
+    child = subprocess.run([sys.executable, "-c", "from imagic_steps.jobs import peak_rss_mib; print(peak_rss_mib())"],
+                           capture_output=True, text=True, check=True)
+    assert 10 < float(child.stdout) < 256
