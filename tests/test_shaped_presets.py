@@ -174,8 +174,7 @@ def test_sd21_shaped_edit_runs_offline_with_v_prediction(tmp_path):
     stage (the preview too), 256 px. What needs SD-2.1's size: its architecture (the OpenCLIP text tower, pad
     token 0) loads and runs offline within its memory. Peak RSS is the child's ru_maxrss (wait4), which Linux
     also fills with this process's own peak at exec (<= ~4 GiB: an SD-shaped preset built here), so it bounds the
-    edit's peak from above. What v prediction asks of each stage, test_a_v_prediction_model_edits_through_the_cli_
-    in_seconds shows on tiny."""
+    edit's peak from above. What v prediction asks of each stage, the tiny v-prediction CLI test above shows."""
     out = tmp_path / "edit"
     command = [sys.executable, "-m", "imagic_steps", "edit", "--image", str(REPO / "config/images/chelsea.png"),
                "--prompt", "a photo of a cat", "--model", SD21_SHAPED_PRESET,
