@@ -227,11 +227,14 @@ def test_per_variant_and_per_alpha_sample_jobs_write_the_same_images(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_warm_worker_runs_each_job_and_writes_what_cold_jobs_write(tmp_path):
+def test_the_warm_worker_runs_each_job_and_writes_what_cold_jobs_write(tmp_path, monkeypatch):
     """Local runs hand every job to the warm worker (each job log says so); `warm_worker: false` starts every
     job cold; both write the same bytes (models, samples, scores, tables, figures), and no worker is left."""
     variants = {"full": {"preset": "original", **TINY_STEPS, "sample": {"steps": 2}}}
-    sockets = set(Path(tempfile.gettempdir()).glob("imagic_steps_worker_*/socket"))  # other runs' workers
+    # the runs' own temporary folder, where their worker keeps its socket: other tests' runs (pytest-xdist) keep
+    # theirs elsewhere. Short, as a socket path has at most 107 bytes.
+    private_tmp = Path(tempfile.mkdtemp(prefix="ww"))
+    monkeypatch.setenv("TMPDIR", str(private_tmp))
     outputs = {}
     for warm in (True, False):
         workdir = tmp_path / ("warm" if warm else "cold")
@@ -247,7 +250,8 @@ def test_the_warm_worker_runs_each_job_and_writes_what_cold_jobs_write(tmp_path)
                          and path.relative_to(workdir / "results").parts[0] not in ("logs", "benchmark")}
     assert len(outputs[True]) >= 20 and outputs[True].keys() == outputs[False].keys()
     assert [path for path in outputs[True] if outputs[True][path] != outputs[False][path]] == []
-    assert set(Path(tempfile.gettempdir()).glob("imagic_steps_worker_*/socket")) <= sockets  # stopped, removed
+    assert list(private_tmp.glob("imagic_steps_worker_*")) == []  # stopped, removed
+    shutil.rmtree(private_tmp)
 
 
 def test_a_run_of_one_job_starts_no_warm_worker(tmp_path):
