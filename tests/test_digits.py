@@ -189,6 +189,7 @@ def test_text_to_image_makes_the_requested_digit_in_every_class(digits, classifi
     assert (accuracy >= 0.75).all()
 
 
+@pytest.mark.slow  # a whole edit on the digits model: ~8 s
 def test_imagic_edits_a_three_into_an_eight(digits, classifier, tmp_path):
     source = demo_digit(3)
     source.save(tmp_path / "three.png")

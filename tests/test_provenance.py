@@ -55,6 +55,7 @@ def loaded_modules() -> dict[str, set[str]]:
     return loaded_modules_of(*sorted(set(STAGE_ENTRY_MODULES.values())))
 
 
+@pytest.mark.slow  # a fresh interpreter: ~6 s
 def test_a_forked_child_loads_what_a_fresh_interpreter_loads(loaded_modules):
     """The fork shortcut above against the plain way, on one entry."""
     entry = STAGE_ENTRY_MODULES["score"]

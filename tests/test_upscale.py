@@ -69,6 +69,7 @@ def test_a_stage_ii_folder_is_refused_as_a_model_to_edit(preset_cache):
         read_model_size(ensure_preset(TINY_IF_SR_PRESET))
 
 
+@pytest.mark.slow  # stage II at 256 px, two seeds: ~10 s
 def test_upscale_gives_stage_ii_size_deterministic_per_seed(sr):
     from imagic_steps.upscale import UpscaleParams, upscale
 
@@ -116,6 +117,7 @@ def edit_args(image, out, model, upscale, *extra):
             "--out", str(out), *extra]
 
 
+@pytest.mark.slow  # a CLI edit and stage II: ~11 s
 def test_cli_edit_upscales_each_sample_with_its_seed(cat_image_path, tmp_path, sr):
     from imagic_steps.cli import main
     from imagic_steps.upscale import UpscaleParams, upscale
