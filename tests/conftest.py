@@ -17,9 +17,10 @@ from imagic_steps.variants import SampleParams  # noqa: E402
 torch.set_num_threads(1)
 
 # pytest-xdist runs tests on every core (pyproject.toml: -n auto --dist loadgroup), a module's tests on one worker
-# (pytest_collection_modifyitems below). Tests marked ONE_AT_A_TIME share one worker and run one after another: those that run an SD-sized model (two would not fit in 24 GiB beside each
-# other) and those that run Snakemake in the repository itself (two live runs in one working directory race on
-# the lock files of its .snakemake folder: FileNotFoundError .snakemake/locks/0.input.lock).
+# (pytest_collection_modifyitems below). Tests marked ONE_AT_A_TIME share one worker and run one after another:
+# those that run an SD-sized model (two would not fit in 24 GiB beside each other) and those that run Snakemake in
+# the repository itself (two live runs in one working directory race on the lock files of its .snakemake folder:
+# FileNotFoundError .snakemake/locks/0.input.lock).
 ONE_AT_A_TIME = pytest.mark.xdist_group("one_at_a_time")
 
 

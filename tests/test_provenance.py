@@ -36,6 +36,11 @@ for entry in sys.argv[1:]:
 """
 
 
+def relative_names(names) -> set[str]:
+    """Full module names of the package -> names relative to it ("" for the package itself)."""
+    return {name[len("imagic_steps."):] if "." in name else "" for name in names}
+
+
 def loaded_modules_of(*entries: str) -> dict[str, set[str]]:
     """entry -> the package's modules a fresh interpreter has loaded after importing `entry` (names relative to
     the package; "" for the package itself)."""
@@ -44,7 +49,7 @@ def loaded_modules_of(*entries: str) -> dict[str, set[str]]:
     loaded = {}
     for line in out.splitlines():
         entry, names = json.loads(line)
-        loaded[entry] = {name[len("imagic_steps."):] if "." in name else "" for name in names}
+        loaded[entry] = relative_names(names)
     assert set(loaded) == set(entries)
     return loaded
 
@@ -62,7 +67,7 @@ def test_a_forked_child_loads_what_a_fresh_interpreter_loads(loaded_modules):
     script = ("import importlib, sys; importlib.import_module('imagic_steps.' + sys.argv[1]); "
               "print('\\n'.join(m for m in sys.modules if m == 'imagic_steps' or m.startswith('imagic_steps.')))")
     out = subprocess.run([sys.executable, "-c", script, entry], capture_output=True, text=True, check=True).stdout
-    assert loaded_modules[entry] == {name[len("imagic_steps."):] if "." in name else "" for name in out.split()}
+    assert loaded_modules[entry] == relative_names(out.split())
 
 
 def unhashed(loaded: set[str], hashed: set[str]) -> set[str]:

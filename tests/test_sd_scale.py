@@ -5,8 +5,9 @@ sweep, SDEdit and its scorer architectures (CLIP ViT-B-32, LPIPS-alex, random we
 alphas, steps and resolution (256 px) to fit a 2-core CI machine. The whole experiment is planned; what runs is
 one job of each kind (`paper` and `paper_lora`: one embed, a full and a LoRA fine-tune, their two sample jobs,
 SDEdit, the scores and tables): the other variants' jobs are the same code at the same size with other numbers,
-and each full fine-tune costs ~2 minutes here. What it proves: every stage runs at Stable Diffusion's real size and
-each job's peak memory is what imagic_steps.memory planned for it. What it cannot: anything about edit quality.
+and a full fine-tune job took 241 s here (with a 10-step preview). What it proves: every stage runs at Stable
+Diffusion's real size and each job's peak memory is what imagic_steps.memory planned for it. What it cannot:
+anything about edit quality.
 """
 
 import json
