@@ -21,7 +21,7 @@ from .embed import EmbedResult
 from .drawing import save_grid, write_loss_curve
 from .finetune_artefact import FinetuneResult, save_finetuned, shared_weights_copy, trainable_state
 from .images import tensor_to_pil
-from .io import atomic_path, load_tensors, read_json, save_tensors, write_json
+from .io import load_tensors, read_json, save_tensors, save_torch, write_json
 from .models import SDComponents
 from .provenance import provenance
 from .sample import sample_alphas
@@ -173,11 +173,17 @@ class ResumeCheckpoints:
         tensors = dict(trainable_state(unet, mode))
         tensors["__generator_state__"] = generator.get_state()
         tensors["__losses__"] = torch.tensor(losses, dtype=torch.float64)
-        save_tensors(self.folder / f"step_{step:06d}.safetensors", tensors)
-        with atomic_path(self.folder / f"step_{step:06d}.optim.pt") as tmp:
-            torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}, tmp)
         previous = self._latest()
-        write_json(self.folder / "latest.json", {"step": step, "params": self.params})
+        files = [self.folder / f"step_{step:06d}{suffix}" for suffix in (".safetensors", ".optim.pt")]
+        try:
+            save_tensors(files[0], tensors)
+            save_torch({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}, files[1])
+            write_json(self.folder / "latest.json", {"step": step, "params": self.params})
+        except BaseException:  # e.g. a full disk: the previous checkpoint stays in force, and this one's files,
+            if previous != step:  # which no latest.json names, are removed rather than left taking space
+                for path in files:
+                    path.unlink(missing_ok=True)
+            raise
         if previous is not None and previous != step:
             for suffix in (".safetensors", ".optim.pt"):
                 (self.folder / f"step_{previous:06d}{suffix}").unlink(missing_ok=True)

@@ -42,7 +42,8 @@ def open_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS, min_side:
     """Read any image a user may have and return it as 8-bit RGB, EXIF orientation applied.
 
     Transparent pixels are composited on white; high-bit-depth greyscale is scaled down to 8 bits.
-    Only the first frame of an animated or multi-page file is used.
+    An animated or multi-page file (GIF, APNG, WebP, TIFF, ...) is refused: which of its frames to edit is the
+    user's choice, not ours.
 
     Args:
         path: the image file.
@@ -53,7 +54,8 @@ def open_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS, min_side:
         A fully loaded RGB image, independent of the file (which is closed).
 
     Raises:
-        ImageError: the file is missing, empty, not an image, truncated or corrupt, too large or too small.
+        ImageError: the file is missing, empty, not an image, truncated or corrupt, too large or too small, or
+            holds more than one frame.
     """
     try:
         size_bytes = os.stat(path).st_size
@@ -82,6 +84,7 @@ def open_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS, min_side:
 
         with image:
             _check_size(path, image.size, max_pixels=max_pixels, min_side=min_side)
+            _check_single_frame(path, image)
             try:
                 # Image.open only parses the header; load() forces the full decode so damage shows up here.
                 image.load()
@@ -169,6 +172,26 @@ def _check_size(path: str | os.PathLike, size: tuple[int, int], *, max_pixels: i
             f"image '{path}' is {width}x{height} pixels, smaller than the minimum side of {min_side}; "
             "use a larger image"
         )
+
+
+# Formats whose further frames belong to the one picture of the first: MPO (JPEG with the previews, depth map or
+# HDR gain map a phone or camera stores beside the photo) and PSD (its layers; the first frame is the composite).
+_FRAMES_OF_ONE_PICTURE = ("MPO", "PSD")
+
+
+def _check_single_frame(path: str | os.PathLike, image: Image.Image) -> None:
+    """Refuse a file of several pictures (an animated GIF, APNG or WebP, a multi-page TIFF): an edit takes one
+    image, and which frame that is must not be picked silently."""
+    if image.format in _FRAMES_OF_ONE_PICTURE:
+        return
+    try:
+        frames = getattr(image, "n_frames", 1)  # counting may walk the whole file (GIF)
+    except _DECODE_ERRORS as error:
+        raise _image_error(path, "is truncated or corrupt", error, "re-export or replace the file") from None
+    if frames > 1:
+        kind = "a multi-page" if image.format == "TIFF" else "an animated"
+        raise ImageError(f"image '{path}' is {kind} {image.format} of {frames} frames, and an edit takes one image; "
+                         "save the frame you want as a PNG and give that file")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -103,6 +103,34 @@ def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str
         save_file(cpu, str(tmp), metadata=metadata)
 
 
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save `obj` atomically. torch writes through a Python file here, so a failed write is the OSError the
+    system gave (a full disk: ENOSPC, which a job reports as one line, imagic_steps.jobs.is_disk_full) rather than
+    what torch's own file writer makes of it, `RuntimeError: [enforce fail at inline_container.cc] ... unexpected
+    pos`; the OSError names `path`, not the temporary."""
+    import torch
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        try:
+            with open(tmp, "wb") as handle:
+                torch.save(obj, handle)
+        except (RuntimeError, OSError) as error:
+            cause = next((e for e in _chain(error) if isinstance(e, OSError) and e.errno is not None), None)
+            if cause is None:
+                raise
+            raise OSError(cause.errno, cause.strerror, str(path)) from error
+
+
+def _chain(error: BaseException | None):
+    """`error` and the exceptions it was raised from or while handling, innermost last."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
 def load_tensors(path: str | os.PathLike, device="cpu") -> dict:
     """Load a safetensors file (never unpickles)."""
     from safetensors.torch import load_file

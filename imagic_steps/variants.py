@@ -13,7 +13,7 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from .errors import VariantError
 
@@ -78,17 +78,70 @@ class SampleParams:
     batch_size: int = 8  # samples (seed x alpha) denoised together
 
 
+def _checker(owner: str) -> Callable[[bool, str, Any, str], None]:
+    """check(ok, field, value, fix): raise VariantError `<owner> (<field>): <value> is invalid; <fix>` unless ok."""
+    def check(ok: bool, where: str, value: Any, rule: str) -> None:
+        if not ok:
+            raise VariantError(f"{owner} ({where}): {value!r} is invalid; {rule}")
+    return check
+
+
+def _check_numbers(check: Callable[[bool, str, Any, str], None], section: str, params: Any) -> None:
+    """The limits every parameter block shares, so no job runs for ever or draws from an invalid seed: finite
+    numbers (a NaN learning rate or an infinite guidance scale "runs" and writes garbage), step counts up to
+    MAX_STEPS, seeds that a torch.Generator takes."""
+    for item in dataclasses.fields(params):
+        value = getattr(params, item.name)
+        where = f"{section}.{item.name}"
+        if isinstance(value, float):
+            check(math.isfinite(value), where, value, "use a finite number")
+        if item.name.endswith("steps") and isinstance(value, int):
+            check(value <= MAX_STEPS, where, value, f"use at most {MAX_STEPS} steps")
+        if item.name == "seed":
+            check(0 <= value <= MAX_SEED, where, value, f"use a seed in 0..{MAX_SEED}")
+
+
+def _check_sampling(check: Callable[[bool, str, Any, str], None], section: str, scheduler: str | None, steps: int,
+                    guidance_scale: float | None) -> None:
+    """A sampler's scheduler (None: the method has its own), step count and guidance scale (None: none)."""
+    if scheduler is not None:
+        check(scheduler in SCHEDULERS, f"{section}.scheduler", scheduler, f"choose one of {list(SCHEDULERS)}")
+    check(steps > 0, f"{section}.steps", steps, "use a positive number")
+    if guidance_scale is not None:
+        check(guidance_scale >= 0, f"{section}.guidance_scale", guidance_scale, "use a value >= 0 (1 = no guidance)")
+
+
+class BaselineParams:
+    """A baseline's parameters (its config block less the grid), checked when built (planning builds them from the
+    config): VariantError `config (<block>.<field>): <value> is invalid; <fix>`."""
+
+    def check_grid(self, grid: Sequence[float]) -> None:
+        """Checks of the block's grid against these parameters (the schema checks each value's range)."""
+
+
 @dataclass(frozen=True)
-class SdeditParams:
+class SdeditParams(BaselineParams):
     """The SDEdit baseline (the config's `sdedit:` block, less its strengths): diffusers img2img settings."""
 
     scheduler: str = "DDIMScheduler"
     steps: int = 50
     guidance_scale: float = 7.5
 
+    def __post_init__(self) -> None:
+        check = _checker("config")
+        _check_numbers(check, "sdedit", self)
+        _check_sampling(check, "sdedit", self.scheduler, self.steps, self.guidance_scale)
+
+    def check_grid(self, grid: Sequence[float]) -> None:
+        """img2img denoises int(steps * strength) steps: a strength that gives none fails inside diffusers."""
+        weakest = min(grid)
+        _checker("config")(int(self.steps * weakest) >= 1, "sdedit.strengths", weakest,
+                           f"with steps {self.steps} it denoises int({self.steps} * {weakest}) = 0 steps; use "
+                           f"strengths of at least 1/steps ({1 / self.steps:.3g}) or more steps")
+
 
 @dataclass(frozen=True)
-class LeditsParams:
+class LeditsParams(BaselineParams):
     """The LEDITS++ baseline (Brack et al., CVPR 2024; the config's `ledits:` block, less its grid of edit guidance
     scales): diffusers' LEditsPPPipelineStableDiffusion(XL) defaults. Stochastic (its inversion draws noise)."""
 
@@ -98,14 +151,31 @@ class LeditsParams:
     edit_threshold: float = 0.9  # implicit mask: the quantile of the edit guidance kept
     edit_warmup_steps: int = 0
 
+    def __post_init__(self) -> None:
+        check = _checker("config")
+        _check_numbers(check, "ledits", self)
+        check(self.inversion_steps > 0, "ledits.inversion_steps", self.inversion_steps, "use a positive number")
+        check(0.0 <= self.skip < 1.0, "ledits.skip", self.skip, "use a value in [0, 1)")
+        check(self.source_guidance_scale >= 0, "ledits.source_guidance_scale", self.source_guidance_scale,
+              "use a value >= 0 (1 = no guidance)")
+        check(0.0 <= self.edit_threshold <= 1.0, "ledits.edit_threshold", self.edit_threshold, "use a value in [0, 1]")
+        # the edit guidance starts after the warm-up steps: as many as the inversion's steps and nothing is edited
+        check(0 <= self.edit_warmup_steps < self.inversion_steps, "ledits.edit_warmup_steps", self.edit_warmup_steps,
+              f"use 0 or a number below inversion_steps ({self.inversion_steps}), after which the edit starts")
+
 
 @dataclass(frozen=True)
-class DdimInversionParams:
+class DdimInversionParams(BaselineParams):
     """The DDIM inversion baseline (the config's `ddim_inversion:` block, less its grid of guidance scales): invert
     the input with the source prompt (empty if the pair has none), without guidance, then regenerate from the
     inverted noise with the target prompt. Deterministic: one sample per setting, whatever the seeds."""
 
     steps: int = 50
+
+    def __post_init__(self) -> None:
+        check = _checker("config")
+        _check_numbers(check, "ddim_inversion", self)
+        _check_sampling(check, "ddim_inversion", None, self.steps, None)  # DDIM both ways, guidance is the grid
 
 
 @dataclass(frozen=True)
@@ -254,24 +324,9 @@ def _coerce(name: str, section: str, key: str, value: Any, cls: type) -> Any:
 def validate_variant(variant: Variant) -> None:
     """Range checks that a schema cannot express; raises VariantError naming the field."""
     e, f, s = variant.embed, variant.finetune, variant.sample
-
-    def check(ok: bool, where: str, value: Any, rule: str) -> None:
-        if not ok:
-            raise VariantError(f"variant '{variant.name}' ({where}): {value!r} is invalid; {rule}")
-
-    # Planning-time limits, so no job runs for ever or draws from an invalid seed: finite numbers everywhere
-    # (a NaN learning rate or an infinite guidance scale "runs" and writes garbage), steps up to MAX_STEPS,
-    # seeds that a torch.Generator takes, alphas in ALPHA_RANGE.
+    check = _checker(f"variant '{variant.name}'")
     for section, params in (("embed", e), ("finetune", f), ("sample", s)):
-        for item in dataclasses.fields(params):
-            value = getattr(params, item.name)
-            where = f"{section}.{item.name}"
-            if isinstance(value, float):
-                check(math.isfinite(value), where, value, "use a finite number")
-            if item.name == "steps":
-                check(value <= MAX_STEPS, where, value, f"use at most {MAX_STEPS} steps")
-            if item.name == "seed":
-                check(0 <= value <= MAX_SEED, where, value, f"use a seed in 0..{MAX_SEED}")
+        _check_numbers(check, section, params)
     low, high = ALPHA_RANGE
     for alpha in variant.alphas:
         check(math.isfinite(alpha) and low <= alpha <= high, "alphas", alpha, f"use alphas in [{low}, {high}]")
@@ -288,9 +343,7 @@ def validate_variant(variant: Variant) -> None:
     check(f.preview_every >= 0, "finetune.preview_every", f.preview_every, "use 0 (off) or a positive number")
     check(f.preview_steps > 0, "finetune.preview_steps", f.preview_steps, "use a positive number")
     check(f.checkpoint_every >= 0, "finetune.checkpoint_every", f.checkpoint_every, "use 0 (off) or a positive number")
-    check(s.scheduler in SCHEDULERS, "sample.scheduler", s.scheduler, f"choose one of {list(SCHEDULERS)}")
-    check(s.steps > 0, "sample.steps", s.steps, "use a positive number")
-    check(s.guidance_scale >= 0, "sample.guidance_scale", s.guidance_scale, "use a value >= 0 (1 = no guidance)")
+    _check_sampling(check, "sample", s.scheduler, s.steps, s.guidance_scale)
     check(s.eta >= 0, "sample.eta", s.eta, "use a value >= 0")
     check(0.0 <= s.init_timestep_rate < 1.0, "sample.init_timestep_rate", s.init_timestep_rate, "use a value in [0, 1)")
     check(s.batch_size > 0, "sample.batch_size", s.batch_size, "use a positive number")

@@ -1,7 +1,9 @@
 """A fine-tune killed with SIGKILL resumes from its last checkpoint and ends bit-identical."""
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -136,7 +138,13 @@ def test_a_live_snakemake_keeps_its_locks(tmp_path):
         while not list((tmp_path / ".snakemake/locks").glob("*.lock")) and time.time() < deadline:
             time.sleep(0.05)
         second = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert second.returncode == 1 and lines and lines[-1].startswith("error: working directory "), second.stderr
+        assert f"pid {first.pid}, started " in lines[-1] and "do not use --unlock" in lines[-1], lines[-1]
+        assert "LockException" not in second.stderr and "Traceback" not in second.stderr
+        dry = subprocess.run(command + ["-n"], capture_output=True, text=True, timeout=300)  # takes no lock: runs
+        assert dry.returncode == 0 and "error: " not in dry.stderr, dry.stderr[-3000:]
+        assert first.poll() is None and list((tmp_path / ".snakemake/locks").glob("*.lock"))
     finally:
         first.kill()
         first.wait()
@@ -164,3 +172,142 @@ def test_a_full_disk_is_one_clear_line_and_the_rerun_after_freeing_space_complet
         assert compared_files(results) == uninterrupted
     finally:
         subprocess.run(["umount", "-l", str(results)], capture_output=True)
+
+
+def test_a_live_owner_stops_a_second_locking_run_with_one_line_and_lock_free_runs_pass(tmp_path):
+    """claim_working_directory beside a live run (this test's parent process stands in for it: an owner record and
+    a lock file): a run that would lock stops with one line naming it; a dry run, --unlock or --list passes and
+    leaves the live run's locks and record alone; once its owner is gone, the next run removes the stale locks."""
+    from imagic_steps.errors import PlanError
+    from imagic_steps.runs import LOCKS, OWNERS, _identity, claim_working_directory
+
+    live = tmp_path / OWNERS / _identity(os.getppid())
+    live.parent.mkdir(parents=True)
+    live.touch()
+    lock = tmp_path / LOCKS / "0.output.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("results/plan.json\n")
+
+    with pytest.raises(PlanError) as refused:
+        claim_working_directory(tmp_path)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"working directory {tmp_path.resolve()} (.snakemake/locks): ")
+    assert f"a Snakemake run holds the locks here: host {socket.gethostname()}, pid {os.getppid()}, started " in message
+    assert re.search(r"started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d; wait for it to finish or stop it \(kill \d+\), "
+                     r"then rerun; do not use --unlock", message), message
+    assert claim_working_directory(tmp_path, takes_lock=False) == []  # -n, --unlock, --list: no lock, no record
+    assert lock.exists() and sorted(p.name for p in live.parent.iterdir()) == [live.name]
+
+    live.rename(live.parent / f"{socket.gethostname()}_999999999_1")  # its owner is gone (no such pid)
+    assert claim_working_directory(tmp_path) == [lock]
+    assert not lock.exists() and [p.name for p in live.parent.iterdir()] == [_identity(os.getpid())]
+    assert claim_working_directory(tmp_path) == []  # this process parsing the workflow again is not "another run"
+
+
+def test_a_live_owner_on_another_host_is_named_and_the_fix_is_to_delete_its_record_if_it_is_gone(tmp_path):
+    from imagic_steps.errors import PlanError
+    from imagic_steps.runs import OWNERS, claim_working_directory
+
+    record = tmp_path / OWNERS / "gpu-node-7_4242_123456"
+    record.parent.mkdir(parents=True)
+    record.touch()
+    with pytest.raises(PlanError, match=r"a Snakemake run is starting here: host gpu-node-7, pid 4242, started "
+                                        r"\d{4}-.*; wait for it to finish or stop it on gpu-node-7, then rerun; if it "
+                                        r"is no longer running there, delete .snakemake/imagic_steps_owners/"
+                                        r"gpu-node-7_4242_123456 and rerun"):
+        claim_working_directory(tmp_path)
+
+
+def test_which_snakemake_commands_lock_is_read_from_its_command_line():
+    """At parse time Snakemake 9 says nothing about -n / --unlock / --nolock on the workflow object (workflow.dryrun
+    is False, execution_settings None); snakemake_takes_lock reads the `args` of snakemake.cli.args_to_api."""
+    from snakemake.cli import parse_args
+
+    from imagic_steps.runs import snakemake_takes_lock
+
+    cli = {"__name__": "snakemake.cli", "snakemake_takes_lock": snakemake_takes_lock}  # a stand-in for its frame
+    exec("def args_to_api(args, parser):\n    return snakemake_takes_lock(workflow=None)\n", cli)
+
+    def takes_lock(*argv):
+        return cli["args_to_api"](parse_args(list(argv))[1], None)
+
+    assert takes_lock("--cores", "1") and takes_lock("--touch")
+    assert takes_lock("--report", "r.html", "--report-after-run")
+    for argv in (["-n"], ["--unlock"], ["--nolock"], ["--list"], ["--summary"], ["--dag"], ["--report", "r.html"],
+                 ["--lint"], ["--cleanup-metadata", "x"]):
+        assert not takes_lock(*argv), argv
+    assert snakemake_takes_lock(workflow=None)  # no command line (the Python API): taken to lock
+
+
+def checkpoint_parts():
+    """A model, an optimiser with state, a scaler and a generator: what ResumeCheckpoints.save writes."""
+    model = torch.nn.Linear(8, 8)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.ones(1, 8)).sum().backward()
+    optimizer.step()
+    return model, optimizer, torch.amp.GradScaler("cpu", enabled=False), torch.Generator().manual_seed(0)
+
+
+def test_a_disk_that_fills_while_writing_the_optimiser_checkpoint_is_one_line_and_keeps_the_previous_one(
+        tmp_path, monkeypatch, capsys):
+    """torch.save's own file writer reports a full disk as `RuntimeError: [enforce fail at inline_container.cc:672] .
+    unexpected pos 576 vs 534` (torch 2.14.1 on a 1 MB tmpfs); writing through a Python file it raises that while
+    handling the OSError ENOSPC, as the fake below does. The job ends with the one-line disk error."""
+    import errno
+    import logging
+
+    import imagic_steps.finetune as finetune
+    from imagic_steps import jobs
+    from imagic_steps.variants import FinetuneParams
+
+    model, optimizer, scaler, generator = checkpoint_parts()
+    checkpoints = finetune.ResumeCheckpoints(tmp_path / "resume", FinetuneParams(checkpoint_every=5))
+    checkpoints.save(5, model, optimizer, scaler, generator, [0.5] * 5, "full")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "resume").iterdir()}
+
+    def full_disk_save(obj, handle):
+        handle.write(b"PK\x03\x04" + b"\0" * 100)  # half a zip
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    monkeypatch.setattr(torch, "save", full_disk_save)
+    monkeypatch.setattr(jobs, "exit_with_parent", lambda: None)  # no watcher thread in the test process
+    monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: None)  # leave pytest's logging alone
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as ended:
+        with jobs.job_context(tmp_path / "finetune.log"):
+            checkpoints.save(10, model, optimizer, scaler, generator, [0.5] * 10, "full")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert ended.value.code == 1 and len(lines) == 1, lines
+    assert lines[0] == (f"error: {tmp_path / 'resume' / 'step_000010.optim.pt'} (disk): no space left on the device; "
+                        "free space there and rerun the same command (finished work is kept, nothing half-written "
+                        "looks complete)")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "resume").iterdir()} == before  # step 5 in force, no leftovers
+    monkeypatch.undo()
+    assert checkpoints.restore(*checkpoint_parts(), losses := []) == 5 and losses == [0.5] * 5
+
+
+def test_save_torch_on_a_really_full_disk_raises_enospc_naming_the_file_and_keeps_the_old_file(tmp_path):
+    """The real torch.save on a 1 MB tmpfs (root only; skipped elsewhere): the errno survives, nothing half-written."""
+    import errno
+
+    from imagic_steps.io import save_torch
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        save_torch({"small": torch.zeros(10)}, disk / "state.pt")
+        before = (disk / "state.pt").read_bytes()
+        with pytest.raises(OSError) as full:
+            save_torch({"big": torch.zeros(1_000_000)}, disk / "state.pt")  # 4 MB
+        assert full.value.errno == errno.ENOSPC and full.value.filename == str(disk / "state.pt")
+        assert [p.name for p in disk.iterdir()] == ["state.pt"] and (disk / "state.pt").read_bytes() == before
+        assert torch.equal(torch.load(disk / "state.pt", weights_only=True)["small"], torch.zeros(10))
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
