@@ -17,6 +17,9 @@ TINY_IF_SR_PRESET = "tiny-if-sr"  # DeepFloyd IF stage II's layout (64 -> 256 px
 COLOUR_DIGITS_LATENT_PRESET = "colour-digits-latent"
 COLOUR_DIGITS_PIXEL_PRESET = "colour-digits-pixel"
 TINY_VERSION = "tiny-sd-v1"  # bump when the tiny configs change, so stale caches are not reused
+SHIPPED_PRESETS = Path(__file__).resolve().parent / "presets"
+# the digits scorer's weights (`python -m imagic_steps.digits.classifier` retrains them)
+DIGITS_CLASSIFIER_FOLDER = SHIPPED_PRESETS / "digits_classifier"
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def preset_folder(model: str) -> Path | None:
     if preset is None:
         return None
     if preset.shipped:
-        return Path(__file__).resolve().parent / "presets" / preset.folder
+        return SHIPPED_PRESETS / preset.folder
     return cache_dir() / preset.folder
 
 

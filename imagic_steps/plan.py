@@ -2,12 +2,13 @@
 
 Each stage's output folder is named by a short hash of exactly the parameters that stage consumes:
 
-  embed     model (id, revision, dtype), image, prompt, resolution, embed params
+  embed     model (id, revision, dtype, weights: imagic_steps.weights), image, prompt, resolution, embed params
   finetune  the embed key + fine-tune params (not preview / checkpoint cadence: they change no weight)
   sample    the finetune key + sampling params (not batch size), then one file per seed and alpha
 
 so two variants with equal embed parameters share one embed output, and changing a fine-tune parameter
-leaves the embed output alone. A JSON of the hashed parameters is written beside every output.
+leaves the embed output alone. Baselines are keyed the same way (model, image, prompts, parameters). The model's
+weights are part of the key: a retrained or overwritten model replans everything made with it.
 """
 
 from __future__ import annotations
@@ -66,9 +67,15 @@ def format_alpha(alpha: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
+def model_identity(model: dict[str, Any]) -> dict[str, Any]:
+    """What a stage result depends on of its model block: the id, revision, dtype and the weights' identity (the
+    `weights` entry the workflow adds from imagic_steps.weights; device and speed options change no result)."""
+    return {k: model.get(k) for k in ("id", "revision", "dtype", "weights")}
+
+
 def embed_identity(model: dict[str, Any], pair: Pair, variant: Variant) -> dict[str, Any]:
     return {
-        "model": {k: model.get(k) for k in ("id", "revision", "dtype")},
+        "model": model_identity(model),
         "image": str(pair.image),
         "prompt": pair.prompt,
         "resolution": variant.resolution,
@@ -368,9 +375,11 @@ def plan_baselines(model: dict[str, Any], pairs: Sequence[Pair], config: dict[st
         if not supports(method, family):
             raise PlanError(f"config ({method.name}): not supported for the {family} family of model "
                             f"'{model.get('id')}' (only {', '.join(method.families)}); remove the block")
-        params = asdict(method.params(**{k: v for k, v in block.items() if k != method.grid_key}))
+        checked = method.params(**{k: v for k, v in block.items() if k != method.grid_key})
+        checked.check_grid(block[method.grid_key])
+        params = asdict(checked)
         for pair in pairs:
-            identity = {"model": {k: model.get(k) for k in ("id", "revision", "dtype")}, "image": str(pair.image),
+            identity = {"model": model_identity(model), "image": str(pair.image),
                         "prompt": pair.prompt, "resolution": resolution, method.name: params}
             if method.uses_source_prompt:
                 identity["source_prompt"] = pair.source_prompt

@@ -442,8 +442,6 @@ def test_an_sdedit_strength_that_denoises_no_step_is_refused_against_the_steps()
         SdeditParams(steps=4).check_grid([0.2, 1.0])
 
 
-@pytest.mark.xfail(strict=True, reason="plan_baselines (imagic_steps/plan.py) does not call the params' check_grid "
-                   "yet; once it does, remove this mark")
 def test_planning_refuses_an_sdedit_strength_that_denoises_no_step():
     config = base_config()
     config["sdedit"] = {"strengths": [0.2, 1.0], "steps": 4}

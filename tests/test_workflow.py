@@ -18,6 +18,8 @@ import yaml
 from PIL import Image
 
 from conftest import planned_resources_of
+from imagic_steps.locations import TINY_PRESET, preset_folder
+from safetensors.torch import load_file, save_file
 from imagic_steps.figures import row_label_width
 
 REPO = Path(__file__).resolve().parents[1]
@@ -302,8 +304,12 @@ def test_unknown_variant_field_and_missing_image_are_named(tmp_path):
 
 
 @pytest.mark.slow
-def test_end_to_end_interrupted_then_cached_reruns(tmp_path):
-    write_config(tmp_path)
+def test_end_to_end_interrupted_then_cached_reruns(tmp_path, tiny):
+    # the model is a local folder (a copy of the tiny preset): its files' digest keys every stage
+    model = tmp_path / "tiny_copy"
+    shutil.copytree(preset_folder(TINY_PRESET), model)
+    local_model = {"id": model.name, "dtype": "fp32", "device": "cpu"}
+    write_config(tmp_path, model=local_model)
     results = tmp_path / "results"
     # interrupt the first run once samples exist; finished work must survive and not be redone
     command = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
@@ -339,14 +345,31 @@ def test_end_to_end_interrupted_then_cached_reruns(tmp_path):
     private = [str(p.relative_to(results)) for p in results.rglob("*") if p.is_file() and p.stat().st_mode & 0o777 != 0o644]
     assert not private, f"files not 0644 under umask 022: {private[:10]}"
     provenance = (next(results.glob("embed/cat/*/provenance.json"))).read_text()
-    for field in ("code_version", "packages", "torch", "params", '"model": "tiny"'):
+    for field in ("code_version", "packages", "torch", "params", '"model": "tiny_copy"'):
         assert field in provenance
+    plan = json.loads((results / "plan.json").read_text())
+    assert set(plan["weights"]["models"]["tiny_copy"]) == {"sha256"}
 
-    # a second run has nothing to do
+    # a second run has nothing to do, also after every model file is touched (mtime only: same content)
+    assert planned_jobs(tmp_path) == {}
+    for path in model.rglob("*"):
+        os.utime(path)
+    assert planned_jobs(tmp_path) == {}
+
+    # one changed tensor in the model's folder: everything made with the model is planned again
+    unet_file = model / "unet/diffusion_pytorch_model.safetensors"
+    tensors = load_file(unet_file)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1e-3
+    save_file(tensors, unet_file)
+    assert counts(planned_jobs(tmp_path)) == {"embed": 2, "finetune": 4, "sample": 8, "score": 4, "pair_montage": 2,
+                                              "overview_montage": 1, "sample_table": 1, "evaluate": 1,
+                                              "experiment_plan": 1}
+    shutil.copytree(preset_folder(TINY_PRESET), model, dirs_exist_ok=True)  # back to the cached results
     assert planned_jobs(tmp_path) == {}
 
     # one more alpha: only its sample jobs and the aggregates
-    write_config(tmp_path, alphas=[0.0, 1.0, 0.5])
+    write_config(tmp_path, alphas=[0.0, 1.0, 0.5], model=local_model)
     jobs = planned_jobs(tmp_path)
     assert counts(jobs) == {"sample": 4, "score": 4, "pair_montage": 2, "overview_montage": 1, "sample_table": 1,
                             "evaluate": 1, "experiment_plan": 1}
@@ -355,7 +378,7 @@ def test_end_to_end_interrupted_then_cached_reruns(tmp_path):
     # a new fine-tune lr for one variant: its fine-tunes and samples rerun, no embed
     variants = yaml.safe_load((tmp_path / "config.yaml").read_text())["variants"]
     variants["lora"]["finetune"]["lr"] = 2e-3
-    write_config(tmp_path, alphas=[0.0, 1.0], variants=variants)
+    write_config(tmp_path, alphas=[0.0, 1.0], variants=variants, model=local_model)
     jobs = planned_jobs(tmp_path)
     assert counts(jobs) == {"finetune": 2, "sample": 4, "score": 2, "pair_montage": 2, "overview_montage": 1,
                             "sample_table": 1, "evaluate": 1, "experiment_plan": 1}

@@ -35,10 +35,11 @@ from tqdm.auto import tqdm
 
 from ..images import check_same_length, resize_center_crop
 from ..io import load_tensors, read_json, save_tensors, write_json
+from ..locations import DIGITS_CLASSIFIER_FOLDER
 from .data import IMAGE_SIZE, SPLIT_SEED, demo_index, label_from_prompt, load_split, split_indices, split_record
 
 SCORER_NAME = "digits-classifier"
-DEFAULT_FOLDER = Path(__file__).resolve().parents[1] / "presets" / "digits_classifier"
+DEFAULT_FOLDER = DIGITS_CLASSIFIER_FOLDER
 WEIGHTS_FILE = "model.safetensors"
 RECORD_FILE = "classifier.json"
 CALIBRATION_FILE = "calibration.json"

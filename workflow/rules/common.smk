@@ -33,22 +33,30 @@ from imagic_steps.plan import (
     read_pairs_sheet,
     supports,
     read_tedbench,
+    stage_key,
 )
 from imagic_steps.provenance import code_version
-from imagic_steps.runs import claim_working_directory
+from imagic_steps.runs import claim_working_directory, snakemake_takes_lock
 from imagic_steps.variants import VariantError
+from imagic_steps.weights import model_weights, scorer_weights
 from imagic_steps.worker import start_worker, stop_worker
-
-
-if workflow.is_main_process:
-    for lock in claim_working_directory():
-        print(f"note: removed {lock}, left by a Snakemake run that is no longer running", file=sys.stderr)
 
 
 def fail(message):
     """Stop planning with one line (no traceback): `error: <where> (<key/pair/file>): <what>; <fix>`."""
     print(message if message.startswith("error: ") else f"error: {message}", file=sys.stderr)
     sys.exit(1)
+
+
+# A run that will lock the working directory stops here, with one line, beside a live one (Snakemake's own lock
+# error advises --unlock, which would break the live run); -n, --unlock, --list and other lock-free runs pass.
+if workflow.is_main_process:
+    try:
+        removed_locks = claim_working_directory(takes_lock=snakemake_takes_lock(workflow))
+    except PlanError as error:
+        fail(str(error))
+    for lock in removed_locks:
+        print(f"note: removed {lock}, left by a Snakemake run that is no longer running", file=sys.stderr)
 
 
 # --config values arrive as strings inside lists and mappings: type them by the schema, then report the first
@@ -107,6 +115,17 @@ for label, spec in MODELS.items():
     MODEL_SIZES[label], size_note = planning_model_size(spec.id, spec.revision)  # None: tiny, not built yet
     if size_note:
         print(f"note: {size_note}", file=sys.stderr)
+# What each model's weights are (a file digest, a recipe version or a hub snapshot commit) goes into every stage key,
+# so changed weights behind the same name replan what was made with them. A hub id's jobs load the very snapshot
+# the keys name: their revision is pinned to its commit.
+WEIGHTS = {}
+for label, spec in MODELS.items():
+    WEIGHTS[label], weights_note = model_weights(spec.id, spec.revision)
+    if weights_note:
+        print(f"note: {weights_note}", file=sys.stderr)
+    if "hub_commit" in WEIGHTS[label]:
+        MODEL_BLOCKS[label]["revision"] = WEIGHTS[label]["hub_commit"]
+KEYED_BLOCKS = {label: {**block, "weights": WEIGHTS[label]} for label, block in MODEL_BLOCKS.items()}
 
 
 def load_pairs():
@@ -141,9 +160,9 @@ def plan_model_baselines(label, block):
 try:
     PAIRS = load_pairs()
     VARIANT_SPECS, SWEEPS = expand_sweeps(config["variants"], config.get("sweeps", {}))
-    RUNS = [run for label, block in MODEL_BLOCKS.items()
+    RUNS = [run for label, block in KEYED_BLOCKS.items()
             for run in plan_experiment(block, PAIRS, VARIANT_SPECS, ALPHAS, SEEDS, config.get("resolution"), label)]
-    BASELINE_RUNS = [run for label, block in MODEL_BLOCKS.items() for run in plan_model_baselines(label, block)]
+    BASELINE_RUNS = [run for label, block in KEYED_BLOCKS.items() for run in plan_model_baselines(label, block)]
 except (PlanError, VariantError) as error:
     fail(str(error))
 
@@ -168,6 +187,9 @@ if "scorer" not in config and len({str(scorer) for scorer in DEFAULT_SCORERS.val
     fail(f"config (scorer): the models' default scorers differ ({DEFAULT_SCORERS}); scores of different scorers "
          "cannot be compared, so set one `scorer:` for all")
 SCORER = config.get("scorer") or next(iter(DEFAULT_SCORERS.values()))
+# score files live under a key of the scorer and its weights: another scorer, or retrained scorer weights, rescore
+SCORER_WEIGHTS = scorer_weights(SCORER)
+SCORER_KEY = stage_key({"scorer": SCORER, "weights": SCORER_WEIGHTS})
 # score-table columns that split summaries, best settings and trade-off panels: the model label when several
 FACETS = (["model"] if len(MODELS) > 1 else []) + list(config.get("facets", []))
 
@@ -191,7 +213,7 @@ SDEDIT_PNG = f"{RESULTS}/sdedit/{{pair}}/{{skey}}/seed{{seed}}_strength{{strengt
 SAMPLE_JOB = "alpha{alpha}" if SAMPLE_JOBS == "per_alpha" else "all_alphas"
 SAMPLE_RECORD = f"{RESULTS}/samples/{{pair}}/{{skey}}/{SAMPLE_JOB}.json"
 SDEDIT_RECORD = f"{RESULTS}/sdedit/{{pair}}/{{skey}}/strength{{strength}}.json"
-SCORES_CSV = f"{RESULTS}/scores/{{pair}}/{{skey}}.csv"
+SCORES_CSV = f"{RESULTS}/scores/{SCORER_KEY}/{{pair}}/{{skey}}.csv"
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmark"
 
@@ -396,6 +418,7 @@ def experiment_plan():
         "config": dict(config),
         "models": MODEL_BLOCKS,
         "scorer": SCORER,
+        "weights": {"models": WEIGHTS, "scorer": SCORER_WEIGHTS, "scorer_key": SCORER_KEY},
         "facets": FACETS,
         "seeds": list(SEEDS),
         "pairs": [dataclasses.asdict(pair) for pair in PAIRS],
