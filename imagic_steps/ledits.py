@@ -10,8 +10,13 @@ from the model's scheduler config.
 The pipeline keeps the inversion on itself (`init_latents`, `zs`, `inversion_steps`); each call resets the
 scheduler's timesteps and its solver history and reads the inversion without changing it, so the edits of one
 inversion do not depend on one another (tests/test_baselines.py checks it). The pipeline also swaps the UNet's
-attention processors (plain ones for the inversion, LEDITS++'s cross-attention stores for the edits); the loaded
-UNet's own are put back afterwards, so stages run later in the same process see the UNet unchanged.
+attention processors (plain ones for the inversion, LEDITS++'s cross-attention stores for the edits), and the SDXL
+one casts the VAE (it expects it in the pipeline's dtype and upcasts a `force_upcast` VAE around each encode and
+decode, back to fp16 after): the loaded UNet's own processors and every component's own weights (`kept_weights`)
+are put back afterwards, so stages run later in the same process see the components unchanged. An fp16 SDXL model
+keeps its VAE in fp32 (`StableDiffusionXLFamily.finish_loading`); the edits hand the pipeline the VAE in the
+model's dtype before each of its calls, as diffusers' own SDXL loading gives it (`vae_in_pipeline_dtype`: with the
+fp32 VAE its encode fed fp16 pixels to fp32 weights and failed), and it upcasts it for each encode and decode itself.
 
 The implicit mask: the pipelines' defaults (sd: the intersection of the noise-quantile mask and a cross-attention
 mask, sdxl: the noise-quantile mask alone), except that a UNet without cross-attention at a quarter of the latent
@@ -32,7 +37,7 @@ from PIL import Image
 
 from .images import load_image
 from .io import save_image, write_json
-from .models import SDComponents
+from .models import SDComponents, kept_weights
 from .provenance import provenance
 from .variants import LeditsParams
 
@@ -84,6 +89,16 @@ def kept_attention_processors(unet) -> Iterator[None]:
         unet.set_attn_processor(processors)
 
 
+def vae_in_pipeline_dtype(components: SDComponents) -> None:
+    """Cast the VAE to the model's dtype if it is not (an fp16 SDXL model's fp32 VAE), as the LEDITS++ pipelines
+    expect it: they upcast a `force_upcast` VAE around each encode and decode themselves. Called before each pipeline
+    call, since the SDXL pipeline's `invert` leaves the VAE upcast (its reconstruction decode does not cast back), and
+    its edit call would then decode fp16 latents with fp32 weights. Within `kept_weights` only: the cast is undone."""
+    vae = components.vae
+    if vae is not None and vae.dtype != components.unet.dtype:
+        torch.nn.Module.to(vae, components.unet.dtype)
+
+
 @torch.inference_mode()
 def ledits_edits(components: SDComponents, image: Image.Image, prompt: str, source_prompt: str | None,
                  edit_guidance_scales: Sequence[float], seeds: Sequence[int], params: LeditsParams, *,
@@ -96,13 +111,15 @@ def ledits_edits(components: SDComponents, image: Image.Image, prompt: str, sour
     masks = {"use_intersect_mask": intersect_mask(pipeline), "use_cross_attn_mask": False}
     width, height = image.size
     edits: dict[tuple[int, float], Image.Image] = {}
-    with kept_attention_processors(components.unet):
+    with kept_attention_processors(components.unet), kept_weights(*components.frozen_modules()):
         for seed in seeds:
+            vae_in_pipeline_dtype(components)
             pipeline.invert(image=image, source_prompt=source_prompt or "",
                             source_guidance_scale=params.source_guidance_scale,
                             num_inversion_steps=params.inversion_steps, skip=params.skip,
                             generator=torch.Generator().manual_seed(seed), height=height, width=width)
             for scale in edit_guidance_scales:
+                vae_in_pipeline_dtype(components)
                 edits[(seed, scale)] = pipeline(
                     editing_prompt=[prompt], edit_guidance_scale=[scale], edit_threshold=[params.edit_threshold],
                     edit_warmup_steps=[params.edit_warmup_steps], reverse_editing_direction=[False],

@@ -16,7 +16,7 @@ TINY_IF_SR_PRESET = "tiny-if-sr"  # DeepFloyd IF stage II's layout (64 -> 256 px
 # the coloured-digits pair of issue 16, trained on the same data (`python -m imagic_steps.colour_digits.train`)
 COLOUR_DIGITS_LATENT_PRESET = "colour-digits-latent"
 COLOUR_DIGITS_PIXEL_PRESET = "colour-digits-pixel"
-TINY_VERSION = "tiny-sd-v1"  # bump when the tiny configs change, so stale caches are not reused
+TINY_VERSION = "tiny-sd-v2"  # bump when the tiny configs change, so stale caches are not reused
 SHIPPED_PRESETS = Path(__file__).resolve().parent / "presets"
 # the digits scorer's weights (`python -m imagic_steps.digits.classifier` retrains them)
 DIGITS_CLASSIFIER_FOLDER = SHIPPED_PRESETS / "digits_classifier"
@@ -41,16 +41,18 @@ class ModelPreset:
     family: str | None = "sd"  # imagic_steps.families' name; None: no model to edit (IF stage II)
 
 
+# v2 of the built presets (issue 33): scheduler configs written with exactly their published models' keys (tiny-sdxl:
+# SDXL's clip_sample false; tiny-if: lambda_min_clipped), not every parameter of the class
 MODEL_PRESETS: dict[str, ModelPreset] = {preset.name: preset for preset in (
     ModelPreset(TINY_PRESET, TINY_VERSION, random_weights=True),
-    ModelPreset(TINY_SDXL_PRESET, "tiny-sdxl-v1", random_weights=True, family="sdxl"),
-    ModelPreset(TINY_IF_PRESET, "tiny-if-v1", random_weights=True, family="if"),
-    ModelPreset(TINY_IF_SR_PRESET, "tiny-if-sr-v1", random_weights=True, family=None),
+    ModelPreset(TINY_SDXL_PRESET, "tiny-sdxl-v2", random_weights=True, family="sdxl"),
+    ModelPreset(TINY_IF_PRESET, "tiny-if-v2", random_weights=True, family="if"),
+    ModelPreset(TINY_IF_SR_PRESET, "tiny-if-sr-v2", random_weights=True, family=None),
     ModelPreset(DIGITS_PRESET, DIGITS_PRESET, random_weights=False, shipped=True),
     ModelPreset(COLOUR_DIGITS_LATENT_PRESET, "colour_digits_latent", random_weights=False, shipped=True),
     ModelPreset(COLOUR_DIGITS_PIXEL_PRESET, "colour_digits_pixel", random_weights=False, shipped=True, family="if"),
-    ModelPreset(SD15_SHAPED_PRESET, "sd15-shaped-v1", random_weights=True, architecture="sd15"),
-    ModelPreset(SD21_SHAPED_PRESET, "sd21-shaped-v1", random_weights=True, architecture="sd21"),
+    ModelPreset(SD15_SHAPED_PRESET, "sd15-shaped-v2", random_weights=True, architecture="sd15"),
+    ModelPreset(SD21_SHAPED_PRESET, "sd21-shaped-v2", random_weights=True, architecture="sd21"),
 )}
 
 

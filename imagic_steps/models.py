@@ -20,6 +20,7 @@ SentencePiece model, `text_encoder/` a T5EncoderModel, no `vae/`) for fast tests
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
@@ -28,6 +29,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, PNDMScheduler, UNet2DConditionModel
@@ -111,6 +113,33 @@ class SDComponents:
                 "prediction_type": self.scheduler.config.prediction_type,
                 "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device),
                 "channels_last": self.channels_last, "compile_unet": self.compile_unet, "family": self.family.name}
+
+
+@contextlib.contextmanager
+def kept_weights(*modules: torch.nn.Module) -> Iterator[None]:
+    """Put the modules' parameters and buffers back after the block: the very tensors they held before it, so
+    dtype, device and values are restored exactly (a cast back would not restore the bits an fp16 round trip lost).
+
+    diffusers' pipelines built on the shared components may cast them in place: the SDXL img2img pipeline (SDEdit)
+    casts a `force_upcast` VAE to the prompt embeddings' dtype after encoding (an fp32 VAE of an fp16 load ends the
+    call in fp16, which SDXL's VAE cannot decode in) and up and down again around its decode, and the SDXL LEDITS++
+    pipeline likewise. Holding the old tensors costs nothing while nothing is cast (they are the module's own), and
+    the cast copy's size while one is (SDXL's VAE: 0.17 GB in fp16).
+    """
+    parameters, buffers = [], []
+    for module in modules:
+        for owner in module.modules():
+            parameters += [(owner._parameters, key, parameter, parameter.data)
+                           for key, parameter in owner._parameters.items() if parameter is not None]
+            buffers += [(owner._buffers, key, buffer) for key, buffer in owner._buffers.items() if buffer is not None]
+    try:
+        yield
+    finally:
+        for table, key, parameter, data in parameters:
+            table[key] = parameter  # the same Parameter object (what optimisers and state dicts hold)
+            parameter.data = data
+        for table, key, buffer in buffers:
+            table[key] = buffer
 
 
 def resolve_model_path(model: str) -> str:
@@ -261,10 +290,15 @@ def tiny_sdxl_text_config_2() -> CLIPTextConfig:
 
 
 def sdxl_scheduler_config() -> dict:
-    """SDXL base's scheduler config: an Euler scheduler over SD's scaled-linear betas, leading spacing, epsilon."""
+    """SDXL base's scheduler config (stabilityai/stable-diffusion-xl-base-1.0's scheduler/scheduler_config.json): an
+    Euler scheduler over SD's scaled-linear betas, leading spacing, epsilon. Euler itself has no `clip_sample`,
+    `set_alpha_to_one`, `skip_prk_steps` or `sample_max_value`, but the published file sets them and the schedulers
+    built from it read them (DDIM and DDPM sampling, SDEdit's DDIM): without `clip_sample: false` DDIM clipped the
+    latent x0 to [-1, 1] (tests/test_scheduler_configs.py checks each preset against its published config)."""
     return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                 steps_offset=1, prediction_type="epsilon", timestep_spacing="leading", interpolation_type="linear",
-                use_karras_sigmas=False)
+                use_karras_sigmas=False, clip_sample=False, set_alpha_to_one=False, skip_prk_steps=True,
+                sample_max_value=1.0, trained_betas=None)
 
 
 def sd15_unet_config() -> dict:
@@ -312,7 +346,9 @@ def sd21_text_config() -> CLIPTextConfig:
 
 
 def sd15_scheduler_config() -> dict:
-    """SD 1.x's scheduler config (a PNDM scheduler over scaled-linear betas, 1000 steps, epsilon prediction)."""
+    """SD 1.x's scheduler config (runwayml/stable-diffusion-v1-5's scheduler/scheduler_config.json: a PNDM scheduler
+    over scaled-linear betas, 1000 steps; the published file leaves out `prediction_type`, whose default epsilon
+    this sets explicitly, and has `trained_betas: null`, the default)."""
     return dict(
         num_train_timesteps=1000,
         beta_start=0.00085,
@@ -442,6 +478,14 @@ def if_scheduler_config() -> dict:
                 sample_max_value=1.5, prediction_type="epsilon", variance_type="learned_range")
 
 
+def if_stage_1_scheduler_config() -> dict:
+    """tiny-if's scheduler config: DeepFloyd/IF-I-XL-v1.0's scheduler/scheduler_config.json, i.e. IF stage I's
+    training scheduler (`if_scheduler_config`, which the colour-digits pixel model's schedule derives from) and the
+    file's `trained_betas: null` and `lambda_min_clipped: -5.1` (the DPM-Solver setting added to the published file
+    for the cosine schedule's numerical stability)."""
+    return {**if_scheduler_config(), "trained_betas": None, "lambda_min_clipped": -5.1}
+
+
 def tiny_if_sr_unet_config(encoder_hid_dim: int) -> dict:
     """IF stage II's UNet layout at tiny size (after diffusers' IF super-resolution test dummy,
     `_get_superresolution_dummy_components`): tiny-if's blocks with one more down-sampling level, at 256 px
@@ -457,12 +501,18 @@ def tiny_if_sr_unet_config(encoder_hid_dim: int) -> dict:
 
 
 def if_sr_scheduler_configs() -> dict[str, dict]:
-    """IF stage II's two DDPM schedulers (as diffusers' super-resolution test dummy): `scheduler` denoises the
-    256 px image (stage I's, thresholding x0 at 1.0); `image_noising_scheduler` noises the upscaled input to the
-    pipeline's `noise_level` (cosine betas, fixed variance)."""
-    return {"scheduler": {**if_scheduler_config(), "sample_max_value": 1.0},
+    """IF stage II's two DDPM schedulers (DeepFloyd/IF-II-L-v1.0's, as diffusers' scripts/convert_if.py wrote them):
+    `scheduler` denoises the 256 px image (stage I's, thresholding x0 at 1.0); `image_noising_scheduler` noises the
+    upscaled input to the pipeline's `noise_level` (cosine betas, fixed variance; every DDPM parameter spelled out,
+    as the published file has them)."""
+    # IF-II-L-v1.0's scheduler as diffusers' scripts/convert_if.py wrote it: stage I's with sample_max_value 1, and
+    # without `lambda_min_clipped`, which only stage I's published file is known to have (test_scheduler_configs.py)
+    return {"scheduler": {**if_scheduler_config(), "trained_betas": None, "sample_max_value": 1.0},
             "image_noising_scheduler": dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
-                                            beta_start=0.0001, beta_end=0.02)}
+                                            beta_start=0.0001, beta_end=0.02, trained_betas=None,
+                                            variance_type="fixed_small", clip_sample=True, clip_sample_range=1.0,
+                                            prediction_type="epsilon", thresholding=False,
+                                            dynamic_thresholding_ratio=0.995, sample_max_value=1.0)}
 
 
 def build_if_preset(folder: Path, seed: int = 0, super_resolution: bool = False) -> None:
@@ -473,8 +523,8 @@ def build_if_preset(folder: Path, seed: int = 0, super_resolution: bool = False)
         write_if_folder(folder, seed, tiny_if_sr_unet_config, if_sr_scheduler_configs(), DDPMScheduler,
                         SUPER_RESOLUTION_PIPELINE)
     else:
-        write_if_folder(folder, seed, tiny_if_unet_config, {"scheduler": if_scheduler_config()}, DDPMScheduler,
-                        IF_PIPELINE)
+        write_if_folder(folder, seed, tiny_if_unet_config, {"scheduler": if_stage_1_scheduler_config()},
+                        DDPMScheduler, IF_PIPELINE)
 
 
 def write_if_folder(folder: Path, seed: int, unet_config, schedulers: dict[str, dict], scheduler_class,
@@ -490,7 +540,7 @@ def write_if_folder(folder: Path, seed: int, unet_config, schedulers: dict[str, 
         _save_component(UNet2DConditionModel(**unet_config(text_config.d_model)), folder / "unet", torch.float32)
         _save_component(T5EncoderModel(text_config), folder / "text_encoder", torch.float32)
     for name, config in schedulers.items():
-        scheduler_class.from_config(config).save_pretrained(folder / name)
+        write_scheduler_config(folder / name, scheduler_class, config)
     model_index = {"_class_name": pipeline_class, "_diffusers_version": "0.42.1",
                    "feature_extractor": [None, None], "requires_safety_checker": False,
                    "safety_checker": [None, None], "text_encoder": ["transformers", "T5EncoderModel"],
@@ -553,7 +603,7 @@ def build_preset(name: str, folder: Path, seed: int = 0) -> None:
             _save_component(CLIPTextModelWithProjection(recipe.text_encoder_2), folder / "text_encoder_2",
                             recipe.storage_dtype)
     write_clip_tokenizer(folder / "tokenizer", recipe.pad_token)
-    recipe.scheduler_class.from_config(recipe.scheduler).save_pretrained(folder / "scheduler")
+    write_scheduler_config(folder / "scheduler", recipe.scheduler_class, recipe.scheduler)
     model_index = {
         "_class_name": recipe.pipeline_class,
         "_diffusers_version": "0.42.1",
@@ -575,6 +625,20 @@ def build_preset(name: str, folder: Path, seed: int = 0) -> None:
                             "CLIPTextModelWithProjection"], "tokenizer_2": ["transformers", "CLIPTokenizer"]})
         model_index = dict(sorted(model_index.items()))
     (folder / "model_index.json").write_text(json.dumps(model_index, indent=2))
+
+
+def write_scheduler_config(folder: Path, scheduler_class: type[SchedulerMixin], config: dict) -> None:
+    """Write `folder`/scheduler_config.json as a published model's is: the class name and exactly the keys of
+    `config`, not every parameter of `scheduler_class` as `save_pretrained` writes them. A scheduler of another
+    class built from the folder (sampling with Euler or DPM-Solver, DDIM inversion) then takes that class's own
+    default for what the real model's file leaves out (e.g. `timestep_spacing`: PNDM's and DDPM's "leading", Euler's
+    "linspace"), as it does from the real model. The class is checked to accept the config."""
+    scheduler_class.from_config(config)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "scheduler_config.json").write_text(json.dumps(
+        {"_class_name": scheduler_class.__name__, "_diffusers_version": "0.42.1", **dict(sorted(config.items()))},
+        indent=2) + "\n")
 
 
 def _save_component(module: torch.nn.Module, folder: Path, dtype: torch.dtype) -> None:

@@ -11,7 +11,7 @@ from PIL import Image
 
 from .images import load_image
 from .io import save_image, write_json
-from .models import SDComponents
+from .models import SDComponents, kept_weights
 from .provenance import provenance
 from .sample import make_scheduler
 from .variants import SdeditParams
@@ -32,15 +32,20 @@ def sdedit(components: SDComponents, image: Image.Image, prompt: str, strength: 
     """SDEdit samples of `image` (already at the model resolution) towards `prompt`, one per seed.
 
     strength 0 keeps the input, 1 ignores it; each sample's noise comes from a CPU generator seeded with its
-    seed. The pipeline is built once for all seeds.
+    seed. The pipeline is built once for all seeds. Each call leaves the loaded components as it found them
+    (`kept_weights`: SDXL's img2img pipeline recasts the shared VAE), so a sample does not depend on the seeds
+    before it, nor anything run later in the process on SDEdit having run.
     """
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"SDEdit strength must be in (0, 1], got {strength}")
     pipeline = img2img_pipeline(components, params.scheduler)
-    return [pipeline(prompt=prompt, image=image, strength=strength, num_inference_steps=params.steps,
-                     guidance_scale=params.guidance_scale, generator=torch.Generator().manual_seed(seed),
-                     output_type="pil", **components.family.img2img_kwargs()).images[0]
-            for seed in seeds]
+    images = []
+    for seed in seeds:
+        with kept_weights(*components.frozen_modules()):
+            images.append(pipeline(prompt=prompt, image=image, strength=strength, num_inference_steps=params.steps,
+                                   guidance_scale=params.guidance_scale, generator=torch.Generator().manual_seed(seed),
+                                   output_type="pil", **components.family.img2img_kwargs()).images[0])
+    return images
 
 
 def run_sdedit(components: SDComponents, image_path, prompt: str, params: SdeditParams, *, strength: float,
