@@ -1,13 +1,19 @@
 """DDIM inversion baseline (Song et al., 2021; as a text-guided editing baseline, e.g. Mokady et al., 2023): run the
 deterministic DDIM sampler backwards from the input's UNet-space latents to x_T under the source prompt, without
-guidance, then sample forwards from x_T under the target prompt with classifier-free guidance.
+guidance, then sample forwards from x_T guided from the source prompt toward the target prompt:
+
+    eps = eps(x_t, source) + g * (eps(x_t, target) - eps(x_t, source))
+
+(classifier-free guidance with the source prompt as the negative). The grid of g runs from reconstruction to edit:
+g = 0 is the inversion's own prediction, so the regeneration retraces it and returns the input (up to the
+inversion's discretisation error); g = 1 is the target prompt alone; g > 1 pushes away from the source. With the
+family's empty-prompt negative instead (plain guidance), no g reconstructs a pair that has a source prompt.
 
 Family-agnostic through the family hooks (sd, sdxl, if): the input goes to UNet space as the posterior mean
 (`encode_image(..., "mean")`; IF: the image itself), a learned-variance UNet's (IF's) variance output is dropped
 (`split_prediction`), and the regeneration is `sample.denoise` with DDIM, eta 0, from x_T (DDIM's init_noise_sigma
 is 1, so x_T is used as it is). The source prompt is the pair's source prompt, the empty prompt when it has none.
-Deterministic: no random draw anywhere, so a setting has one sample whatever the seeds; with the source prompt and
-guidance 1 the regeneration reconstructs the input up to the inversion's discretisation error.
+Deterministic: no random draw anywhere, so a setting has one sample whatever the seeds.
 
 Both directions run the plain DDIM ODE: no clipping or thresholding of the predicted x0 in the inversion or in the
 regeneration (`ode_scheduler_config`), whatever the model's sampler does (IF: clip_sample, and dynamic thresholding
@@ -72,14 +78,14 @@ def invert(components: SDComponents, image: torch.Tensor, source_conditioning: C
 
 @torch.inference_mode()
 def regenerate(components: SDComponents, x_T: torch.Tensor, target_conditioning: Conditioning,
-               unconditional: Conditioning, guidance_scale: float, params: DdimInversionParams) -> torch.Tensor:
+               source_conditioning: Conditioning, guidance_scale: float, params: DdimInversionParams) -> torch.Tensor:
     """Images (1, 3, H, W) in [-1, 1]: DDIM (eta 0, `params.steps` steps, x0 processing off: `ode_scheduler_config`)
-    from `x_T` under `target_conditioning` (1 row) with classifier-free guidance `guidance_scale` against
-    `unconditional`, the family's negative (1 row; guidance 1: none)."""
-    target = target_conditioning.to(components.device)
+    from `x_T`, guided from `source_conditioning` toward `target_conditioning` (1 row each) by `guidance_scale`
+    (module docstring: 0 retraces the inversion, 1 is the target alone)."""
+    target, source = (c.to(components.device) for c in (target_conditioning, source_conditioning))
     sampling = SampleParams(scheduler="DDIMScheduler", steps=params.steps, guidance_scale=guidance_scale, eta=0.0)
     latents = denoise(components.unet_forward(components.unet), make_scheduler("DDIMScheduler",
-                      ode_scheduler_config(components)), target, unconditional, x_T, sampling, step_seeds=[0])
+                      ode_scheduler_config(components)), target, source, x_T, sampling, step_seeds=[0])
     return decode_latents(components, latents)
 
 
@@ -91,8 +97,7 @@ def ddim_inversion_edits(components: SDComponents, image: Image.Image, prompt: s
     size = tuple(pixels.shape[-2:])
     source, target = (encode_conditioning(components, [text], size) for text in (source_prompt or "", prompt))
     x_T = invert(components, pixels, source, params)
-    unconditional = components.family.unconditional(components, target.to(components.device))  # once, every scale
-    return [tensor_to_pil(regenerate(components, x_T, target, unconditional, scale, params).cpu())[0]
+    return [tensor_to_pil(regenerate(components, x_T, target, source, scale, params).cpu())[0]
             for scale in guidance_scales]
 
 

@@ -140,35 +140,52 @@ class SdeditParams(BaselineParams):
                            f"strengths of at least 1/steps ({1 / self.steps:.3g}) or more steps")
 
 
+# the inversion steps of diffusers' LEditsPPPipelineStableDiffusion / ...XL `invert` when not given, by family
+# (tests/test_baselines.py reads them back from the pipelines' signatures)
+LEDITS_PIPELINE_INVERSION_STEPS = {"sd": 30, "sdxl": 50}
+
+
 @dataclass(frozen=True)
 class LeditsParams(BaselineParams):
     """The LEDITS++ baseline (Brack et al., CVPR 2024; the config's `ledits:` block, less its grid of edit guidance
-    scales): diffusers' LEditsPPPipelineStableDiffusion(XL) defaults. Stochastic (its inversion draws noise)."""
+    scales): diffusers' LEditsPPPipelineStableDiffusion(XL) defaults. Stochastic (its inversion draws noise).
 
-    inversion_steps: int = 50
+    The inversion runs under the empty prompt, as the pipelines do by default, unless `use_source_prompt`: with the
+    pair's source prompt the inversion's noise maps are fitted to source-guided predictions that the edit never
+    makes, so edit guidance 0 no longer returns the input (the grid loses its reconstruction end)."""
+
+    inversion_steps: int | None = None  # None: the family's pipeline default (LEDITS_PIPELINE_INVERSION_STEPS)
     skip: float = 0.15  # fraction of the inversion's first (noisiest) steps not inverted
-    source_guidance_scale: float = 3.5  # guidance of the source prompt while inverting
+    source_guidance_scale: float = 3.5  # guidance of the source prompt while inverting (none with the empty prompt)
     edit_threshold: float = 0.9  # implicit mask: the quantile of the edit guidance kept
     edit_warmup_steps: int = 0
+    use_source_prompt: bool = False  # invert under the pair's source prompt instead of the empty one
 
     def __post_init__(self) -> None:
         check = _checker("config")
         _check_numbers(check, "ledits", self)
-        check(self.inversion_steps > 0, "ledits.inversion_steps", self.inversion_steps, "use a positive number")
+        steps = self.inversion_steps
+        check(steps is None or steps > 0, "ledits.inversion_steps", steps, "use a positive number")
         check(0.0 <= self.skip < 1.0, "ledits.skip", self.skip, "use a value in [0, 1)")
         check(self.source_guidance_scale >= 0, "ledits.source_guidance_scale", self.source_guidance_scale,
               "use a value >= 0 (1 = no guidance)")
         check(0.0 <= self.edit_threshold <= 1.0, "ledits.edit_threshold", self.edit_threshold, "use a value in [0, 1]")
         # the edit guidance starts after the warm-up steps: as many as the inversion's steps and nothing is edited
-        check(0 <= self.edit_warmup_steps < self.inversion_steps, "ledits.edit_warmup_steps", self.edit_warmup_steps,
-              f"use 0 or a number below inversion_steps ({self.inversion_steps}), after which the edit starts")
+        steps = steps or min(LEDITS_PIPELINE_INVERSION_STEPS.values())
+        check(0 <= self.edit_warmup_steps < steps, "ledits.edit_warmup_steps", self.edit_warmup_steps,
+              f"use 0 or a number below inversion_steps ({steps}), after which the edit starts")
+
+    def steps_for(self, family: str) -> int:
+        """The inversion's steps on a model of `family` (sd, sdxl)."""
+        return self.inversion_steps or LEDITS_PIPELINE_INVERSION_STEPS[family]
 
 
 @dataclass(frozen=True)
 class DdimInversionParams(BaselineParams):
     """The DDIM inversion baseline (the config's `ddim_inversion:` block, less its grid of guidance scales): invert
     the input with the source prompt (empty if the pair has none), without guidance, then regenerate from the
-    inverted noise with the target prompt. Deterministic: one sample per setting, whatever the seeds."""
+    inverted noise guided from the source prompt toward the target (0: the input, 1: the target prompt alone;
+    imagic_steps.ddim_inversion). Deterministic: one sample per setting, whatever the seeds."""
 
     steps: int = 50
 

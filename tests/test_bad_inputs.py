@@ -427,7 +427,7 @@ def test_every_bad_baseline_parameter_stops_planning_with_one_line(name):
 
 def test_good_baseline_blocks_plan_and_their_defaults_are_valid():
     config = base_config()
-    config.update(sdedit={"strengths": [0.5, 1]}, ledits={"edit_guidances": [0, 5], "edit_warmup_steps": 49},
+    config.update(sdedit={"strengths": [0.5, 1]}, ledits={"edit_guidances": [0, 5], "edit_warmup_steps": 29},
                   ddim_inversion={"target_guidances": [1, 3], "steps": 1})
     assert planning_error(config) is None
 
