@@ -171,7 +171,7 @@ def write_evaluation(
     write_text(out["summary_md"], summary_markdown(summary, note))
     swept = table["variant"].isin([v for sweep in sweeps.values() for v in sweep["variants"]])
     main = table[~swept] if (~swept).any() else table  # the sweep's own variants get the sweep figure
-    options = {**tradeoff_options(table), "panels_by": facets}
+    options = {**tradeoff_options(table), "panels_by": facets, "threshold": text_min}  # the line an edit must reach
     plot_tradeoff(summarise(main, by=keys), out["tradeoff"],
                   "text alignment vs fidelity along alpha (baselines: their grid setting)\n"
                   f"mean over pairs of seed means, {CONFIDENCE:.0%} pair bootstrap intervals", **options)

@@ -1,12 +1,14 @@
-"""Tests of imagic_steps.figures: the trade-off plot draws the summaries' intervals and the reference bands."""
+"""Tests of imagic_steps.figures: the trade-off plot draws the summaries' intervals and the reference bands; its point
+labels, legends and texts overlap neither each other nor the data (nor do the sweep figure's)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.collections import LineCollection
+from matplotlib.text import Text
 from PIL import Image
 
-from imagic_steps.figures import ReferenceBand, plot_tradeoff, tradeoff_figure
+from imagic_steps.figures import ReferenceBand, plot_tradeoff, sweep_figure, tradeoff_figure
 from imagic_steps.stats import SETTING_COLUMNS, summarise
 from test_stats import multi_pair_table, score_table
 
@@ -67,7 +69,197 @@ def test_panels_share_one_legend_and_one_colour_per_method_though_a_panel_lacks_
     assert [axes.get_title() for axes in panels] == ["model latent", "model pixel"]
     colours = [{label: to_hex(handle[0].get_color()) for handle, label in zip(*axes.get_legend_handles_labels())}
                for axes in panels]
-    assert set(colours[0]) == {"imagic / imagic", "sdedit / sdedit"} and set(colours[1]) == {"imagic / imagic"}
-    assert colours[1]["imagic / imagic"] == colours[0]["imagic / imagic"] != colours[0]["sdedit / sdedit"]
+    imagic, sdedit = "imagic / imagic (α 0–1)", "sdedit / sdedit (strength 0–1)"  # the legend names the setting
+    assert set(colours[0]) == {imagic, sdedit} and set(colours[1]) == {imagic}
+    assert colours[1][imagic] == colours[0][imagic] != colours[0][sdedit]
     assert all(axes.get_legend() is None for axes in panels) and len(figure.legends) == 1
-    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["imagic / imagic", "sdedit / sdedit"]
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == [imagic, sdedit]
+
+
+# The default digits run's trade-off (config/config.yaml, 3 pairs: summary.csv without the sweep's variants), rounded:
+# (method, variant) -> [(setting, text mean, lo, hi, distance mean, lo, hi)]. Its labels piled up at P = 100 and at
+# identity similarity ~1 (issue 35).
+DEFAULT_RUN = {
+    ("ddim_inversion", "ddim_inversion"): [
+        (0, 0.0, 0.0, 0.0, 0.002, 0.001, 0.003), (0.5, 0.0, 0.0, 0.0, 0.036, 0.018, 0.061),
+        (1, 66.7, 0.0, 100.0, 0.269, 0.215, 0.319), (2, 86.5, 59.4, 100.0, 0.434, 0.394, 0.462),
+        (3, 100.0, 100.0, 100.0, 0.487, 0.418, 0.544), (5, 99.8, 99.5, 100.0, 0.516, 0.460, 0.570),
+    ],
+    ("imagic", "embed_only"): [
+        (0, 0.0, 0.0, 0.0, 0.265, 0.069, 0.365), (0.6, 100.0, 100.0, 100.0, 0.444, 0.376, 0.546),
+        (1, 100.0, 100.0, 100.0, 0.448, 0.398, 0.537), (1.2, 100.0, 100.0, 100.0, 0.449, 0.399, 0.537),
+    ],
+    ("imagic", "finetune_only"): [
+        (0, 0.0, 0.0, 0.0, 0.012, 0.010, 0.015), (0.6, 0.0, 0.0, 0.0, 0.012, 0.010, 0.015),
+        (1, 0.0, 0.0, 0.0, 0.012, 0.010, 0.015), (1.2, 0.0, 0.0, 0.0, 0.012, 0.010, 0.015),
+    ],
+    ("imagic", "imagic"): [
+        (0, 0.0, 0.0, 0.0, 0.011, 0.006, 0.015), (0.6, 0.0, 0.0, 0.0, 0.080, 0.017, 0.199),
+        (1, 90.2, 70.7, 100.0, 0.324, 0.137, 0.511), (1.2, 100.0, 100.0, 100.0, 0.390, 0.306, 0.512),
+    ],
+    ("imagic", "modified"): [
+        (0, 33.3, 0.0, 100.0, 0.177, 0.056, 0.298), (0.6, 100.0, 100.0, 100.0, 0.326, 0.288, 0.364),
+        (1, 100.0, 100.0, 100.0, 0.374, 0.333, 0.407), (1.2, 100.0, 100.0, 100.0, 0.384, 0.340, 0.424),
+    ],
+    ("ledits", "ledits"): [
+        (0, 0.0, 0.0, 0.0, 0.002, 0.001, 0.003), (1, 64.9, 0.0, 100.0, 0.162, 0.038, 0.315),
+        (2, 83.5, 50.4, 100.0, 0.369, 0.360, 0.386), (3, 100.0, 100.0, 100.0, 0.416, 0.376, 0.463),
+        (5, 100.0, 100.0, 100.0, 0.437, 0.383, 0.506), (10, 100.0, 100.0, 100.0, 0.452, 0.391, 0.539),
+    ],
+    ("sdedit", "sdedit"): [
+        (0.1, 0.0, 0.0, 0.0, 0.004, 0.002, 0.004), (0.3, 0.0, 0.0, 0.0, 0.023, 0.013, 0.033),
+        (0.5, 18.4, 0.0, 52.9, 0.123, 0.048, 0.234), (0.7, 84.4, 53.2, 100.0, 0.343, 0.210, 0.416),
+        (0.9, 100.0, 100.0, 100.0, 0.424, 0.350, 0.471),
+    ],
+}
+SETTING_OF = {"imagic": "alpha", "sdedit": "strength", "ledits": "edit_guidance", "ddim_inversion": "target_guidance"}
+DIGITS_BANDS = [ReferenceBand("same digit, other writer", 0.161, 0.242, 0.336),  # the digits classifier's calibration
+                ReferenceBand("target digit, other writer", 0.43, 0.497, 0.565),
+                ReferenceBand("blank", 0.624, 0.668, 0.711)]
+
+
+def summary_of(curves: dict, **columns) -> pd.DataFrame:
+    """A `summarise`-shaped table of `curves` ((method, variant) -> rows as in DEFAULT_RUN); `columns`: constants."""
+    rows = []
+    for (method, variant), points in curves.items():
+        for setting, text, text_lo, text_hi, distance, distance_lo, distance_hi in points:
+            row = {"method": method, "variant": variant, **{column: np.nan for column in SETTING_COLUMNS},
+                   "n_pairs": 3, "n_seeds": 2, "text_alignment_mean": text, "text_alignment_lo": text_lo,
+                   "text_alignment_hi": text_hi, "distance_mean": distance, "distance_lo": distance_lo,
+                   "distance_hi": distance_hi, "scorer": "digits-classifier", **columns}
+            row[SETTING_OF[method]] = setting
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def crowded_curves(n_curves: int = 8, seed: int = 0) -> dict:
+    """Curves on top of one another: all start at identity (~1, 0), saturate at 100 within a few hundredths of
+    each other, with long intervals; 7 settings each, some repeated at one place."""
+    rng = np.random.default_rng(seed)
+    methods = [("imagic", f"v{i}") for i in range(n_curves - 3)] + [("sdedit", "sdedit"), ("ledits", "ledits"),
+                                                                     ("ddim_inversion", "ddim_inversion")]
+    curves = {}
+    for method, variant in methods:
+        settings = np.round(np.linspace(0, 1.2, 7), 2) if method != "sdedit" else np.round(np.linspace(0.1, 0.9, 7), 2)
+        distance = np.clip(np.sort(rng.uniform(0.0, 0.5, 7)) + rng.normal(0, 0.01, 7), 0.001, 1)
+        text = np.clip(np.sort(np.r_[0, 0, rng.uniform(0, 100, 2), 100, 100, 100]), 0, 100)
+        distance[-2:] = distance[-3]  # the last settings coincide: one place, one label
+        curves[(method, variant)] = [(s, t, max(t - 30, 0), min(t + 30, 100), d, max(d - 0.1, 0), d + 0.1)
+                                     for s, t, d in zip(settings, text, distance)]
+    return curves
+
+
+def drawn_texts(figure) -> list[Text]:
+    """Every non-empty text the figure draws (tick labels of ticks in view only)."""
+    figure.canvas.draw()
+    ticks, shown = set(), set()
+    for axes in figure.axes:
+        for axis in (axes.xaxis, axes.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                ticks.update({id(tick.label1), id(tick.label2)})
+                if low - 1e-9 * (high - low) <= tick.get_loc() <= high + 1e-9 * (high - low):
+                    shown.update({id(tick.label1), id(tick.label2)})
+    return [text for text in figure.findobj(Text) if text.get_visible() and text.get_text().strip()
+            and (id(text) not in ticks or id(text) in shown)]
+
+
+def overlap(a, b, tolerance: float = 0.5) -> bool:
+    """Whether two display boxes overlap by more than `tolerance` pixels in both directions."""
+    return (min(a.x1, b.x1) - max(a.x0, b.x0) > tolerance) and (min(a.y1, b.y1) - max(a.y0, b.y0) > tolerance)
+
+
+def data_pixels(axes) -> tuple[np.ndarray, np.ndarray]:
+    """The data of `axes` in display pixels, from its artists' paths: points every half pixel along each line
+    (Line2D lines, error-bar LineCollections) and the boxes (x0, y0, x1, y1) of the markers (data points, caps)."""
+    scale = axes.figure.dpi / 72
+    samples, markers = [], []
+    polylines = []
+    for line in axes.get_lines():
+        path = line.get_transform().transform_path(line.get_path())
+        if line.get_linestyle() not in ("None", "none", "", " "):
+            polylines.append(path.vertices)
+        if line.get_marker() not in (None, "None", "none", "", " "):
+            half = line.get_markersize() * scale / 2
+            markers += [(x - half, y - half, x + half, y + half) for x, y in path.vertices if np.isfinite([x, y]).all()]
+    for collection in axes.collections:
+        if isinstance(collection, LineCollection):
+            polylines += [collection.get_transform().transform_path(path).vertices for path in collection.get_paths()]
+    for vertices in polylines:
+        for start, end in zip(vertices[:-1], vertices[1:]):
+            if np.isfinite([start, end]).all():
+                steps = max(2, int(np.hypot(*(end - start)) * 2) + 1)
+                samples.append(start + np.linspace(0, 1, steps)[:, None] * (end - start))
+    return (np.concatenate(samples) if samples else np.zeros((0, 2))), np.array(markers).reshape(-1, 4)
+
+
+def assert_readable(figure) -> list[Text]:
+    """No two texts of `figure` overlap; no point label (an axes' texts) touches a line, error bar or marker or leaves
+    its axes; no legend overlaps an axes. Returns the point labels."""
+    texts = drawn_texts(figure)
+    renderer = figure.canvas.get_renderer()
+    boxes = [text.get_window_extent(renderer) for text in texts]
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            assert not overlap(boxes[i], boxes[j]), (texts[i].get_text(), texts[j].get_text())
+    frames = [axes.get_window_extent(renderer) for axes in figure.axes]
+    legends = [*figure.legends, *(axes.get_legend() for axes in figure.axes if axes.get_legend())]
+    for legend, frame in ((legend, frame) for legend in legends for frame in frames):
+        assert not overlap(legend.get_window_extent(renderer), frame, tolerance=0), "a legend covers an axes"
+    labels = []
+    for axes, frame in zip(figure.axes, frames):
+        samples, markers = data_pixels(axes)
+        for text in axes.texts:
+            box = text.get_window_extent(renderer)
+            labels.append(text)
+            assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            inside = ((samples[:, 0] > box.x0 + 0.5) & (samples[:, 0] < box.x1 - 0.5)
+                      & (samples[:, 1] > box.y0 + 0.5) & (samples[:, 1] < box.y1 - 0.5))
+            assert not inside.any(), f"label {text.get_text()!r} lies on a line or error bar"
+            hit = ((markers[:, 0] < box.x1 - 0.5) & (box.x0 + 0.5 < markers[:, 2])
+                   & (markers[:, 1] < box.y1 - 0.5) & (box.y0 + 0.5 < markers[:, 3]))
+            assert not hit.any(), f"label {text.get_text()!r} lies on a marker"
+    return labels
+
+
+def test_default_run_tradeoff_labels_overlap_nothing_and_the_legend_names_each_setting():
+    """The default run's figure (7 curves, reference bands, the edit threshold): no text overlaps another, no point
+    label lies on the data, the legend is outside the axes; every curve keeps some labels, and the legend names the
+    setting and range of each curve, which is what the points that had no room for a label leave to it."""
+    figure = tradeoff_figure(summary_of(DEFAULT_RUN), title="t\nmean over pairs", references=DIGITS_BANDS,
+                             threshold=50, xlabel="identity similarity", ylabel="100 · P(target digit)")
+    labels = assert_readable(figure)
+    axes = figure.axes[0]
+    colours = {line.get_color() for line in axes.get_lines() if line.get_marker() == "o"}
+    assert colours <= {text.get_color() for text in labels}  # every curve has at least one point labelled
+    assert 15 <= len(labels) < sum(map(len, DEFAULT_RUN.values()))  # some, not all: crowded points go without
+    assert "0–1.2" in [text.get_text() for text in labels]  # finetune_only's four alphas at one place: one label
+    legend = [text.get_text() for text in axes.get_legend().get_texts()]
+    for name in ("imagic / embed_only (α 0–1.2)", "sdedit / sdedit (strength 0.1–0.9)",
+                 "ledits / ledits (edit guidance 0–10)", "ddim_inversion / ddim_inversion (target guidance 0–5)",
+                 "edit threshold (50)"):
+        assert name in legend
+    assert figure.get_size_inches()[0] == 7 and figure.get_size_inches()[1] > 5  # 7 x 5 in, plus the legend below
+
+
+def test_crowded_tradeoff_drops_labels_rather_than_overlap_in_one_panel_and_in_panels():
+    """Eight curves on top of one another, with long intervals, in one panel and split into two panels: labels are
+    left out where there is no room, never drawn over one another or the data."""
+    crowded = summary_of(crowded_curves())
+    labels = assert_readable(tradeoff_figure(crowded, title="crowded", references=DIGITS_BANDS[:1], threshold=50))
+    assert labels  # the ends that have room keep theirs
+    two = pd.concat([crowded.assign(model="a"), summary_of(crowded_curves(seed=1), model="b")], ignore_index=True)
+    figure = tradeoff_figure(two, title="crowded panels", threshold=50, panels_by=["model"])
+    assert all(axes.texts for axes in figure.axes)
+    assert_readable(figure)
+
+
+def test_sweep_figure_keeps_its_legend_and_texts_off_the_data():
+    means = pd.DataFrame([{"alpha": alpha, "value": value, "text_alignment": 100.0 * (alpha > 0.5),
+                           "distance": 0.1 * alpha + value / 1000, "image_similarity": 0.9 - 0.3 * alpha}
+                          for alpha in (0.0, 0.6, 1.0, 1.2) for value in (0, 75, 150)])
+    figure = sweep_figure(means, "sweep", "finetune.steps",
+                          {"text_alignment": "100 · P(target digit)", "distance": "identity distance",
+                           "image_similarity": "SSIM"})
+    assert_readable(figure)
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["α = 0", "α = 0.6", "α = 1", "α = 1.2"]
