@@ -1,5 +1,6 @@
 """A fine-tune killed with SIGKILL resumes from its last checkpoint and ends bit-identical."""
 
+import contextlib
 import os
 import re
 import signal
@@ -150,16 +151,25 @@ def test_a_live_snakemake_keeps_its_locks(tmp_path):
         first.wait()
 
 
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str):
+    """`folder` as a tmpfs of `size` (e.g. "2m") for the block (root only: the test is skipped elsewhere)."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
 @pytest.mark.slow
 def test_a_full_disk_is_one_clear_line_and_the_rerun_after_freeing_space_completes(tmp_path, uninterrupted):
     """results/ on a 2 MB tmpfs: the embed artefacts fit, the tiny model's 4.5 MB fine-tuned UNet does not."""
     command = kill_workdir(tmp_path)
     results = tmp_path / "results"
-    results.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(results)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with small_disk(results, "2m"):
         full = subprocess.run(command, capture_output=True, text=True, timeout=600)
         assert full.returncode != 0
         errors = [line for line in full.stderr.splitlines() if line.startswith("error: ")]
@@ -170,8 +180,6 @@ def test_a_full_disk_is_one_clear_line_and_the_rerun_after_freeing_space_complet
         rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         assert compared_files(results) == uninterrupted
-    finally:
-        subprocess.run(["umount", "-l", str(results)], capture_output=True)
 
 
 def test_a_live_owner_stops_a_second_locking_run_with_one_line_and_lock_free_runs_pass(tmp_path):
@@ -297,11 +305,7 @@ def test_save_torch_on_a_really_full_disk_raises_enospc_naming_the_file_and_keep
     from imagic_steps.io import save_torch
 
     disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with small_disk(disk, "1m"):
         save_torch({"small": torch.zeros(10)}, disk / "state.pt")
         before = (disk / "state.pt").read_bytes()
         with pytest.raises(OSError) as full:
@@ -309,5 +313,3 @@ def test_save_torch_on_a_really_full_disk_raises_enospc_naming_the_file_and_keep
         assert full.value.errno == errno.ENOSPC and full.value.filename == str(disk / "state.pt")
         assert [p.name for p in disk.iterdir()] == ["state.pt"] and (disk / "state.pt").read_bytes() == before
         assert torch.equal(torch.load(disk / "state.pt", weights_only=True)["small"], torch.zeros(10))
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
