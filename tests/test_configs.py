@@ -135,19 +135,20 @@ def test_family_configs_request_their_published_sizes_memory_before_any_download
 
 
 def test_readme_states_the_memory_sd15_yaml_plans(tmp_path):
-    """README.md's "Memory per job" figures for config/sd15.yaml's full and LoRA fine-tunes are what planning it
-    requests (`--dry-run --verbose`), so the README cannot drift from the estimate."""
+    """docs/running.md's "Memory per job" figures for config/sd15.yaml's full and LoRA fine-tunes (moved there from
+    README.md) are what planning it requests (`--dry-run --verbose`), so the docs cannot drift from the estimate."""
     config = yaml.safe_load((REPO / "config/sd15.yaml").read_text())
     done = snakemake("--configfile", "config/sd15.yaml", "--config", f"results={tmp_path}/r", "--dry-run", "--verbose")
     assert done.returncode == 0, done.stderr[-3000:]
     planned = {int(job["gpu_mem_mb"]) for job in planned_resources_of(done.stdout + done.stderr)["finetune"]}
-    readme = (REPO / "README.md").read_text()
+    page = " ".join((REPO / "docs/running.md").read_text().split())  # its text, line breaks as spaces
     for name in ("paper", "paper_lora"):
         finetune = resolve_variant(name, config["variants"][name]).finetune
         estimate = stage_estimate("finetune", SD15, config["model"]["dtype"], None, finetune)
         gpu_mem_mb = job_memory_mb(estimate, "cuda")["gpu_mem_mb"]
         assert gpu_mem_mb in planned, (name, planned)
-        assert f"{estimate.device_total:.2f} GiB, `gpu_mem_mb={gpu_mem_mb}`" in readme, (name, estimate.device_total)
+        assert f"{estimate.device_total:.2f} GiB, `gpu_mem_mb={gpu_mem_mb}`" in page, (
+            name, estimate.device_total, "docs/running.md")
 
 
 def test_no_configfile_runs_the_digits_default(tmp_path):
