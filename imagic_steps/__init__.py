@@ -1,6 +1,6 @@
 """Imagic (Kawar et al., CVPR 2023) text-based image editing on Stable Diffusion, as small testable stages.
 
-Modules, one concept each (README.md, "Where the code lives", maps them to rules, scripts and tests):
+Modules, one concept each (docs/how-it-works.md, "Where the code lives", maps them to rules, scripts and tests):
   configuration  the workflow config: the model block (`ModelSpec`), schema typing and one-line errors
   plan           the pairs sheet / TEdBench list and the experiment plan with each stage's cache key
   variants       every stage's parameters (SDEdit's too), the named presets (`original`, `modified`, `paper`,
@@ -10,6 +10,7 @@ Modules, one concept each (README.md, "Where the code lives", maps them to rules
                  UNet space, the img2img pipeline; the stages call these hooks
   locations      the presets and the cache folder
   memory         each job's peak memory, estimated from the model's size
+  weights        what a model's or scorer's weights are (file digest, recipe version, hub commit): in every cache key
   images         read any user image and turn it into the model's input tensor
   io             atomic writes, safetensors artefacts
   provenance     what every result folder records, and each stage's code hash
