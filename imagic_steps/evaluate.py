@@ -9,22 +9,23 @@ from typing import Sequence
 import pandas as pd
 
 from .figures import SWEEP_METRICS, ReferenceBand, best_edits_montage, plot_sweep, plot_tradeoff
-from .io import atomic_path, save_image, write_text
+from .io import atomic_path, write_text
 from .stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, DISTANCE_METRIC, METRICS, SETTING_COLUMNS,
-                    TEXT_METRIC, markdown_table, pick_best_alpha, summarise, summarise_best, sweep_means,
-                    with_setting_columns)
+                    TEXT_METRIC, blank_missing, markdown_table, pick_best_alpha, summarise, summarise_best,
+                    sweep_means, with_setting_columns)
 
 SUMMARY_KEYS = ("method", "variant", *SETTING_COLUMNS)
 PRESERVED_METRIC = "preserved"  # the coloured-digits scorer's 100 * P(the attribute the edit must keep)
 
 
 def write_table(rows: Sequence[dict], csv_path, markdown_path, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per sample as CSV (all columns) and Markdown (`columns`, default all)."""
+    """One row per sample as CSV (all columns) and Markdown (`columns`, default all; a missing value, such as a
+    baseline's alpha, as an empty cell)."""
     table = pd.DataFrame(list(rows))
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(markdown_path) as tmp:
-        tmp.write_text((table[list(columns)] if columns else table).to_markdown(index=False) + "\n", encoding="utf-8")
+        tmp.write_text(blank_missing(table[list(columns)] if columns else table) + "\n", encoding="utf-8")
     return table
 
 
@@ -187,8 +188,8 @@ def write_evaluation(
     with atomic_path(out["best_summary_csv"]) as tmp:
         best_summary.to_csv(tmp, index=False)
     write_text(out["best_summary_md"], best_summary_markdown(best_summary, text_min, note))
-    save_image(best_edits_montage(best, main, images, seed=int(main["seed"].min()),
-                                  keys=varying_within_pairs(main, facets)), out["best_edits"])
+    best_edits_montage(best, main, images, seed=int(main["seed"].min()),
+                       keys=varying_within_pairs(main, facets)).save(out["best_edits"])
     for name, sweep in sweeps.items():
         rows = table[table["variant"].isin(list(sweep["variants"]))]
         scorers = ", ".join(sorted(rows["scorer"].unique()))

@@ -1,109 +1,362 @@
 """The result figures, made from cached samples and scores (no model): pair and overview montages, the best
-edits, trade-off plots and sweep plots, written atomically. They build on `drawing` (image grids, matplotlib
-figures); the numbers they show come from `stats`."""
+edits, trade-off plots and sweep plots, written atomically. They build on `drawing` (matplotlib figures); the
+montages are labelled grids of their own (`montage_grid`: a TrueType font, whole-factor nearest-neighbour
+enlargement); the numbers they show come from `stats`."""
 
 from __future__ import annotations
 
+import functools
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, Union
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from .drawing import image_grid, new_figure, save_figure
+from .drawing import new_figure, save_figure
 from .images import load_image
 from .io import save_image
+from .plan import BASELINES
 from .stats import DISTANCE_METRIC, SETTING_COLUMNS, TEXT_METRIC, edit_setting, require_columns
 
-MIN_CELL = 64  # pixels: small samples (the 32 px digits) are enlarged so labels and strokes stay readable
-LABEL_CHAR_WIDTH = 7  # pixels per character of PIL's default font
+MIN_CELL = 96  # pixels: a smaller sample (the 32 px digits) is enlarged by the whole factor that reaches this
+LABEL_FONT_SIZE = 14  # pixels: every montage text (DejaVu Sans)
+GAP = 4  # pixels of white between tiles
+PAD = 3  # pixels between a text and the edge of the strip it is written in
+MAX_ROW_LABEL = 240  # pixels: a wider row label wraps
+TITLE_LINES = 3  # a column title or caption wraps onto at most this many lines, the last cut with an ellipsis
+NO_EDIT_GREY = (128, 128, 128)
+METHOD_NAMES = {"imagic": "Imagic", "sdedit": "SDEdit", "ledits": "LEDITS++", "ddim_inversion": "DDIM inversion"}
+METHOD_ORDER = ("imagic", *BASELINES)  # Imagic's variants first, then each baseline
 
 
-def pair_montage(
-    input_image: str | Path,
-    rows: Sequence[tuple[str, Sequence[str | Path]]],
-    column_labels: Sequence[str],
-) -> Image.Image:
-    """Input image in the first column, then one column per alpha; one labelled row per (variant, seed).
+@functools.lru_cache(maxsize=None)
+def label_font(size: int = LABEL_FONT_SIZE, bold: bool = False) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans (Bold) at `size` pixels: matplotlib's own copy of the font, so every install has it."""
+    import matplotlib  # the package only (no pyplot): a path to its data
 
-    `rows` holds (label, sample paths in column order); `column_labels` label the sample columns. Cells
-    are the samples' size; the input is resized and centre-cropped to it as the model saw it.
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
+
+
+def line_height(font: ImageFont.FreeTypeFont) -> int:
+    ascent, descent = font.getmetrics()
+    return ascent + descent
+
+
+def text_width(font: ImageFont.FreeTypeFont, text: str) -> int:
+    """Pixels from where `text` is drawn to the right edge of its ink."""
+    return font.getbbox(text)[2] if text else 0
+
+
+def _shorten(text: str, font, width: int, cut: bool = False) -> str:
+    """`text` if it fits `width` (and not `cut`), else its longest start that fits with an ellipsis ("" if not
+    even the ellipsis fits)."""
+    if not cut and text_width(font, text) <= width:
+        return text
+    for end in range(len(text), -1, -1):
+        shortened = text[:end].rstrip() + "…"
+        if text_width(font, shortened) <= width:
+            return shortened
+    return ""
+
+
+def fit_lines(text: str, font, width: int, max_lines: int | None = None) -> list[str]:
+    """`text` as lines no wider than `width` pixels: wrapped at spaces, a word too wide for a line after its "_" and
+    "-"; a piece too wide even alone is cut with an ellipsis, and so is the last line kept when `max_lines` are not
+    enough."""
+    pieces = []  # (piece, whether a space precedes it)
+    for word in text.split():
+        parts = [word] if text_width(font, word) <= width else [p for p in re.split(r"(?<=[_\-])", word) if p]
+        pieces += [(part, k == 0) for k, part in enumerate(parts)]
+    lines: list[str] = []
+    for piece, spaced in pieces:
+        candidate = lines[-1] + (" " if spaced else "") + piece if lines else piece
+        if lines and text_width(font, candidate) <= width:
+            lines[-1] = candidate
+        else:
+            lines.append(piece)
+    lines = [_shorten(line, font, width) for line in lines]
+    if max_lines is not None and len(lines) > max_lines:
+        lines = lines[:max_lines]
+        if lines:
+            lines[-1] = _shorten(lines[-1], font, width, cut=True)
+    return [line for line in lines if line]
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    """A grey tile with a word in it where a sample is not shown ("no edit", "missing")."""
+
+    text: str
+
+
+Tile = Union[Image.Image, Placeholder, None]  # None: an empty cell (a shorter row)
+
+
+@dataclass
+class Section:
+    """Rows of tiles under one strip of column titles; `corner` is written in the strip above the row labels (e.g.
+    the section's method), `captions` (one per tile, "" for none) under each tile."""
+
+    rows: list[list[Tile]] = field(default_factory=list)
+    row_labels: list[str] = field(default_factory=list)
+    column_titles: Sequence[str] = ()
+    corner: str = ""
+    captions: list[list[str]] | None = None
+
+
+@dataclass(frozen=True)
+class DrawnText:
+    """One line of text as drawn: its ink's box and the slot it had to stay in, (x0, y0, x1, y1) pixels."""
+
+    text: str
+    box: tuple[int, int, int, int]
+    slot: tuple[int, int, int, int]
+
+
+@dataclass
+class Montage:
+    """A drawn montage: the image, every line of text with its box, and the box of each tile's image by (section,
+    row, column) (an image's box may be smaller than the cell: a whole-factor enlargement, centred)."""
+
+    image: Image.Image
+    texts: list[DrawnText]
+    tiles: dict[tuple[int, int, int], tuple[int, int, int, int]]
+    cell: int
+
+    def save(self, path) -> None:
+        save_image(self.image, path)
+
+
+def scale_factor(size: int, min_cell: int = MIN_CELL) -> int:
+    """The whole factor that enlarges `size` pixels to at least `min_cell` (1 for an image that large)."""
+    return max(1, -(-min_cell // size))
+
+
+def montage_grid(sections: Sequence[Section], title: str = "", min_cell: int = MIN_CELL) -> Montage:
+    """`sections` of labelled tiles on white, one under the other, below `title`.
+
+    Every cell is square, the size of the largest image enlarged by `scale_factor`; each image is enlarged by the
+    largest whole factor that fits the cell, with nearest-neighbour resampling (no new colours, no blur), and
+    centred in it. Texts use `label_font` (the title and the sections' corners in bold); each is fitted to its slot
+    (wrapped, or cut with an ellipsis: never drawn over a neighbour). Cells missing from a shorter row stay white.
     """
-    samples = [[Image.open(path) for path in paths] for _, paths in rows]
-    cell = max(samples[0][0].width, MIN_CELL)
-    original = load_image(input_image, samples[0][0].width)
-    tiles = [[original] + row for row in samples]
-    labels = [label for label, _ in rows]
-    return image_grid(tiles, column_labels=["input", *column_labels], row_labels=labels, cell=cell,
-                      row_label_width=row_label_width(labels))
+    font, bold = label_font(), label_font(bold=True)
+    lh = max(line_height(font), line_height(bold))
+    images = [tile for s in sections for row in s.rows for tile in row if isinstance(tile, Image.Image)]
+    cell = max((max(image.size) * scale_factor(max(image.size), min_cell) for image in images), default=min_cell)
+    columns = max(len(row) for s in sections for row in s.rows)
+    left_texts = [(font, label) for s in sections for label in s.row_labels] + \
+        [(bold, s.corner) for s in sections if s.corner]
+    label_width = min(MAX_ROW_LABEL, max((text_width(f, t) for f, t in left_texts), default=0)) + 2 * PAD \
+        if any(t for _, t in left_texts) else 0
+    width = label_width + GAP + columns * (cell + GAP)
+    title_lines = fit_lines(title, bold, width - 2 * PAD, TITLE_LINES)
+
+    # first pass: where everything goes (texts as (lines, slot, centred, font, at the bottom of the slot); tiles as
+    # (key, tile, box))
+    texts, tiles = [], []
+    y = PAD + len(title_lines) * lh + 2 * PAD if title_lines else GAP
+    if title_lines:
+        texts.append((title_lines, (PAD, PAD, width - PAD, PAD + len(title_lines) * lh), False, bold, False))
+
+    def column_x(column: int) -> int:
+        return label_width + GAP + column * (cell + GAP)
+
+    for index, section in enumerate(sections):
+        if index:
+            y += 2 * GAP
+        titles = [fit_lines(str(t), font, cell - 2 * PAD, TITLE_LINES) for t in section.column_titles]
+        corner = fit_lines(section.corner, bold, label_width - 2 * PAD, TITLE_LINES) if label_width else []
+        strip = max([len(lines) for lines in titles] + [len(corner)], default=0)
+        if strip:  # the titles stand on the tiles below them
+            bottom = y + strip * lh + 2 * PAD
+            for column, lines in enumerate(titles):
+                texts.append((lines, (column_x(column) + PAD, y + PAD, column_x(column) + cell - PAD, bottom - PAD),
+                              True, font, True))
+            if corner:
+                texts.append((corner, (PAD, y + PAD, label_width - PAD, bottom - PAD), False, bold, True))
+            y = bottom
+        for r, row in enumerate(section.rows):
+            if r < len(section.row_labels) and label_width:
+                lines = fit_lines(str(section.row_labels[r]), font, label_width - 2 * PAD,
+                                  max(1, (cell - 2 * PAD) // lh))
+                texts.append((lines, (PAD, y + PAD, label_width - PAD, y + cell - PAD), False, font, False))
+            for c, tile in enumerate(row):
+                box = (column_x(c), y, column_x(c) + cell, y + cell)
+                tiles.append(((index, r, c), tile, box))
+                if isinstance(tile, Placeholder):
+                    texts.append((fit_lines(tile.text, font, cell - 2 * PAD, max(1, (cell - 2 * PAD) // lh)),
+                                  (box[0] + PAD, box[1] + PAD, box[2] - PAD, box[3] - PAD), True, font, False))
+            y += cell
+            captions = section.captions[r] if section.captions else []
+            fitted = [fit_lines(str(text), font, cell - 2 * PAD, TITLE_LINES) for text in captions]
+            lines_below = max((len(lines) for lines in fitted), default=0)
+            if lines_below:
+                for c, lines in enumerate(fitted):
+                    texts.append((lines, (column_x(c) + PAD, y + PAD, column_x(c) + cell - PAD,
+                                          y + PAD + lines_below * lh), True, font, False))
+                y += lines_below * lh + 2 * PAD
+            y += GAP
+
+    # second pass: draw
+    canvas = Image.new("RGB", (width, y), "white")
+    draw = ImageDraw.Draw(canvas)
+    placed = {}
+    for key, tile, box in tiles:
+        if isinstance(tile, Placeholder):
+            draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=NO_EDIT_GREY)
+        elif tile is not None:
+            image = tile.convert("RGB")
+            factor = max(1, cell // max(image.size))
+            image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+            x0, y0 = box[0] + (cell - image.width) // 2, box[1] + (cell - image.height) // 2
+            canvas.paste(image, (x0, y0))
+            placed[key] = (x0, y0, x0 + image.width, y0 + image.height)
+    grey = {box for _, tile, box in tiles if isinstance(tile, Placeholder)}
+    drawn = []
+    for lines, slot, centred, face, at_bottom in texts:
+        inside_tile = any(b[0] <= slot[0] and slot[2] <= b[2] and b[1] <= slot[1] and slot[3] <= b[3] for b in grey)
+        room = max(0, slot[3] - slot[1] - len(lines) * lh)
+        top = slot[1] + (room if at_bottom else room // 2)
+        for i, line in enumerate(lines):
+            x = slot[0] + (slot[2] - slot[0] - text_width(face, line)) // 2 if centred else slot[0]
+            position = (x, top + i * lh)
+            draw.text(position, line, font=face, fill="white" if inside_tile else "black")
+            drawn.append(DrawnText(line, tuple(draw.textbbox(position, line, font=face)), slot))
+    return Montage(canvas, drawn, placed, cell)
 
 
-def row_label_width(labels: Sequence[str]) -> int:
-    """Pixels for the longest row label in PIL's default font."""
-    return LABEL_CHAR_WIDTH * max(len(label) for label in labels) + 6
+SETTING_NAMES = {"alpha": "α"}  # a setting column's name in labels and legends (others: the column, "_" as spaces)
 
 
-def save_pair_montage(path, input_image, rows, column_labels) -> None:
-    save_image(pair_montage(input_image, rows, column_labels), path)
+def setting_title(setting: str, value: float) -> str:
+    """A setting as a reader sees it: "α 0.6", "strength 0.5", "edit guidance 10"."""
+    return f"{SETTING_NAMES.get(setting, setting.replace('_', ' '))} {float(value):g}"
+
+
+def _read(path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+@dataclass(frozen=True)
+class MontageRow:
+    """One row of a pair montage: `method` (imagic or a baseline), `name` (the row label's parts before the seed:
+    the model label of a several-model run, the variant), `seed`, and the `samples` at each value of `setting` (a
+    `SETTING_COLUMNS` name) in `values`, in column order."""
+
+    method: str
+    name: Sequence[str]
+    seed: int
+    setting: str
+    values: Sequence[float]
+    samples: Sequence[str]
+
+
+def pair_title(pair_id: str, prompt: str, source_prompt: str = "") -> str:
+    """A pair montage's title: its id, then the edit (from the source prompt where the pair has one)."""
+    edit = f"“{source_prompt}” → “{prompt}”" if source_prompt else f"edit to “{prompt}”"
+    return f"{pair_id}: {edit}"
+
+
+def pair_montage(input_image: str | Path, rows: Sequence[MontageRow | dict], title: str = "") -> Montage:
+    """Every method of a pair side by side: one row per (method run, seed), in the order given (Imagic's variants,
+    then each baseline), each the input then the samples along its setting. Consecutive rows of one method and
+    setting grid share a strip of column titles ("α 0.6", "strength 0.5"; the method's name above the row
+    labels); row labels read "variant · seed 0". The input is resized and centre-cropped to the samples' size, as
+    the model saw it."""
+    rows = [row if isinstance(row, MontageRow) else MontageRow(**row) for row in rows]
+    original = load_image(input_image, _read(rows[0].samples[0]).width)
+    sections: list[tuple[tuple, Section]] = []
+    for row in rows:
+        titles = ("input", *(setting_title(row.setting, value) for value in row.values))
+        if not sections or sections[-1][0] != (row.method, titles):
+            sections.append(((row.method, titles), Section(column_titles=titles,
+                                                           corner=METHOD_NAMES.get(row.method, row.method))))
+        section = sections[-1][1]
+        section.rows.append([original, *(_read(path) for path in row.samples)])
+        section.row_labels.append(" · ".join([*map(str, row.name), f"seed {row.seed}"]))
+    return montage_grid([section for _, section in sections], title=title)
+
+
+def save_pair_montage(path, input_image, rows, title: str = "") -> None:
+    pair_montage(input_image, rows, title).save(path)
+
+
+OVERVIEW_GAP = 16  # pixels between two pairs' montages in the overview, a grey rule in the middle
 
 
 def stack_vertically(paths: Sequence[str | Path], out_path) -> None:
-    """The overview: every pair's montage, one under the other, on white (left-aligned)."""
-    images = [Image.open(p).convert("RGB") for p in paths]
-    canvas = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images)), "white")
+    """The overview: every pair's montage, one under the other, on white (left-aligned), a rule between them."""
+    images = [_read(p) for p in paths]
+    height = sum(i.height for i in images) + OVERVIEW_GAP * (len(images) - 1)
+    canvas = Image.new("RGB", (max(i.width for i in images), height), "white")
+    draw = ImageDraw.Draw(canvas)
     top = 0
-    for image in images:
+    for index, image in enumerate(images):
+        if index:
+            middle = top - OVERVIEW_GAP // 2
+            draw.rectangle((0, middle - 1, canvas.width - 1, middle), fill=(200, 200, 200))
         canvas.paste(image, (0, top))
-        top += image.height
+        top += image.height + OVERVIEW_GAP
     save_image(canvas, out_path)
 
 
-NO_EDIT_GREY = (128, 128, 128)
+def _method_variant(method: str, variant: str) -> tuple[str, ...]:
+    """A column's name parts: an Imagic variant after "imagic" (but "imagic" once), a baseline's name alone."""
+    return (variant,) if variant == method or method != "imagic" else (method, variant)
 
 
-def no_edit_tile(size: int, label: str = "no edit") -> Image.Image:
-    """A grey `size` x `size` tile saying `label`: the cell of a pair where no alpha achieved the edit."""
-    tile = Image.new("RGB", (size, size), NO_EDIT_GREY)
-    draw = ImageDraw.Draw(tile)
-    font = ImageFont.load_default()
-    left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
-    draw.text(((size - (right - left)) // 2, (size - (bottom - top)) // 2), label, fill="white", font=font)
-    return tile
+def _setting_label(pick: pd.Series) -> str:
+    """The setting a best-edits row picked, e.g. "α 1" (the first of `SETTING_COLUMNS` it has)."""
+    for column in SETTING_COLUMNS:
+        if column in pick and pd.notna(pick[column]):
+            return setting_title(column, pick[column])
+    return ""
 
 
 def best_edits_montage(best: pd.DataFrame, table: pd.DataFrame, images: dict[str, str], seed: int,
-                       keys: Sequence[str] = ()) -> Image.Image:
+                       keys: Sequence[str] = ()) -> Montage:
     """One row per pair: the input, then each (*keys, method, variant)'s sample at its best setting for `seed`
-    (`keys`: facets such as the model label that vary within a pair, one column per value).
+    (`keys`: facets such as the model label that vary within a pair, one column per value), the setting under it.
+    Imagic's variants come first, then the baselines.
 
     A (pair, *keys, method, variant) without a best setting (edited False in `pick_best_alpha`) gets a grey
     "no edit" tile, or "missing" where the table lacks it entirely.
     """
     group = [*keys, "method", "variant"]
-    columns = sorted(set(best[group].itertuples(index=False, name=None)))
+    order = {method: index for index, method in enumerate(METHOD_ORDER)}
+    columns = sorted(set(best[group].itertuples(index=False, name=None)),
+                     key=lambda c: (c[:len(keys)], order.get(c[-2], len(order)), c[-2], c[-1]))
     pairs = sorted(best["pair_id"].unique())
     seed_rows = table[table["seed"] == seed].assign(setting=edit_setting)
     lookup = seed_rows.set_index(["pair_id", *group, "setting"])["sample"]
-    with Image.open(seed_rows["sample"].iloc[0]) as first:
-        width = first.width
-    cell = max(width, MIN_CELL)
+    width = _read(seed_rows["sample"].iloc[0]).width
     picks = best.assign(setting=edit_setting).set_index(["pair_id", *group])
-    rows = []
+    titles = [" · ".join(map(str, (*column[:len(keys)], *_method_variant(*column[-2:])))) for column in columns]
+    section = Section(row_labels=list(pairs), corner="pair", captions=[], column_titles=["input", *titles])
     for pair in pairs:
-        row = [load_image(images[pair], width)]
+        row, captions = [load_image(images[pair], width)], [""]
         for column in columns:
             if (pair, *column) not in picks.index:
-                row.append(no_edit_tile(cell, "missing"))
+                row.append(Placeholder("missing"))
+                captions.append("")
             elif not bool(picks.at[(pair, *column), "edited"]):
-                row.append(no_edit_tile(cell))
+                row.append(Placeholder("no edit"))
+                captions.append("")
             else:
-                row.append(Image.open(lookup[(pair, *column, picks.at[(pair, *column), "setting"])]))
-        rows.append(row)
-    labels = ["input"] + [" ".join(map(str, (*column[:len(keys)], column[-1]))) for column in columns]
-    return image_grid(rows, column_labels=labels, row_labels=pairs, cell=cell, row_label_width=row_label_width(pairs))
+                pick = picks.loc[(pair, *column)]
+                row.append(_read(lookup[(pair, *column, pick["setting"])]))
+                captions.append(_setting_label(pick))
+        section.rows.append(row)
+        section.captions.append(captions)
+    return montage_grid([section], title=f"best edits: each method at its most faithful setting that edits "
+                                         f"(seed {seed})")
 
 
 def _interval_errors(mean: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
@@ -217,9 +470,6 @@ def legend_below(figure, legend, pad_inches: float = 0.08) -> None:
     figure.set_figheight(figure.get_figheight() + height)
     legend.set_bbox_to_anchor((0.5, pad_inches / figure.get_figheight()), transform=figure.transFigure)
     figure.tight_layout(rect=(0, height / figure.get_figheight(), 1, 1))
-
-
-SETTING_NAMES = {"alpha": "α"}  # a setting column's name in the legend (others: the column, "_" as spaces)
 
 
 def _curve_name(curve: tuple[str, str], summary: pd.DataFrame) -> str:

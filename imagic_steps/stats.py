@@ -242,7 +242,7 @@ def _format_interval(mean: float, lo: float, hi: float, float_digits: int) -> st
 
 def markdown_table(summary: pd.DataFrame, float_digits: int = 3) -> str:
     """Render a `summarise` table as Markdown, each metric as one "mean [lo, hi]" column; setting columns that
-    are empty in every row are left out."""
+    are empty in every row are left out, the others' missing values are empty cells."""
     metrics = [
         column[: -len("_mean")]
         for column in summary.columns
@@ -258,7 +258,13 @@ def markdown_table(summary: pd.DataFrame, float_digits: int = 3) -> str:
     # a setting column no row uses (a method not configured) is left out of the rendering, not of the table
     table = table.drop(columns=[c for c in SETTING_COLUMNS if c in table.columns and table[c].isna().all()])
     table = table.rename(columns={f"{metric}_mean": metric for metric in metrics})
-    return table.to_markdown(index=False)
+    return blank_missing(table)
+
+
+def blank_missing(table: pd.DataFrame) -> str:
+    """`table` as Markdown with its missing values (a setting another method varies: alpha on a baseline's row) as
+    empty cells, not "nan"; numeric columns stay numbers, right-aligned."""
+    return table.astype(object).where(table.notna(), None).to_markdown(index=False, missingval="")
 
 
 def sweep_means(table: pd.DataFrame, sweep: dict, metrics: Sequence[str], by: Sequence[str] = ()) -> pd.DataFrame:

@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from imagic_steps.figures import row_label_width
 from imagic_steps.figures import NO_EDIT_GREY, tradeoff_figure
 from imagic_steps.evaluate import score_table, scorer_note, tradeoff_options, write_evaluation
 from imagic_steps.sdedit import sdedit
@@ -140,14 +139,14 @@ def test_pairs_without_an_editing_alpha_are_no_edit_in_table_and_montage(tmp_pat
     assert not bool(best.loc["p2", "edited"]) and np.isnan(best.loc["p2", "alpha"])
     assert best.loc["p2", "text_alignment_max"] == pytest.approx(10.5)
     montage = np.asarray(Image.open(out["best_edits"]).convert("RGB"))
-    # rows p1, p2 below a 14 px label strip; columns input, a right of the row labels; cells 64 px (MIN_CELL)
-    left, top, cell = row_label_width(["p1", "p2"]), 14, 64
-    edited = montage[top + 2, left + cell + 2]
-    no_edit = montage[top + cell + 2, left + cell + 2]
-    assert tuple(edited) == (200, 0, 10)  # seed 0's sample at alpha 1
-    assert tuple(no_edit) == NO_EDIT_GREY
-    centre = montage[top + cell: top + 2 * cell, left + cell: left + 2 * cell]
-    assert (centre.min(axis=-1) > 220).any()  # the white "no edit" text
+    # p1's cell: seed 0's sample at alpha 1 (16 px, enlarged 6 x to a 96 px cell); p2's: a grey "no edit" tile
+    edited = np.argwhere(np.all(montage == (200, 0, 10), axis=-1))
+    assert len(edited) == 96 * 96 and (edited.max(axis=0) - edited.min(axis=0) == 95).all()
+    grey = np.all(montage == NO_EDIT_GREY, axis=-1)  # the tile (anti-aliased text elsewhere has a few such pixels)
+    rows, columns = np.flatnonzero(grey.sum(axis=1) > 48), np.flatnonzero(grey.sum(axis=0) > 48)
+    (top, bottom), (left, right) = rows[[0, -1]], columns[[0, -1]]
+    assert (bottom - top, right - left) == (95, 95) and left == edited[:, 1].min() and top > edited[:, 0].max()
+    assert (montage[top:bottom, left:right].min(axis=-1) > 220).any()  # the white "no edit" text
 
 
 def test_sdedit_is_seeded_and_follows_strength(tiny):

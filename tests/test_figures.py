@@ -1,5 +1,7 @@
 """Tests of imagic_steps.figures: the trade-off plot draws the summaries' intervals and the reference bands; its point
-labels, legends and texts overlap neither each other nor the data (nor do the sweep figure's)."""
+labels, legends and texts overlap neither each other nor the data (nor do the sweep figure's). The montages show every
+method of a pair, label it in a TrueType font with texts that fit their slots, and enlarge small samples by whole
+factors without new colours; the Markdown tables print no "nan"."""
 
 import numpy as np
 import pandas as pd
@@ -8,8 +10,10 @@ from matplotlib.collections import LineCollection
 from matplotlib.text import Text
 from PIL import Image
 
-from imagic_steps.figures import ReferenceBand, plot_tradeoff, sweep_figure, tradeoff_figure
-from imagic_steps.stats import SETTING_COLUMNS, summarise
+from imagic_steps.evaluate import best_summary_markdown, summary_markdown, write_table
+from imagic_steps.figures import (NO_EDIT_GREY, ReferenceBand, best_edits_montage, label_font, pair_montage,
+                                  plot_tradeoff, sweep_figure, tradeoff_figure)
+from imagic_steps.stats import SETTING_COLUMNS, pick_best_alpha, summarise, summarise_best, with_setting_columns
 from test_stats import multi_pair_table, score_table
 
 
@@ -263,3 +267,141 @@ def test_sweep_figure_keeps_its_legend_and_texts_off_the_data():
                            "image_similarity": "SSIM"})
     assert_readable(figure)
     assert [text.get_text() for text in figure.legends[0].get_texts()] == ["α = 0", "α = 0.6", "α = 1", "α = 1.2"]
+
+
+def write_samples(folder, name: str, values, size: int = 32, seed: int = 0) -> list[str]:
+    """One `size` px PNG per value, each of random pixels from a palette of its own (so a tile can be told apart)."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for index, value in enumerate(values):
+        palette = rng.integers(0, 256, size=(6, 3), dtype=np.uint8)
+        path = folder / f"{name}_{value:g}.png"
+        Image.fromarray(palette[rng.integers(0, 6, size=(size, size))]).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def montage_rows(folder) -> list[dict]:
+    """One Imagic variant (2 seeds, 2 alphas), then SDEdit (2 seeds, 3 strengths) and DDIM inversion (its one seed,
+    2 target guidances), as workflow/rules/common.smk's montage_rows gives them."""
+    grids = [("imagic", "finetune_steps-150", "alpha", (0.0, 1.0), (0, 1)),
+             ("sdedit", "sdedit", "strength", (0.3, 0.5, 0.9), (0, 1)),
+             ("ddim_inversion", "ddim_inversion", "target_guidance", (0.0, 0.5), (0,))]
+    return [{"method": method, "name": [name], "seed": seed, "setting": setting, "values": list(values),
+             "samples": write_samples(folder, f"{name}_s{seed}", values, seed=10 * index + seed)}
+            for index, (method, name, setting, values, seeds) in enumerate(grids) for seed in seeds]
+
+
+def input_png(folder) -> str:
+    path = folder / "input.png"
+    Image.fromarray(np.random.default_rng(7).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def slot_texts(montage) -> dict:
+    """slot -> its text, the lines joined by spaces."""
+    texts = {}
+    for text in montage.texts:
+        texts[text.slot] = f"{texts[text.slot]} {text.text}" if text.slot in texts else text.text
+    return texts
+
+
+def test_pair_montage_has_a_row_per_method_and_seed_with_each_methods_setting_titles(tmp_path):
+    rows = montage_rows(tmp_path)
+    montage = pair_montage(input_png(tmp_path), rows, title="p: “a three” → “an eight”")
+    texts = list(slot_texts(montage).values())
+    labels = ["finetune_steps-150 · seed 0", "finetune_steps-150 · seed 1", "sdedit · seed 0", "sdedit · seed 1",
+              "ddim_inversion · seed 0"]
+    assert [text for text in texts if "seed" in text] == labels  # one row per method and seed, in order
+    for titles in (["input", "α 0", "α 1"], ["input", "strength 0.3", "strength 0.5", "strength 0.9"],
+                   ["input", "target guidance 0", "target guidance 0.5"]):
+        assert any(texts[i:i + len(titles)] == titles for i in range(len(texts)))  # each section's strip
+    assert [text for text in texts if text in ("Imagic", "SDEdit", "DDIM inversion")] == \
+        ["Imagic", "SDEdit", "DDIM inversion"]
+    # (section, row) -> its tiles: the input and one per setting; a shorter row's other cells stay empty
+    shape = {}
+    for section, row, column in montage.tiles:
+        shape[(section, row)] = shape.get((section, row), 0) + 1
+    assert shape == {(0, 0): 3, (0, 1): 3, (1, 0): 4, (1, 1): 4, (2, 0): 3}
+    pixels = np.asarray(montage.image)
+    for (section, row), paths in zip(sorted(shape), (r["samples"] for r in rows)):
+        for column, path in enumerate(paths, start=1):
+            x0, y0, x1, y1 = montage.tiles[(section, row, column)]
+            assert (pixels[y0:y1:3, x0:x1:3] == np.asarray(Image.open(path).convert("RGB"))).all()
+    assert montage.cell == 96 and all(box[2] - box[0] == 96 for box in montage.tiles.values())
+
+
+def assert_texts_fit(montage) -> None:
+    """Every text in a TrueType font inside its slot and the image; no two texts overlap, no text covers a tile."""
+    width, height = montage.image.size
+    boxes = [text.box for text in montage.texts]
+    for text in montage.texts:
+        x0, y0, x1, y1 = text.box
+        assert text.slot[0] <= x0 and x1 <= text.slot[2] and text.slot[1] <= y0 and y1 <= text.slot[3], text
+        assert 0 <= x0 and x1 <= width and 0 <= y0 and y1 <= height
+    def meet(a, b) -> bool:
+        return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            assert not meet(boxes[i], boxes[j]), (montage.texts[i], montage.texts[j])
+        assert not any(meet(boxes[i], tile) for tile in montage.tiles.values()), montage.texts[i]
+
+
+def test_montage_labels_use_a_truetype_font_fit_their_slots_and_overlap_nothing(tmp_path):
+    font = label_font()
+    assert font.path.endswith("DejaVuSans.ttf") and font.size >= 12
+    rows = montage_rows(tmp_path)
+    rows[0]["name"] = ["a_variant_name_far_too_long_for_any_label_strip_of_a_montage_even_wrapped_over_lines"]
+    rows[-1]["values"], rows[-1]["samples"] = [0.123456], rows[-1]["samples"][:1]
+    montage = pair_montage(input_png(tmp_path), rows, title="pair: " + "a very long prompt " * 20)
+    assert_texts_fit(montage)
+    assert any(text.text.endswith("…") for text in montage.texts)  # shortened, not overflowing
+    # best edits: long column titles side by side (they ran into each other), "no edit" tiles with their space
+    table = pd.DataFrame([{"pair_id": pair, "method": "imagic", "variant": variant, "seed": 0, "alpha": 1.0,
+                           "sample": write_samples(tmp_path, f"{pair}_{variant}", [1.0])[0], "edited": edited}
+                          for pair in ("one_to_seven", "three_to_eight")
+                          for variant, edited in (("finetune_only", pair == "one_to_seven"),
+                                                  ("finetune_steps-150", True), ("imagic", False))])
+    table = with_setting_columns(pd.concat([table, table.head(1).assign(method="sdedit", variant="sdedit", alpha=np.nan,
+                                                                        strength=0.7)], ignore_index=True))
+    best = table.drop(columns=["sample", "seed"])
+    best.loc[~best["edited"], ["alpha", "strength"]] = np.nan
+    montage = best_edits_montage(best, table.drop(columns=["edited"]),
+                                 {pair: input_png(tmp_path) for pair in table["pair_id"]}, seed=0)
+    assert_texts_fit(montage)
+    texts = slot_texts(montage)
+    assert list(texts.values())[:8] == ["best edits: each method at its most faithful setting that edits (seed 0)",
+                                        "input", "imagic · finetune_ only", "imagic · finetune_ steps-150", "imagic",
+                                        "sdedit", "pair", "one_to_seven"]  # Imagic first, titles wrapped at "_"
+    assert "no edit" in texts.values() and "missing" in texts.values() and "strength 0.7" in texts.values()
+    grey = np.all(np.asarray(montage.image) == NO_EDIT_GREY, axis=-1)
+    assert grey.sum() > 96 * 96  # the no-edit and missing tiles, cell-sized
+
+
+def test_small_samples_are_enlarged_by_a_whole_factor_with_no_new_colours(tmp_path):
+    path = write_samples(tmp_path, "digit", [1.0], size=32)[0]
+    rows = [{"method": "imagic", "name": ["imagic"], "seed": 0, "setting": "alpha", "values": [1.0], "samples": [path]}]
+    montage = pair_montage(input_png(tmp_path), rows)
+    source = np.asarray(Image.open(path).convert("RGB"))
+    x0, y0, x1, y1 = montage.tiles[(0, 0, 1)]
+    assert (x1 - x0, y1 - y0) == (96, 96) and montage.cell == 96  # 32 px x 3: at least MIN_CELL
+    cell = np.asarray(montage.image)[y0:y1, x0:x1]
+    assert {tuple(c) for c in cell.reshape(-1, 3)} == {tuple(c) for c in source.reshape(-1, 3)}  # nearest neighbour
+    assert (cell == source.repeat(3, axis=0).repeat(3, axis=1)).all()
+
+
+def test_markdown_tables_leave_unused_settings_empty_not_nan(tmp_path):
+    """Imagic rows have no strength, SDEdit rows no alpha: empty cells in summary.md, best_summary.md and
+    samples.md; the CSV keeps NaN."""
+    table = multi_pair_table()
+    summary = summarise(table)
+    assert summary["alpha"].isna().any() and summary["strength"].isna().any()
+    best = summarise_best(pick_best_alpha(table, text_min=50), by=("method", "variant"))
+    for markdown in (summary_markdown(summary, "digits"), best_summary_markdown(best, 50, "digits")):
+        assert "nan" not in markdown.lower()
+    rows = table.to_dict("records")
+    samples = write_table(rows, tmp_path / "samples.csv", tmp_path / "samples.md", ["method", "alpha", "strength"])
+    markdown = (tmp_path / "samples.md").read_text()
+    assert "nan" not in markdown.lower() and "| sdedit   |         |" in markdown
+    assert pd.read_csv(tmp_path / "samples.csv")["alpha"].isna().sum() == samples["alpha"].isna().sum() > 0

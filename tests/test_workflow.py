@@ -20,7 +20,6 @@ from PIL import Image
 from conftest import planned_resources_of
 from imagic_steps.locations import TINY_PRESET, preset_folder
 from safetensors.torch import load_file, save_file
-from imagic_steps.figures import row_label_width
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -326,8 +325,10 @@ def test_end_to_end_interrupted_then_cached_reruns(tmp_path, tiny):
     assert {p: p.stat().st_mtime_ns for p in finished} == finished
 
     montage = Image.open(results / "montages/pairs/cat.png")
-    # input + 2 alphas, 2 variants x 1 seed rows, 64 px cells, label strips
-    assert montage.size == (row_label_width(["full s0", "lora s0"]) + 3 * 64, 14 + 2 * 64)
+    # input + 2 alphas, 2 variants x 1 seed rows; samples enlarged by a whole factor to >= 96 px, label strips
+    sample = Image.open(next(results.glob("samples/cat/*/seed0_alpha*.png")))
+    cell = sample.width * -(-96 // sample.width)
+    assert 3 * cell < montage.size[0] < 3 * cell + 300 and 2 * cell < montage.size[1] < 2 * cell + 150
     assert (results / "montages/overview.png").exists()
     table = (results / "tables/samples.csv").read_text().splitlines()
     assert len(table) == 1 + 8

@@ -1,6 +1,8 @@
-# Montages from cached samples: one per pair (input, then a column per alpha), and all pairs in one figure.
+# Montages from cached samples: one per pair (every method side by side: the input, then its samples along its
+# setting), and all pairs in one figure.
 rule pair_montage:
-    """Input image, then one column per alpha; one row per variant and seed."""
+    """One row per Imagic variant and seed (input, then one column per alpha), then per baseline and seed (input,
+    then one column per setting of its grid)."""
     input:
         samples=get_pair_samples,
         image=lambda w: pair_runs(w.pair)[0].pair.image,
@@ -13,7 +15,8 @@ rule pair_montage:
         ),
     params:
         rows=lambda w: montage_rows(w.pair),
-        alphas=lambda w: [format_alpha(a) for a in pair_runs(w.pair)[0].alphas],
+        pair=lambda w: {"pair_id": w.pair, "prompt": pair_runs(w.pair)[0].pair.prompt,
+                        "source_prompt": pair_runs(w.pair)[0].pair.source_prompt},
         code=code_version("montage"),
     log:
         f"{LOGS}/montage/{{pair}}.log",
