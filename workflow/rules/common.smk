@@ -365,19 +365,34 @@ def scored_group(wildcards):
     return BASELINE_BY_KEY[key].pair, baseline_samples(BASELINE_BY_KEY[key])
 
 
+def pair_baseline_runs(pair_id):
+    """The pair's baseline runs, in the order of BASELINES (SDEdit, LEDITS++, DDIM inversion), then of the models."""
+    order = list(BASELINES)
+    return sorted((r for r in BASELINE_RUNS if r.pair.pair_id == pair_id), key=lambda r: order.index(r.method.name))
+
+
 def get_pair_samples(wildcards):
-    return [png for run in pair_runs(wildcards.pair) for png in run_samples(run)]
+    return ([png for run in pair_runs(wildcards.pair) for png in run_samples(run)]
+            + [png for run in pair_baseline_runs(wildcards.pair) for png in baseline_samples(run)])
 
 
 def montage_rows(pair_id):
-    """(label, sample paths in alpha order) per variant and seed, for the pair's montage."""
-    return [(f"{run_label(run)} s{seed}", [sample_png(run, seed, a) for a in run.alphas])
+    """The pair montage's rows (imagic_steps.figures.MontageRow): one per Imagic run and seed, then one per baseline
+    run and seed it ran (a deterministic baseline: its one seed), each its samples along its own setting grid."""
+    rows = [{"method": "imagic", "name": run_label(run, run.variant.name), "seed": seed, "setting": "alpha",
+             "values": list(run.alphas), "samples": [sample_png(run, seed, a) for a in run.alphas]}
             for run in pair_runs(pair_id) for seed in run.seeds]
+    rows += [{"method": run.method.name, "name": run_label(run, run.method.name), "seed": seed,
+              "setting": run.method.setting, "values": list(run.settings),
+              "samples": [baseline_png(run, seed, setting) for setting in run.settings]}
+             for run in pair_baseline_runs(pair_id) for seed in run.seeds]
+    return rows
 
 
-def run_label(run):
-    """A run's name in montages: its variant, after its model's label when the config has several models."""
-    return f"{run.model} {run.variant.name}" if len(MODELS) > 1 else run.variant.name
+def run_label(run, name):
+    """A run's name in montages, as parts: its variant (a baseline: the method), after its model's label when the
+    config has several models."""
+    return [run.model, name] if len(MODELS) > 1 else [name]
 
 
 def sample_table_rows():
