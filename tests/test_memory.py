@@ -14,11 +14,15 @@ from imagic_steps.jobs import device_memory_warning
 from imagic_steps.memory import (
     ACTIVATIONS,
     ARCHITECTURE_SIZES,
+    ATTENTION_SCORE_COPIES,
+    GIB,
     IF_I_M,
     IF_I_XL,
     SD15,
     SD21,
     SDXL,
+    TEXT_TOKENS,
+    VAE_DECODE_GIB_512,
     estimate_sampling_memory,
     estimate_training_memory,
     job_memory_mb,
@@ -27,8 +31,9 @@ from imagic_steps.memory import (
     planning_model_size,
     read_model_size,
     stage_estimate,
+    unet_attention_shape,
 )
-from imagic_steps.variants import FinetuneParams
+from imagic_steps.variants import FinetuneParams, LeditsParams
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -193,3 +198,127 @@ def test_known_hub_ids_plan_with_their_published_size_before_download():
         assert planned == size and "published size" in note and model in note, model
     planned, note = planning_model_size("someone/unknown-model")
     assert planned == SD15 and "Stable Diffusion 1.5's size" in note
+
+
+DECODING_STAGES = ("sample", "sdedit", "ledits", "ddim_inversion")
+ALL_STAGES = ("embed", "finetune") + DECODING_STAGES
+
+
+def test_sdxl_in_fp16_holds_and_decodes_its_vae_in_fp32():
+    """SDXL's VAE runs in fp32 under fp16 weights (force_upcast), in every job, since every job loads it so
+    (families.StableDiffusionXLFamily.finish_loading); bf16 and SD's VAE keep the load dtype."""
+    plain = replace(SDXL, vae_upcast=False)
+    trained = FinetuneParams(steps=10)
+    for stage in ALL_STAGES:
+        upcast, kept = (stage_estimate(stage, size, "fp16", None, trained) for size in (SDXL, plain))
+        assert upcast.frozen_weights - kept.frozen_weights == pytest.approx(2 * SDXL.vae / GIB), stage
+        assert stage_estimate(stage, SDXL, "bf16", None, trained).frozen_weights == \
+            pytest.approx(stage_estimate(stage, plain, "bf16", None, trained).frozen_weights), stage
+    for stage in DECODING_STAGES:  # one image at the native 1024 px: 4 x the 512 px figure, fp32 / bf16
+        assert stage_estimate(stage, SDXL, "fp16").decode == pytest.approx(4 * VAE_DECODE_GIB_512[4]), stage
+        assert stage_estimate(stage, SDXL, "bf16").decode == pytest.approx(4 * VAE_DECODE_GIB_512[2]), stage
+        assert stage_estimate(stage, SD15, "fp16").decode == pytest.approx(VAE_DECODE_GIB_512[2]), stage
+    assert stage_estimate("sample", SD15, "fp16", None, trained, sample_batch=3).decode == \
+        pytest.approx(3 * VAE_DECODE_GIB_512[2])  # a sample job decodes its batch together
+    assert stage_estimate("sample", IF_I_M, "fp16", None, trained).decode == 0  # pixel space: no VAE
+    for stage in ("embed", "finetune"):
+        assert stage_estimate(stage, SDXL, "fp16", None, trained).decode == 0, stage
+    sdxl = stage_estimate("ddim_inversion", SDXL, "fp16")  # the decode is SDXL's largest sampling transient
+    assert sdxl.device_total == pytest.approx(sdxl.resident + sdxl.decode)
+
+
+def test_tiny_sdxl_loaded_in_fp16_holds_what_the_estimate_counts(preset_cache):
+    """The estimate's frozen weights are the bytes an fp16 load of tiny-sdxl holds: its VAE in fp32."""
+    from imagic_steps.models import ensure_preset, load_components
+
+    size = read_model_size(ensure_preset("tiny-sdxl"))
+    assert size.family == "sdxl" and size.vae_upcast
+    components = load_components("tiny-sdxl", dtype="fp16")
+    held = sum(p.numel() * p.element_size() for module in components.frozen_modules() for p in module.parameters())
+    assert components.vae.dtype.itemsize == 4
+    assert stage_estimate("sdedit", size, "fp16").frozen_weights * GIB == pytest.approx(held, rel=1e-9)
+
+
+def test_published_attention_shapes_are_what_their_unets_build():
+    """Each published size's AttentionShape is `unet_attention_shape` of its UNet config, and both are what
+    diffusers builds from it (meta device): the finest self-attention's heads and side, and the cross-attention
+    heads x layers of the down and up blocks at a quarter of the latent side (those LEDITS++ stores)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.attention_processor import Attention
+
+    from benchmarks.memory import unet_config
+
+    for architecture in ("sd15", "sd21", "sdxl"):
+        config = unet_config(architecture)
+        assert unet_attention_shape(config) == ARCHITECTURE_SIZES[architecture].attention, architecture
+        with torch.device("meta"):
+            unet = UNet2DConditionModel(**config)
+        levels = len(config["down_block_types"])
+        finest, maps = None, 0
+        for name, module in unet.named_modules():
+            if not isinstance(module, Attention) or not name.startswith(("down_blocks", "up_blocks")):
+                continue
+            index = int(name.split(".")[1])
+            level = index if name.startswith("down_blocks") else levels - 1 - index
+            if name.endswith("attn1") and (finest is None or level < finest[0]):
+                finest = (level, module.heads, bool(module.upcast_attention))
+            maps += module.heads if name.endswith("attn2") and level == 2 else 0
+        shape = ARCHITECTURE_SIZES[architecture].attention
+        assert (8 * 2 ** finest[0], finest[1], finest[2], maps) == \
+            (shape.factor, shape.heads, shape.fp32_scores, shape.mask_maps), architecture
+    assert unet_attention_shape(unet_config("if-i-m")) is None  # IF's simple cross-attention: no LEDITS++
+
+
+def test_ledits_estimate_counts_its_inversion_attention_maps_and_explicit_scores():
+    """LEDITS++ keeps per inversion step a noise map and a latent (load dtype) and per edit step a guidance and a
+    mask record (fp32); it stores cross-attention maps; its UNet holds whole attention score matrices."""
+    latent = 4 * 64 * 64  # SD-1.5 at 512 px
+    more = stage_estimate("ledits", SD15, "fp16", baseline=LeditsParams(inversion_steps=31))
+    fewer = stage_estimate("ledits", SD15, "fp16", baseline=LeditsParams(inversion_steps=30))
+    assert (more.edit_state - fewer.edit_state) * GIB == pytest.approx(latent * (2 * 2 + 2 * 4))
+    assert fewer == stage_estimate("ledits", SD15, "fp16")  # SD's pipeline default: 30 steps
+    assert stage_estimate("ledits", SDXL, "fp16") == \
+        stage_estimate("ledits", SDXL, "fp16", baseline=LeditsParams(inversion_steps=50))  # SDXL's: 50
+    maps = 2 * SD15.attention.mask_maps * 2 * 16 * 16 * TEXT_TOKENS * 2  # 2 copies, 2 rows, 16 x 16 at 512 px
+    assert fewer.edit_state * GIB == pytest.approx(latent * (61 * 2 + 60 * 4) + maps)
+    # the edit's UNet at batch 2 (DDIM inversion's guided batch) plus the explicit scores of 8 heads x 4096 tokens
+    guided = stage_estimate("ddim_inversion", SD15, "fp16")
+    scores = ATTENTION_SCORE_COPIES * 2 * 8 * 4096**2 * 2
+    assert (fewer.activations - guided.activations) * GIB == pytest.approx(scores)
+    assert fewer.frozen_weights == guided.frozen_weights and fewer.decode == guided.decode
+    # SD-2.1 computes its scores in fp32 (upcast_attention), whatever the weights
+    sd21 = stage_estimate("ledits", SD21, "fp16").activations
+    sd21 -= stage_estimate("ddim_inversion", SD21, "fp16").activations
+    assert sd21 * GIB == pytest.approx(ATTENTION_SCORE_COPIES * 2 * 5 * 9216**2 * 4)
+    with pytest.raises(ValueError, match="LEDITS"):
+        stage_estimate("ledits", IF_I_M, "fp16")
+
+
+def test_ddim_inversion_estimate_is_one_guided_sample_on_the_base_model():
+    """DDIM inversion holds what SDEdit holds: the base model with its text encoder(s), a batch-2 UNet call (the
+    guided regeneration; the inversion runs batch 1) and one decode."""
+    for size in (SD15, SDXL, IF_I_M):
+        estimate = stage_estimate("ddim_inversion", size, "fp16")
+        assert estimate == stage_estimate("sdedit", size, "fp16")
+        without_text = stage_estimate("sample", size, "fp16", None, FinetuneParams(steps=0))
+        assert estimate.frozen_weights > without_text.frozen_weights  # the text encoder(s) are loaded
+        assert estimate.activations == pytest.approx(
+            size.activations.inference * size.activations.scale(size.resolution, 2) * 2 / 4)
+        assert estimate.edit_state == 0
+
+
+def markdown_row(row: dict) -> str:
+    return "| " + " | ".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in row.values()) + " |"
+
+
+def test_the_docs_state_the_estimates_their_tables_print():
+    """docs/running.md's per-family table (`python -m benchmarks.memory --table`) and benchmarks/README.md's
+    baselines table (`python -m benchmarks.baseline_memory --table`) are what the estimate gives now."""
+    from benchmarks.baseline_memory import baseline_table
+    from benchmarks.memory import family_table
+
+    for page, rows in (("docs/running.md", family_table()), ("benchmarks/README.md", baseline_table())):
+        lines = (REPO / page).read_text().splitlines()
+        for row in rows:
+            assert markdown_row(row) in lines, (page, markdown_row(row))

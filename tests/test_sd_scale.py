@@ -1,13 +1,16 @@
 """config/sd15.yaml's own experiment through the workflow on the SD-1.5-shaped model (random weights), on the CPU.
 
 The overlay tests/configs/sd15_shaped_overlay.yaml keeps sd15.yaml's variants (LoRA included), its fine-tune-steps
-sweep, SDEdit and its scorer architectures (CLIP ViT-B-32, LPIPS-alex, random weights), and cuts pairs, seeds,
-alphas, steps and resolution (256 px) to fit a 2-core CI machine. The whole experiment is planned; what runs is
-one job of each kind (`paper` and `paper_lora`: one embed, a full and a LoRA fine-tune, their two sample jobs,
-SDEdit, the scores and tables): the other variants' jobs are the same code at the same size with other numbers,
-and a full fine-tune job took 241 s here (with a 10-step preview). What it proves: every stage runs at Stable
-Diffusion's real size and each job's peak memory is what imagic_steps.memory planned for it. What it cannot:
-anything about edit quality.
+sweep, SDEdit and its scorer architectures (CLIP ViT-B-32, LPIPS-alex, random weights), adds LEDITS++ and DDIM
+inversion (one setting, 2 steps each), and cuts pairs, seeds, alphas, steps and resolution (256 px) to fit a 2-core
+CI machine. The whole experiment is planned; what runs is one job of each kind (`paper` and `paper_lora`: one
+embed, a full and a LoRA fine-tune, their two sample jobs, SDEdit, LEDITS++, DDIM inversion, the scores and
+tables): the other variants' jobs are the same code at the same size with other numbers, and a full fine-tune job
+took 241 s here (with a 10-step preview); the LEDITS++ and DDIM inversion jobs took 15 s and 16 s. What it
+proves: every stage runs at Stable Diffusion's real size and each job's peak memory is what imagic_steps.memory
+planned for it. What it cannot: anything about edit quality, nor the parts of an estimate that 256 px leaves
+below the model-loading transient (the VAE decode, LEDITS++'s attention scores: benchmarks/README.md, "Baselines'
+memory", checks those at 640-768 px).
 """
 
 import json
@@ -30,7 +33,7 @@ OVERLAY = "tests/configs/sd15_shaped_overlay.yaml"
 CONFIGS = ["--configfile", "config/sd15.yaml", OVERLAY]
 RUN_VARIANTS = ("paper", "paper_lora")  # one job of each kind (module docstring)
 MEMORY_LIMIT_MB = 23000  # one full fine-tune (~17 GiB here) at a time, and nothing beside it, on 24 GiB
-MODEL_RULES = ("embed", "finetune", "sample", "sdedit")
+MODEL_RULES = ("embed", "finetune", "sample", "sdedit", "ledits", "ddim_inversion")
 MIB = 2**20  # Snakemake's benchmark max_rss is in MiB
 
 pytestmark = ONE_AT_A_TIME  # SD-sized models, and Snakemake in the repository itself (conftest.py)
@@ -122,13 +125,14 @@ def test_sd15_experiment_runs_at_sd_scale_with_the_planned_memory(sd15_run, caps
     assert {run["variant"]["name"] for run in plan["runs"]} == set(RUN_VARIANTS)
     assert {run["variant"]["finetune"]["mode"] for run in plan["runs"]} == {"full", "lora"}
     # one job of each kind: one embed (the two variants share its parameters), a full and a LoRA fine-tune,
-    # their sample jobs, one SDEdit job
-    assert sorted(rule for rule, *_ in planned.values()) == ["embed", "finetune", "finetune", "sample", "sample",
-                                                              "sdedit"]
+    # their sample jobs, one job of each baseline
+    assert sorted(rule for rule, *_ in planned.values()) == ["ddim_inversion", "embed", "finetune", "finetune",
+                                                              "ledits", "sample", "sample", "sdedit"]
 
     # every stage finished, and the scores say their networks were random
     assert (results / "tables/summary.md").exists() and (results / "montages/best_edits.png").exists()
-    assert len(list(results.glob("sdedit/*/*/*.png"))) == 1
+    for baseline in ("sdedit", "ledits", "ddim_inversion"):
+        assert len(list(results.glob(f"{baseline}/*/*/*.png"))) == 1, baseline
     scores = (results / "tables/scores.csv").read_text()
     assert "random-init(clip:ViT-B-32+lpips:alex)" in scores
     for record in results.glob("embed/*/*/provenance.json"):
