@@ -279,10 +279,11 @@ def estimated_memory(stage, key):
     """A resource function: `key` (mem_mb or gpu_mem_mb) of one job of `stage` from the memory estimate."""
 
     def resource(wildcards):
-        if stage in BASELINES:  # base UNet inference, one sample at a time (SDEdit's estimate)
+        if stage in BASELINES:  # each baseline's own estimate, from its parameters
             run = baseline_run(wildcards)
             spec = MODELS[run.model]
-            estimate = stage_estimate("sdedit", MODEL_SIZES[run.model], spec.dtype, run.resolution)
+            estimate = stage_estimate(stage, MODEL_SIZES[run.model], spec.dtype, run.resolution,
+                                      baseline=run.method.params(**run.params))
         else:
             run = {"embed": embed_run, "finetune": finetune_run, "sample": sample_run}[stage](wildcards)
             spec = MODELS[run.model]
