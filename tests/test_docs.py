@@ -1,14 +1,19 @@
 """The README and the docs cannot silently drift: their links resolve, the README stays short, and the job counts
 they state for the shipped configs are what Snakemake plans.
 
-Cheap (one dry run of config/config.yaml, a few seconds). The memory figures of docs/running.md are checked by
+The default-run table of docs/results.md is compared with results/tables/summary.csv where the repository holds a
+default run (CI's main job makes one before the tests; skipped elsewhere). Cheap (one dry run of
+config/config.yaml, a few seconds). The memory figures of docs/running.md are checked by
 tests/test_configs.py::test_readme_states_the_memory_sd15_yaml_plans.
 """
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from conftest import ONE_AT_A_TIME
 
@@ -105,3 +110,60 @@ def test_the_docs_state_the_job_counts_snakemake_plans_for_the_default_run(tmp_p
             assert int(stated) == int(stats.get(rule, 0)), (
                 f"{page} says {stated} for {rule}; `snakemake --dry-run` plans {stats.get(rule, 0)}")
     assert not (tmp_path / "r").exists()
+
+
+# docs/results.md's default-run table: row label -> (method, variant, the setting column, its two settings).
+DEFAULT_RUN_TABLE = {
+    "imagic (tuned)": ("imagic", "imagic", "alpha", (0, 1)),
+    "modified (fine-tune lr 1e-7, Euler from noised input)": ("imagic", "modified", "alpha", (0, 1)),
+    "embed_only (ablation)": ("imagic", "embed_only", "alpha", (0, 1)),
+    "finetune_only (ablation)": ("imagic", "finetune_only", "alpha", (0, 1)),
+    "SDEdit, strength 0.1 / 0.9": ("sdedit", "sdedit", "strength", (0.1, 0.9)),
+    "LEDITS++, edit guidance 0 / 5": ("ledits", "ledits", "edit_guidance", (0, 5)),
+    "DDIM inversion, target guidance 0 / 1 (one sample: deterministic)":
+        ("ddim_inversion", "ddim_inversion", "target_guidance", (0, 1)),
+}
+NUMBER = re.compile(r"\d+\.\d+")
+
+
+def default_run_summary():
+    """results/tables/summary.csv of a default run in the repository root (CI's main job makes one before the
+    tests); skipped where there is none, or where results/ holds another config's run."""
+    import pandas as pd
+    import yaml
+
+    plan, summary = REPO / "results/plan.json", REPO / "results/tables/summary.csv"
+    if not summary.exists() or not plan.exists():
+        pytest.skip("no default run in results/ (CI's main job `snakemake --cores 2` makes one)")
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    planned = json.loads(plan.read_text())["config"]
+    if any(planned.get(key) != config[key] for key in ("pairs", "variants", "seeds", "alphas", "sdedit", "ledits",
+                                                        "ddim_inversion")):
+        pytest.skip("results/ holds a run of another config than config/config.yaml")
+    return pd.read_csv(summary)
+
+
+def test_the_default_run_table_on_the_docs_is_what_the_run_gives():
+    """Each cell of docs/results.md's table (P(target) / identity distance, mean [95 % interval]) equals the default
+    run's summary.csv to the digits it is written with."""
+    summary = default_run_summary()
+    lines = {line.split("|")[1].strip(): line for line in (REPO / "docs/results.md").read_text().splitlines()
+             if line.startswith("| ") and line.split("|")[1].strip() in DEFAULT_RUN_TABLE}
+    assert set(lines) == set(DEFAULT_RUN_TABLE), "a row of the default-run table is missing from docs/results.md"
+    for label, (method, variant, setting, values) in DEFAULT_RUN_TABLE.items():
+        cells = [cell.strip() for cell in lines[label].split("|")[2:4]]
+        for value, cell in zip(values, cells):
+            row = summary[(summary.method == method) & (summary.variant == variant)
+                          & ((summary[setting] - value).abs() < 1e-9)]
+            assert len(row) == 1, (label, value)
+            row = row.iloc[0]
+            text, distance = (NUMBER.findall(part) for part in cell.split(" / "))
+            stated = {"P(target)": (text, [row.text_alignment_mean / 100, row.text_alignment_lo / 100,
+                                           row.text_alignment_hi / 100]),
+                      "identity distance": (distance, [row.distance_mean, row.distance_lo, row.distance_hi])}
+            for name, (written, actual) in stated.items():
+                for digits, number in zip(written, actual):
+                    half_unit = 0.5 * 10 ** -len(digits.split(".")[1])
+                    assert abs(float(digits) - number) <= half_unit + 1e-9, (
+                        f"docs/results.md, {label}, {setting} {value}: {name} {digits} but the run gives "
+                        f"{number:.4f}; regenerate the table from `snakemake --cores 2` on a fresh clone")
