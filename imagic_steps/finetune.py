@@ -174,7 +174,7 @@ class ResumeCheckpoints:
         tensors["__generator_state__"] = generator.get_state()
         tensors["__losses__"] = torch.tensor(losses, dtype=torch.float64)
         previous = self._latest()
-        files = [self.folder / f"step_{step:06d}{suffix}" for suffix in (".safetensors", ".optim.pt")]
+        files = self._files(step)
         try:
             save_tensors(files[0], tensors)
             save_torch({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}, files[1])
@@ -185,8 +185,12 @@ class ResumeCheckpoints:
                     path.unlink(missing_ok=True)
             raise
         if previous is not None and previous != step:
-            for suffix in (".safetensors", ".optim.pt"):
-                (self.folder / f"step_{previous:06d}{suffix}").unlink(missing_ok=True)
+            for path in self._files(previous):
+                path.unlink(missing_ok=True)
+
+    def _files(self, step: int) -> tuple[Path, Path]:
+        """A checkpoint's two files: the trained tensors (with the generator state and losses), the optimiser's."""
+        return self.folder / f"step_{step:06d}.safetensors", self.folder / f"step_{step:06d}.optim.pt"
 
     def _latest(self) -> int | None:
         marker = self.folder / "latest.json"
@@ -204,7 +208,8 @@ class ResumeCheckpoints:
             logger.warning("ignoring resume checkpoint in %s: made with other parameters", self.folder)
             return 0
         step = int(record["step"])
-        tensors = load_tensors(self.folder / f"step_{step:06d}.safetensors")
+        tensors_file, optimizer_file = self._files(step)
+        tensors = load_tensors(tensors_file)
         generator.set_state(tensors.pop("__generator_state__"))
         losses[:] = tensors.pop("__losses__").tolist()
         if self.params["mode"] == "full":
@@ -213,7 +218,7 @@ class ResumeCheckpoints:
             from peft import set_peft_model_state_dict
 
             set_peft_model_state_dict(unet, tensors)
-        state = torch.load(self.folder / f"step_{step:06d}.optim.pt", weights_only=True)
+        state = torch.load(optimizer_file, weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         logger.info("resumed fine-tuning from step %d (%s)", step, self.folder)
