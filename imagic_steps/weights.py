@@ -31,6 +31,7 @@ from typing import Any
 
 from .io import write_json
 from .locations import DIGITS_CLASSIFIER_FOLDER, MODEL_PRESETS, cache_dir, preset_folder
+from .memory import local_model_folder
 
 MEMO_FILE = "file_digests.json"
 DIGEST_LENGTH = 16  # hex digits kept: 64 bits, far beyond any chance collision among one user's models
@@ -118,13 +119,11 @@ def hub_snapshot(model: str, revision: str | None) -> tuple[dict[str, str], str 
     nothing is computed under that provisional key; the first plan after the download keys by the commit."""
     if revision and COMMIT.fullmatch(revision):
         return {"hub_commit": revision}, None
-    from huggingface_hub import HfApi, constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub import HfApi, constants
 
-    try:
-        return {"hub_commit": Path(snapshot_download(model, revision=revision, local_files_only=True)).name}, None
-    except (LocalEntryNotFoundError, OSError, ValueError):
-        pass
+    cached = local_model_folder(model, revision)  # the hub cache's snapshots/<commit> folder, if downloaded
+    if cached is not None:
+        return {"hub_commit": cached.name}, None
     reason = "HF_HUB_OFFLINE is set"
     if not constants.HF_HUB_OFFLINE:
         try:
