@@ -392,3 +392,27 @@ def plan_baselines(model: dict[str, Any], pairs: Sequence[Pair], config: dict[st
 def supports(method: BaselineMethod, family: str | None) -> bool:
     """Whether `method` has a pipeline for `family` (None: not known before loading, assumed so)."""
     return family is None or family in method.families
+
+
+def plan_record(config: dict[str, Any], models: dict[str, dict[str, Any]], scorer: dict[str, Any],
+                weights: dict[str, Any], facets: Sequence[str], seeds: Sequence[int], pairs: Sequence[Pair],
+                runs: Sequence[PlannedRun], baseline_runs: Sequence[BaselineRun]) -> dict[str, Any]:
+    """What a results folder was planned from (its plan.json): the config after defaults, the model blocks jobs get
+    (label -> block), the scorer, what the weights are (`weights`: models, scorer, scorer key), the facets, and
+    every run with its stage keys; baselines under their method's name, with their grid and parameters."""
+    return {
+        "config": dict(config),
+        "models": models,
+        "scorer": scorer,
+        "weights": weights,
+        "facets": list(facets),
+        "seeds": list(seeds),
+        "pairs": [asdict(pair) for pair in pairs],
+        "runs": [{"pair_id": r.pair.pair_id, "model": r.model, "variant": r.variant.to_dict(),
+                  "embed_key": r.embed_key, "finetune_key": r.finetune_key, "sample_key": r.sample_key}
+                 for r in runs],
+        **{name: [{"pair_id": r.pair.pair_id, "model": r.model, "key": r.key, method.grid_key: list(r.settings),
+                   "seeds": list(r.seeds), "resolution": r.resolution, **r.params}
+                  for r in baseline_runs if r.method is method]
+           for name, method in BASELINES.items()},
+    }

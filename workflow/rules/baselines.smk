@@ -3,8 +3,8 @@ rule sdedit:
     input:
         image=lambda w: baseline_run(w).pair.image,
     output:
-        images=expand(SDEDIT_PNG, seed=SEEDS, allow_missing=True),
-        record=SDEDIT_RECORD,
+        images=expand(LAYOUT.sdedit_png, seed=SEEDS, allow_missing=True),
+        record=LAYOUT.sdedit_record,
     params:
         model=lambda w: MODEL_BLOCKS[baseline_run(w).model],
         prompt=lambda w: baseline_run(w).pair.prompt,

@@ -30,12 +30,14 @@ from imagic_steps.plan import (
     format_alpha,
     plan_baselines,
     plan_experiment,
+    plan_record,
     read_pairs_sheet,
     supports,
     read_tedbench,
     stage_key,
 )
 from imagic_steps.provenance import code_version
+from imagic_steps.results_layout import ResultsLayout, montage_rows, sample_table_rows
 from imagic_steps.runs import claim_working_directory, snakemake_takes_lock
 from imagic_steps.variants import VariantError
 from imagic_steps.weights import model_weights, scorer_weights
@@ -204,58 +206,20 @@ wildcard_constraints:
     strength=r"[0-9.]+(e-?[0-9]+)?",
 
 
-# ---- paths ------------------------------------------------------------------------------------------
-EMBED_DIR = f"{RESULTS}/embed/{{pair}}/{{ekey}}"
-FINETUNE_DIR = f"{RESULTS}/finetune/{{pair}}/{{fkey}}"
-SAMPLE_PNG = f"{RESULTS}/samples/{{pair}}/{{skey}}/seed{{seed}}_alpha{{alpha}}.png"
-SDEDIT_PNG = f"{RESULTS}/sdedit/{{pair}}/{{skey}}/seed{{seed}}_strength{{strength}}.png"
-# a sample job's name within its sample set: one alpha, or all of them
-SAMPLE_JOB = "alpha{alpha}" if SAMPLE_JOBS == "per_alpha" else "all_alphas"
-SAMPLE_RECORD = f"{RESULTS}/samples/{{pair}}/{{skey}}/{SAMPLE_JOB}.json"
-SDEDIT_RECORD = f"{RESULTS}/sdedit/{{pair}}/{{skey}}/strength{{strength}}.json"
-SCORES_CSV = f"{RESULTS}/scores/{SCORER_KEY}/{{pair}}/{{skey}}.csv"
+# ---- paths: imagic_steps.results_layout is their one home ------------------------------------------------
+LAYOUT = ResultsLayout(RESULTS, SCORER_KEY, SAMPLE_JOBS)
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmark"
 
 
-def embed_artefact(run):
-    return f"{RESULTS}/embed/{run.pair.pair_id}/{run.embed_key}/embed.safetensors"
-
-
-def finetune_artefact(run):
-    return f"{RESULTS}/finetune/{run.pair.pair_id}/{run.finetune_key}/finetune.safetensors"
-
-
-def sample_png(run, seed, alpha):
-    return SAMPLE_PNG.format(pair=run.pair.pair_id, skey=run.sample_key, seed=seed, alpha=format_alpha(alpha))
-
-
-def run_samples(run):
-    return [sample_png(run, seed, alpha) for seed in run.seeds for alpha in run.alphas]
-
-
-def baseline_png(run, seed, setting):
-    """A baseline sample: `seed{S}_{setting name}{value}.png` in the run's folder (SDEdit: seed0_strength0.5.png)."""
-    return (f"{RESULTS}/{run.method.name}/{run.pair.pair_id}/{run.key}/"
-            f"seed{seed}_{run.method.setting}{format_alpha(setting)}.png")
-
-
-def baseline_samples(run):
-    return [baseline_png(run, seed, setting) for seed in run.seeds for setting in run.settings]
-
-
 def baseline_job_images(method):
-    """The PNGs of a per-pair baseline job (LEDITS++, DDIM inversion: one job per pair, the inversion shared by
-    its settings): every seed it runs (a deterministic method: the first) x the config's setting grid."""
-    baseline = BASELINES[method]
-    seeds = SEEDS if baseline.stochastic else SEEDS[:1]
-    return [f"{RESULTS}/{method}/{{pair}}/{{skey}}/seed{seed}_{baseline.setting}{format_alpha(value)}.png"
-            for seed in seeds for value in BASELINE_GRIDS[method]]
+    """The PNG patterns of a per-pair baseline job: its seeds x the config's setting grid."""
+    return LAYOUT.baseline_job_pngs(method, SEEDS, BASELINE_GRIDS[method])
 
 
 def score_csvs():
     keys = sorted({(r.pair.pair_id, r.sample_key) for r in RUNS} | set(BASELINE_BY_KEY))
-    return [SCORES_CSV.format(pair=pair, skey=key) for pair, key in keys]
+    return [LAYOUT.score_csv(pair, key) for pair, key in keys]
 
 
 def finetune_output(path):
@@ -315,14 +279,14 @@ def get_image(wildcards):
 
 
 def get_embed_for_finetune(wildcards):
-    return embed_artefact(finetune_run(wildcards))
+    return LAYOUT.embed_artefact(finetune_run(wildcards))
 
 
 def sample_job_images():
     """A sample job's PNGs, seed-major: every seed at the job's alpha, or every seed x alpha of the set."""
     if SAMPLE_JOBS == "per_alpha":
-        return expand(SAMPLE_PNG, seed=SEEDS, allow_missing=True)
-    return expand(SAMPLE_PNG, seed=SEEDS, alpha=[format_alpha(a) for a in ALPHAS], allow_missing=True)
+        return expand(LAYOUT.sample_png, seed=SEEDS, allow_missing=True)
+    return expand(LAYOUT.sample_png, seed=SEEDS, alpha=[format_alpha(a) for a in ALPHAS], allow_missing=True)
 
 
 def get_sample_triples(wildcards):
@@ -330,24 +294,24 @@ def get_sample_triples(wildcards):
     alpha (per_alpha), or the run's whole seed x alpha grid (per_variant)."""
     run = sample_run(wildcards)
     alphas = [a for a in run.alphas if format_alpha(a) == wildcards.alpha] if SAMPLE_JOBS == "per_alpha" else run.alphas
-    return [(seed, alpha, sample_png(run, seed, alpha)) for seed in run.seeds for alpha in alphas]
+    return [(seed, alpha, LAYOUT.sample(run, seed, alpha)) for seed in run.seeds for alpha in alphas]
 
 
 def get_sdedit_samples(wildcards):
     """(seed, path) of every sample an SDEdit job writes: each seed at the job's strength."""
     run = baseline_run(wildcards)
-    return [(seed, baseline_png(run, seed, float(wildcards.strength))) for seed in run.seeds]
+    return [(seed, LAYOUT.baseline_sample(run, seed, float(wildcards.strength))) for seed in run.seeds]
 
 
 def get_baseline_samples(wildcards):
     """(seed, setting, path) of every sample a per-pair baseline job writes."""
     run = baseline_run(wildcards)
-    return [(seed, setting, baseline_png(run, seed, setting)) for seed in run.seeds for setting in run.settings]
+    return [(seed, setting, LAYOUT.baseline_sample(run, seed, setting)) for seed in run.seeds for setting in run.settings]
 
 
 def get_sample_inputs(wildcards):
     run = sample_run(wildcards)
-    return {"embed": embed_artefact(run), "finetune": finetune_artefact(run)}
+    return {"embed": LAYOUT.embed_artefact(run), "finetune": LAYOUT.finetune_artefact(run)}
 
 
 def pair_runs(pair_id):
@@ -362,8 +326,8 @@ def scored_group(wildcards):
     """(pair, sample paths) of the sample set or baseline set a score job covers."""
     key = (wildcards.pair, wildcards.skey)
     if key in SAMPLE_RUNS:
-        return SAMPLE_RUNS[key].pair, run_samples(SAMPLE_RUNS[key])
-    return BASELINE_BY_KEY[key].pair, baseline_samples(BASELINE_BY_KEY[key])
+        return SAMPLE_RUNS[key].pair, LAYOUT.samples(SAMPLE_RUNS[key])
+    return BASELINE_BY_KEY[key].pair, LAYOUT.baseline_samples(BASELINE_BY_KEY[key])
 
 
 def pair_baseline_runs(pair_id):
@@ -373,77 +337,18 @@ def pair_baseline_runs(pair_id):
 
 
 def get_pair_samples(wildcards):
-    return ([png for run in pair_runs(wildcards.pair) for png in run_samples(run)]
-            + [png for run in pair_baseline_runs(wildcards.pair) for png in baseline_samples(run)])
+    return ([png for run in pair_runs(wildcards.pair) for png in LAYOUT.samples(run)]
+            + [png for run in pair_baseline_runs(wildcards.pair) for png in LAYOUT.baseline_samples(run)])
 
 
-def montage_rows(pair_id):
-    """The pair montage's rows (imagic_steps.figures.MontageRow): one per Imagic run and seed, then one per baseline
-    run and seed it ran (a deterministic baseline: its one seed), each its samples along its own setting grid."""
-    rows = [{"method": "imagic", "name": run_label(run, run.variant.name), "seed": seed, "setting": "alpha",
-             "values": list(run.alphas), "samples": [sample_png(run, seed, a) for a in run.alphas]}
-            for run in pair_runs(pair_id) for seed in run.seeds]
-    rows += [{"method": run.method.name, "name": run_label(run, run.method.name), "seed": seed,
-              "setting": run.method.setting, "values": list(run.settings),
-              "samples": [baseline_png(run, seed, setting) for setting in run.settings]}
-             for run in pair_baseline_runs(pair_id) for seed in run.seeds]
-    return rows
-
-
-def run_label(run, name):
-    """A run's name in montages, as parts: its variant (a baseline: the method), after its model's label when the
-    config has several models."""
-    return [run.model, name] if len(MODELS) > 1 else [name]
-
-
-def sample_table_rows():
-    rows = []
-    for run in RUNS:
-        for seed in run.seeds:
-            for alpha in run.alphas:
-                rows.append({
-                    "pair_id": run.pair.pair_id, "model": run.model, "variant": run.variant.name, "method": "imagic",
-                    "seed": seed,
-                    "alpha": alpha, **{m.setting: None for m in BASELINES.values()}, "prompt": run.pair.prompt, "source_prompt": run.pair.source_prompt,
-                    "image": run.pair.image, "sample": sample_png(run, seed, alpha),
-                    "embed_key": run.embed_key, "finetune_key": run.finetune_key, "sample_key": run.sample_key,
-                    "embed_steps": run.variant.embed.steps, "embed_lr": run.variant.embed.lr,
-                    "finetune_mode": run.variant.finetune.mode, "finetune_steps": run.variant.finetune.steps,
-                    "finetune_lr": run.variant.finetune.lr, "scheduler": run.variant.sample.scheduler,
-                    "sample_steps": run.variant.sample.steps, "guidance_scale": run.variant.sample.guidance_scale,
-                })
-    for run in BASELINE_RUNS:
-        method = run.method.name
-        for seed in run.seeds:
-            for setting in run.settings:
-                rows.append({
-                    "pair_id": run.pair.pair_id, "model": run.model, "variant": method, "method": method,
-                    "seed": seed,
-                    "alpha": None, **{m.setting: setting if m is run.method else None for m in BASELINES.values()},
-                    "prompt": run.pair.prompt, "source_prompt": run.pair.source_prompt,
-                    "image": run.pair.image, "sample": baseline_png(run, seed, setting), "sample_key": run.key,
-                    "scheduler": run.params.get("scheduler"), "sample_steps": run.params.get("steps"),
-                    "guidance_scale": run.params.get("guidance_scale"),
-                })
-    return rows
+def get_montage_rows(wildcards):
+    return montage_rows(pair_runs(wildcards.pair), pair_baseline_runs(wildcards.pair), LAYOUT, len(MODELS) > 1)
 
 
 def experiment_plan():
     """What the results folder was planned from (rule experiment_plan writes it as plan.json)."""
-    return {
-        "config": dict(config),
-        "models": MODEL_BLOCKS,
-        "scorer": SCORER,
-        "weights": {"models": WEIGHTS, "scorer": SCORER_WEIGHTS, "scorer_key": SCORER_KEY},
-        "facets": FACETS,
-        "seeds": list(SEEDS),
-        "pairs": [dataclasses.asdict(pair) for pair in PAIRS],
-        "runs": [{"pair_id": r.pair.pair_id, "model": r.model, "variant": r.variant.to_dict(), "embed_key": r.embed_key,
-                  "finetune_key": r.finetune_key, "sample_key": r.sample_key} for r in RUNS],
-        **{name: [{"pair_id": r.pair.pair_id, "model": r.model, "key": r.key, method.grid_key: list(r.settings), "seeds": list(r.seeds),
-                   "resolution": r.resolution, **r.params} for r in BASELINE_RUNS if r.method is method]
-           for name, method in BASELINES.items()},
-    }
+    return plan_record(config, MODEL_BLOCKS, SCORER, {"models": WEIGHTS, "scorer": SCORER_WEIGHTS,
+                       "scorer_key": SCORER_KEY}, FACETS, SEEDS, PAIRS, RUNS, BASELINE_RUNS)
 
 
 def get_final_outputs():

@@ -3,16 +3,16 @@ rule embed:
     input:
         image=get_image,
     output:
-        artefact=f"{EMBED_DIR}/embed.safetensors",
-        losses=f"{EMBED_DIR}/losses.csv",
+        artefact=f"{LAYOUT.embed_dir}/embed.safetensors",
+        losses=f"{LAYOUT.embed_dir}/losses.csv",
         loss_plot=report(
-            f"{EMBED_DIR}/losses.png",
+            f"{LAYOUT.embed_dir}/losses.png",
             caption="../report/embed_losses.rst",
             category="Training",
             subcategory="{pair}",
             labels={"pair": "{pair}", "stage": "A embed", "key": "{ekey}"},
         ),
-        record=f"{EMBED_DIR}/provenance.json",
+        record=f"{LAYOUT.embed_dir}/provenance.json",
     params:
         model=lambda w: MODEL_BLOCKS[embed_run(w).model],
         prompt=lambda w: embed_run(w).pair.prompt,

@@ -3,7 +3,7 @@
 rule sample_table:
     """Every sample with its pair, variant, seed, alpha, parameters and path."""
     input:
-        samples=[png for run in RUNS for png in run_samples(run)],
+        samples=[png for run in RUNS for png in LAYOUT.samples(run)],
     output:
         csv=f"{RESULTS}/tables/samples.csv",
         markdown=report(
@@ -13,7 +13,7 @@ rule sample_table:
             labels={"table": "samples"},
         ),
     params:
-        rows=sample_table_rows(),
+        rows=sample_table_rows(RUNS, BASELINE_RUNS, LAYOUT),
         code=code_version("evaluate"),
     log:
         f"{LOGS}/evaluate/sample_table.log",
@@ -75,7 +75,7 @@ rule evaluate:
             labels={"figure": "sweep {sweep}"},
         ),
     params:
-        rows=sample_table_rows(),
+        rows=sample_table_rows(RUNS, BASELINE_RUNS, LAYOUT),
         images={pair.pair_id: pair.image for pair in PAIRS},
         text_min=config["best_alpha"]["text_min"],  # the schema default when the config sets none
         sweeps=SWEEPS,

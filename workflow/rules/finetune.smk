@@ -3,24 +3,24 @@ rule finetune:
     input:
         embed=get_embed_for_finetune,
     output:
-        artefact=finetune_output(f"{FINETUNE_DIR}/finetune.safetensors"),
-        losses=f"{FINETUNE_DIR}/losses.csv",
+        artefact=finetune_output(f"{LAYOUT.finetune_dir}/finetune.safetensors"),
+        losses=f"{LAYOUT.finetune_dir}/losses.csv",
         loss_plot=report(
-            f"{FINETUNE_DIR}/losses.png",
+            f"{LAYOUT.finetune_dir}/losses.png",
             caption="../report/finetune_losses.rst",
             category="Training",
             subcategory="{pair}",
             labels={"pair": "{pair}", "stage": "B finetune", "key": "{fkey}"},
         ),
         preview=report(
-            f"{FINETUNE_DIR}/preview.png",
+            f"{LAYOUT.finetune_dir}/preview.png",
             caption="../report/preview.rst",
             category="Training",
             subcategory="{pair}",
             labels={"pair": "{pair}", "stage": "B preview", "key": "{fkey}"},
         ),
-        previews=directory(f"{FINETUNE_DIR}/previews"),
-        record=f"{FINETUNE_DIR}/provenance.json",
+        previews=directory(f"{LAYOUT.finetune_dir}/previews"),
+        record=f"{LAYOUT.finetune_dir}/provenance.json",
     params:
         model=lambda w: MODEL_BLOCKS[finetune_run(w).model],
         finetune=lambda w: dataclasses.asdict(finetune_run(w).variant.finetune),

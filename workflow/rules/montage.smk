@@ -14,7 +14,7 @@ rule pair_montage:
             labels={"pair": "{pair}"},
         ),
     params:
-        rows=lambda w: montage_rows(w.pair),
+        rows=get_montage_rows,
         pair=lambda w: {"pair_id": w.pair, "prompt": pair_runs(w.pair)[0].pair.prompt,
                         "source_prompt": pair_runs(w.pair)[0].pair.source_prompt},
         code=code_version("montage"),

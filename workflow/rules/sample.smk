@@ -5,7 +5,7 @@ rule sample:
         unpack(get_sample_inputs),
     output:
         images=sample_job_images(),
-        record=SAMPLE_RECORD,
+        record=LAYOUT.sample_record,
     params:
         model=lambda w: MODEL_BLOCKS[sample_run(w).model],
         sample=lambda w: dataclasses.asdict(sample_run(w).variant.sample),
@@ -13,9 +13,9 @@ rule sample:
         resolution=lambda w: sample_run(w).variant.resolution,
         code=code_version("sample"),
     log:
-        f"{LOGS}/sample/{{pair}}/{{skey}}/{SAMPLE_JOB}.log",
+        f"{LOGS}/sample/{{pair}}/{{skey}}/{LAYOUT.sample_job}.log",
     benchmark:
-        f"{BENCH}/sample/{{pair}}/{{skey}}/{SAMPLE_JOB}.tsv"
+        f"{BENCH}/sample/{{pair}}/{{skey}}/{LAYOUT.sample_job}.tsv"
     threads: 1
     resources:
         gpu=GPU_PER_JOB,

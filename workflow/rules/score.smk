@@ -4,7 +4,7 @@ rule score:
         samples=lambda w: scored_group(w)[1],
         image=lambda w: scored_group(w)[0].image,
     output:
-        scores=SCORES_CSV,
+        scores=LAYOUT.scores_csv,
     params:
         scorer=SCORER,
         prompt=lambda w: scored_group(w)[0].prompt,
