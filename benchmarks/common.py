@@ -71,7 +71,8 @@ class BenchConfig:
 
 
 def bench_settings(config_path: Path = DEFAULT_CONFIG) -> dict[str, BenchConfig]:
-    """The two step settings of issue 18, both with the default config's seeds x alphas grid:
+    """The two step settings of the comparison with the reference (benchmarks/README.md), both with the default
+    config's seeds x alphas grid:
 
     * `digits`: the default run, read from `config_path` (its `imagic` variant on its `digits` model, its first
       pair: embed 200 @ 1e-3, full fine-tune 150 @ 1e-4, DDIM 20, guidance 3; previews are off on both sides);

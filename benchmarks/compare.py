@@ -26,7 +26,7 @@ from . import reference
 from .common import BenchConfig, timed
 
 STAGES = ("embed", "finetune", "sample")
-WHOLE_EDIT_TARGET = 0.67  # issue 18: whole edit <= 0.67x the community algorithm
+WHOLE_EDIT_TARGET = 0.67  # the target: whole edit <= 0.67x the community algorithm (benchmarks/README.md)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The main job's wall time against its compute floor, with and without the warm worker (issue 18, part 3).
+"""The main job's wall time against its compute floor, with and without the warm worker.
 
     python -m benchmarks.main_job [--cores 2] [--out benchmarks/out/main_job] [-- SNAKEMAKE ARGS...]
 
@@ -12,7 +12,8 @@ false), one after the other, and prints per mode:
   its last (`peak RSS`): model loading and the stage itself;
 * loads: the sum of the `model ... loaded in` lines;
 * floor: (work - loads) / cores, the stages' own compute spread over the cores, which is what one warm process
-  that loads each model once would need at best; wall / floor is the ratio issue 18 asks to bring to <= 2.
+  that loads each model once would need at best; the target is wall / floor <= 2 (benchmarks/README.md, "The main
+  job against its floor", holds the figures).
 
 Then it compares the two result folders file by file (SHA-256; logs and benchmark files left out).
 """

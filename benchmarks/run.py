@@ -16,7 +16,7 @@ counts on the tiny model (500 / 1000 / 50, guidance 7.5); both sample the defaul
   as every workflow job does, `imagic_steps.freed_memory`; the reference's run with the C library's defaults, as a
   notebook runs it);
 * comparison.csv: ours / reference per stage and for the whole edit in one process, interleaved repeats: the
-  median seconds, the median per-repeat ratio with its min-max and n, and the target of issue 18;
+  median seconds, the median per-repeat ratio with its min-max and n, and the target (`compare.WHOLE_EDIT_TARGET`);
 * equivalence.csv: max abs difference of stage C's images, ours vs the reference on the same inputs.
 
 run.json records the configurations, the machine, the package versions and every repeat's timings.

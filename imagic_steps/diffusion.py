@@ -1,4 +1,4 @@
-"""Diffusion maths shared by the stages: prompt and image encoding, the denoising loss, probe sets.
+"""Diffusion maths shared by the stages: prompt and image encoding, the denoising loss.
 
 Shapes: images (B, 3, H, W) in [-1, 1]; "latents" are the image in the UNet's space (B, C, H/f, W/f): VAE latents
 already multiplied by the VAE's `scaling_factor` (f = 8), or in pixel space (IF) the image itself (f = 1);
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -35,9 +34,9 @@ class LossHistory:
 
     `loss.item()` every step is a host sync: on a GPU it drains the queue the next step's kernels would overlap
     with. Here a step's loss is kept as a tensor (no copy, no kernel) and the history reaches the host in one
-    transfer when `values()` is called: every `check_every` steps (so a diverged run stops soon, with the step it
-    diverged at, as `check_finite` did every step), at previews and checkpoints, and at the end. The values are
-    the float32 losses as Python floats, exactly what `.item()` gave.
+    transfer when `values()` is called: every `check_every` steps (so a diverged run stops at most `check_every`
+    steps late, naming the step it diverged at: `check_finite` checks each step's value), at previews and
+    checkpoints, and at the end. The values are the float32 losses as Python floats, exactly what `.item()` gives.
     """
 
     def __init__(self, stage: str, previous: list[float] | None = None, check_every: int = 50):
@@ -158,24 +157,3 @@ def denoising_loss(
     prediction, _ = split_prediction(output, latents.shape[1])
     target = training_target(scheduler, latents, noise, timesteps)
     return F.mse_loss(prediction.float(), target.float())
-
-
-@dataclass
-class ProbeSet:
-    """A fixed set of (noise, timestep) draws to measure the loss before and after training."""
-
-    noise: torch.Tensor  # (N, C, h, w)
-    timesteps: torch.Tensor  # (N,)
-
-
-def make_probe_set(latents: torch.Tensor, scheduler, count: int = 32, seed: int = 1234) -> ProbeSet:
-    generator = torch.Generator().manual_seed(seed)
-    noise, timesteps = draw_noise_and_timesteps(latents, scheduler, generator, count)
-    return ProbeSet(noise, timesteps)
-
-
-@torch.no_grad()
-def probe_loss(unet, scheduler, latents: torch.Tensor, embeddings: Conditioning | torch.Tensor,
-               probe: ProbeSet) -> float:
-    """The denoising loss averaged over a fixed probe set: comparable across training steps."""
-    return float(denoising_loss(unet, scheduler, latents, embeddings, probe.noise, probe.timesteps))

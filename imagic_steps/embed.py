@@ -10,7 +10,7 @@ gradient entries (0.04-0.16% per step on the tiny preset) flushes to zero. fp16 
 loss scaling, `torch.amp.GradScaler` (the loss times 2^16 at first; on an overflowed gradient the step is
 skipped and the scale halved), on any device: fp16 arithmetic works on the CPU in torch 2.x, if slowly (3x
 slower than fp32 on the tiny preset), so CPU and CUDA take the same path. fp32 and bf16 weights (bf16 has
-fp32's exponent range) need no scaling and run exactly as before.
+fp32's exponent range) need no scaling: the scaler is disabled, a pass-through, and the loss is backpropagated as is.
 """
 
 from __future__ import annotations

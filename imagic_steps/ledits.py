@@ -107,7 +107,8 @@ def ledits_edits(components: SDComponents, image: Image.Image, prompt: str, sour
     scale): one inversion per seed (under the empty prompt, or `source_prompt` with `params.use_source_prompt`), one
     edit per scale. Scale 0 regenerates the inversion: the input up to the inversion's error when it ran under the
     empty prompt (the trained digits model, 30 steps: mean |pixel error| 0.019 against 0.066-0.071 under the pair's
-    source prompt, issue 33), not when it ran under a source prompt, whose guided predictions the edit never makes.
+    source prompt; tests/test_baselines.py checks both at 20 steps), not when it ran under a source prompt, whose
+    guided predictions the edit never makes.
     `pipeline`: the model's `ledits_pipeline`, when the caller has built it."""
     pipeline = ledits_pipeline(components) if pipeline is None else pipeline
     masks = {"use_intersect_mask": intersect_mask(pipeline), "use_cross_attn_mask": False}

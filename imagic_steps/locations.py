@@ -13,7 +13,9 @@ SD21_SHAPED_PRESET = "sd21-shaped"
 TINY_SDXL_PRESET = "tiny-sdxl"  # SDXL's layout (two text encoders, text-time UNet) at tiny sizes
 TINY_IF_PRESET = "tiny-if"  # DeepFloyd IF stage I's layout (T5 encoder, pixel-space UNet, learned variance)
 TINY_IF_SR_PRESET = "tiny-if-sr"  # DeepFloyd IF stage II's layout (64 -> 256 px super-resolution; `upscale` only)
-# the coloured-digits pair of issue 16, trained on the same data (`python -m imagic_steps.colour_digits.train`)
+# the coloured-digits pair, one latent and one pixel-space model trained on the same data, for comparing attribute
+# and structure edits across the two spaces (imagic_steps/colour_digits/README.md; `python -m
+# imagic_steps.colour_digits.train`)
 COLOUR_DIGITS_LATENT_PRESET = "colour-digits-latent"
 COLOUR_DIGITS_PIXEL_PRESET = "colour-digits-pixel"
 TINY_VERSION = "tiny-sd-v2"  # bump when the tiny configs change, so stale caches are not reused
@@ -41,7 +43,7 @@ class ModelPreset:
     family: str | None = "sd"  # imagic_steps.families' name; None: no model to edit (IF stage II)
 
 
-# v2 of the built presets (issue 33): scheduler configs written with exactly their published models' keys (tiny-sdxl:
+# the built presets' folders are v2: scheduler configs written with exactly their published models' keys (tiny-sdxl:
 # SDXL's clip_sample false; tiny-if: lambda_min_clipped), not every parameter of the class
 MODEL_PRESETS: dict[str, ModelPreset] = {preset.name: preset for preset in (
     ModelPreset(TINY_PRESET, TINY_VERSION, random_weights=True),

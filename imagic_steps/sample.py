@@ -10,7 +10,7 @@ Two random streams per seed, one per purpose, so they never repeat each other:
   step noise     the noise stochastic schedulers inject at each step (DDPM, Euler ancestral, DDIM with
                  eta > 0): torch.Generator seeded with `step_noise_seed(seed)`, 64 bits of
                  numpy.random.SeedSequence(seed, spawn_key=(1,)), i.e. SeedSequence(seed).spawn(2)[1].
-Seeding both generators with `seed` (as before) made the first injected noise a copy of x_T's noise.
+Seeding both generators with `seed` would make the first injected noise a copy of x_T's noise.
 """
 
 from __future__ import annotations

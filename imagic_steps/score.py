@@ -180,26 +180,6 @@ def _directional_from_embeddings(
     return F.cosine_similarity(edit_emb - source_emb, target_text_emb - source_text_emb, dim=-1).numpy()
 
 
-def clip_text_score(
-    scorers: Scorers, images: list[Image.Image], prompts: list[str], batch_size: int = 16
-) -> np.ndarray:
-    """CLIPScore of each image against its prompt: 100 * max(cos, 0), shape (N,), in [0, 100]."""
-    check_same_length(images=images, prompts=prompts)
-    return _clip_score_from_embeddings(
-        _encode_images(scorers, images, batch_size), _encode_texts(scorers, prompts, batch_size)
-    )
-
-
-def clip_image_similarity(
-    scorers: Scorers, images_a: list[Image.Image], images_b: list[Image.Image], batch_size: int = 16
-) -> np.ndarray:
-    """Cosine similarity of the CLIP embeddings of paired images, shape (N,), in [-1, 1]."""
-    check_same_length(images_a=images_a, images_b=images_b)
-    emb_a = _encode_images(scorers, images_a, batch_size)
-    emb_b = _encode_images(scorers, images_b, batch_size)
-    return (emb_a * emb_b).sum(-1).numpy()
-
-
 def _lpips_tensor(image: Image.Image, resolution: int) -> torch.Tensor:
     """RGB image -> (3, resolution, resolution) float32 tensor in [-1, 1] (the range LPIPS expects)."""
     image = image.convert("RGB").resize((resolution, resolution), Image.Resampling.BICUBIC)
@@ -249,29 +229,6 @@ def _directional(
             source_emb[valid], edit_emb[valid], source_text_emb, target_text_emb
         )
     return scores
-
-
-def directional_clip_similarity(
-    scorers: Scorers,
-    sources: list[Image.Image],
-    edits: list[Image.Image],
-    source_prompts: list[str | None],
-    target_prompts: list[str],
-    batch_size: int = 16,
-) -> np.ndarray:
-    """cos(E_img(edit) - E_img(source), E_txt(target) - E_txt(source)), shape (N,), in [-1, 1].
-
-    NaN where the source prompt is None or empty (the edit direction in text space is undefined).
-    """
-    check_same_length(sources=sources, edits=edits, source_prompts=source_prompts, target_prompts=target_prompts)
-    return _directional(
-        scorers,
-        _encode_images(scorers, sources, batch_size),
-        _encode_images(scorers, edits, batch_size),
-        source_prompts,
-        target_prompts,
-        batch_size,
-    )
 
 
 def score_samples(

@@ -259,8 +259,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # Source: justinpinkney/stable-diffusion, notebooks/imagic.ipynb (the notebook the diffusers community
     # pipeline names as its model): generation parameters scale=3, ddim_steps=45, ddim_eta=0.0 (checked in a
-    # fork's copy of the notebook); embedding 500 steps at 1e-3, UNet 1000 steps at 1e-6 and alphas 0.8-1.1 as
-    # recorded here earlier, not re-checked in this pass.
+    # fork's copy of the notebook); embedding 500 steps at 1e-3, UNet 1000 steps at 1e-6 and alphas 0.8-1.1 are
+    # not checked against the notebook.
     "pinkney": {
         "embed": {"steps": 500, "lr": 1e-3},
         "finetune": {"steps": 1000, "lr": 1e-6, "mode": "full"},

@@ -2,6 +2,7 @@
 
 import os
 import re
+from dataclasses import dataclass
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
@@ -130,10 +131,35 @@ def embedded(tiny, cat_tensor):
     return optimize_embedding(tiny, cat_tensor, PROMPT, EmbedParams(steps=40, lr=5e-2, seed=0), progress=False)
 
 
+# The stage tests' measure of training: the loss on fixed draws (`from conftest import make_probe_set, probe_loss`).
+@dataclass
+class ProbeSet:
+    """A fixed set of (noise, timestep) draws to measure the loss before and after training."""
+
+    noise: torch.Tensor  # (N, C, h, w)
+    timesteps: torch.Tensor  # (N,)
+
+
+def make_probe_set(latents: torch.Tensor, scheduler, count: int = 32, seed: int = 1234) -> ProbeSet:
+    from imagic_steps.diffusion import draw_noise_and_timesteps
+
+    generator = torch.Generator().manual_seed(seed)
+    noise, timesteps = draw_noise_and_timesteps(latents, scheduler, generator, count)
+    return ProbeSet(noise, timesteps)
+
+
+@torch.no_grad()
+def probe_loss(unet, scheduler, latents: torch.Tensor, embeddings, probe: ProbeSet) -> float:
+    """The denoising loss averaged over a fixed probe set: comparable across training steps.
+
+    `embeddings`: a `Conditioning` (imagic_steps.families) or Stable Diffusion's token embeddings."""
+    from imagic_steps.diffusion import denoising_loss
+
+    return float(denoising_loss(unet, scheduler, latents, embeddings, probe.noise, probe.timesteps))
+
+
 def stage_a_probe_losses(components, embedded) -> tuple[float, float]:
     """The denoising loss on a fixed probe set under e_tgt and under e_opt (stage A should lower it)."""
-    from imagic_steps.diffusion import make_probe_set, probe_loss
-
     probe = make_probe_set(embedded.image_latents, components.scheduler, count=32)
     return tuple(probe_loss(components.unet, components.scheduler, embedded.image_latents, conditioning, probe)
                  for conditioning in (embedded.target, embedded.optimized))

@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
-from conftest import FAST_SAMPLE, PROMPT, stage_a_probe_losses, state_equal
+from conftest import FAST_SAMPLE, PROMPT, make_probe_set, probe_loss, stage_a_probe_losses, state_equal
 
-from imagic_steps.diffusion import denoising_loss, encode_conditioning, make_probe_set, probe_loss, split_prediction
+from imagic_steps.diffusion import denoising_loss, encode_conditioning, split_prediction
 from imagic_steps.embed import EmbedResult, optimize_embedding
 from imagic_steps.families import (SD, DeepFloydIFFamily, SDXLConditioning, StableDiffusionXLFamily,
                                    TokenConditioning, family_from_model_index, interpolate_conditioning)

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import FAST_SAMPLE, PROMPT, state_equal
+from conftest import FAST_SAMPLE, PROMPT, make_probe_set, probe_loss, state_equal
 
 from imagic_steps import finetune as finetune_module
-from imagic_steps.diffusion import LossHistory, NonFiniteLossError, make_probe_set, probe_loss
+from imagic_steps.diffusion import LossHistory, NonFiniteLossError
 from imagic_steps.embed import optimize_embedding
 from imagic_steps.finetune import PreviewSpec, finetune_unet
 from imagic_steps.finetune_artefact import load_finetuned_unet, save_finetuned, trainable_state

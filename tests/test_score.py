@@ -7,11 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
+from imagic_steps.images import check_same_length
 from imagic_steps.score import (
     ScorerSpec,
-    clip_image_similarity,
-    clip_text_score,
-    directional_clip_similarity,
+    Scorers,
+    _clip_score_from_embeddings,
+    _directional,
+    _encode_images,
+    _encode_texts,
     load_scorers,
     lpips_distance,
     score_samples,
@@ -21,6 +24,51 @@ TINY = ScorerSpec(tiny=True, seed=0)
 # Below the 256 px default wherever the resolution is not under test: 4x less LPIPS compute on CPU.
 RES = 128
 PROMPTS = ["a photo of a cat", "a dog sitting", "a red car", "a bird flying", "an apple on a table"]
+
+
+# The CLIP metrics one at a time, from the same encoders and formulas as score_samples' columns: the references
+# its table is checked against (test_score_samples_columns_and_scorer_name).
+def clip_text_score(
+    scorers: Scorers, images: list[Image.Image], prompts: list[str], batch_size: int = 16
+) -> np.ndarray:
+    """CLIPScore of each image against its prompt: 100 * max(cos, 0), shape (N,), in [0, 100]."""
+    check_same_length(images=images, prompts=prompts)
+    return _clip_score_from_embeddings(
+        _encode_images(scorers, images, batch_size), _encode_texts(scorers, prompts, batch_size)
+    )
+
+
+def clip_image_similarity(
+    scorers: Scorers, images_a: list[Image.Image], images_b: list[Image.Image], batch_size: int = 16
+) -> np.ndarray:
+    """Cosine similarity of the CLIP embeddings of paired images, shape (N,), in [-1, 1]."""
+    check_same_length(images_a=images_a, images_b=images_b)
+    emb_a = _encode_images(scorers, images_a, batch_size)
+    emb_b = _encode_images(scorers, images_b, batch_size)
+    return (emb_a * emb_b).sum(-1).numpy()
+
+
+def directional_clip_similarity(
+    scorers: Scorers,
+    sources: list[Image.Image],
+    edits: list[Image.Image],
+    source_prompts: list[str | None],
+    target_prompts: list[str],
+    batch_size: int = 16,
+) -> np.ndarray:
+    """cos(E_img(edit) - E_img(source), E_txt(target) - E_txt(source)), shape (N,), in [-1, 1].
+
+    NaN where the source prompt is None or empty (the edit direction in text space is undefined).
+    """
+    check_same_length(sources=sources, edits=edits, source_prompts=source_prompts, target_prompts=target_prompts)
+    return _directional(
+        scorers,
+        _encode_images(scorers, sources, batch_size),
+        _encode_images(scorers, edits, batch_size),
+        source_prompts,
+        target_prompts,
+        batch_size,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,7 @@ PALETTE_RGB = torch.tensor([PALETTE[name] for name in COLOURS])  # (5, 3) in [0,
 CAPTION_TEMPLATES = ("a {colour} {digit}", "a handwritten {colour} {digit}", "the number {digit} in {colour}")
 EXAMPLE_PROMPT = "a red three"
 # Attribute edits: each colour's target colour, palette order shifted by two (a permutation: every colour is
-# some colour's target exactly once; red -> blue as in issue 16's example).
+# some colour's target exactly once; red -> blue, the README's example edit "a red three" -> "a blue three").
 ATTRIBUTE_SHIFT = 2
 EDIT_KINDS = ("attribute", "structure")
 
