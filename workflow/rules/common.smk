@@ -36,10 +36,10 @@ from imagic_steps.plan import (
     stage_key,
 )
 from imagic_steps.provenance import code_version
-from imagic_steps.runs import claim_working_directory, snakemake_takes_lock
+from imagic_steps.execution.snakemake_runs import claim_working_directory, snakemake_takes_lock
 from imagic_steps.variants import VariantError
 from imagic_steps.weights import model_weights, scorer_weights
-from imagic_steps.worker import start_worker, stop_worker
+from imagic_steps.execution.warm_worker import start_worker, stop_worker
 
 
 def fail(message):
