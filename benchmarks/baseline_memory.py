@@ -8,10 +8,11 @@ and the attention scores LEDITS++'s attention processors hold.
     python -m benchmarks.baseline_memory --table    # the baselines' estimates per published model (no model built)
 
 Each figure is the peak RSS that one inference-mode call adds to a fresh process that already holds the module's
-weights (zeroed, resident): the kernel's high-water mark (`imagic_steps.jobs.peak_rss_bytes`), reset just before
-the call, with the freed memory kept as every workflow job keeps it (`imagic_steps.freed_memory`), one torch
-thread as a job runs. The same call measures differently from one process to the next (the fp32 decode at 512 px:
-1.6-1.8 GiB), so each is run in `--repeats` fresh processes and the median is the constant.
+weights (zeroed, resident): the kernel's high-water mark (`imagic_steps.execution.workflow_job.peak_rss_bytes`),
+reset just before the call, with the freed memory kept as every workflow job keeps it
+(`imagic_steps.execution.freed_memory`), one torch thread as a job runs. The same call measures differently from
+one process to the next (the fp32 decode at 512 px: 1.6-1.8 GiB), so each is run in `--repeats` fresh processes and
+the median is the constant.
 
 * decode: SD's VAE (SD-1.x, SD-2.x and SDXL share its shape) decoding one image (512 px unless `--side`), fp32
   and bf16: `VAE_DECODE_GIB_512`. The encoder (embed and the baselines encode one image) is measured too.
@@ -33,7 +34,7 @@ import sys
 
 import torch
 
-from imagic_steps.jobs import peak_rss_bytes
+from imagic_steps.execution.workflow_job import peak_rss_bytes
 from imagic_steps.memory import (
     ARCHITECTURE_SIZES,
     ATTENTION_SCORE_COPIES,
@@ -76,7 +77,7 @@ def measure(what: str, dtype_name: str, side: int = SIDE, architecture: str = "s
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.models.attention_processor import AttnProcessor
 
-    from imagic_steps.freed_memory import retain_freed_memory
+    from imagic_steps.execution.freed_memory import retain_freed_memory
     from imagic_steps.models import sd15_unet_config, sd21_unet_config, sd_vae_config
 
     retain_freed_memory()

@@ -25,7 +25,7 @@ from dataclasses import fields
 import torch
 from tabulate import tabulate
 
-from imagic_steps.jobs import peak_rss_bytes
+from imagic_steps.execution.workflow_job import peak_rss_bytes
 from imagic_steps.memory import (
     ACTIVATIONS,
     ARCHITECTURE_FAMILIES,

@@ -13,8 +13,8 @@ counts on the tiny model (500 / 1000 / 50, guidance 7.5); both sample the defaul
   an interleaved pair): steps, wall time (s), steps/s, peak memory (bytes; RSS on CPU, CUDA max allocated on GPU),
   `imagic_steps.memory`'s estimate of it, memory the stage added on top of the loaded model, for fine-tunes the
   artefact size (bytes) saved in fp32 and fp16, and the malloc settings (ours' stages keep the memory they free,
-  as every workflow job does, `imagic_steps.freed_memory`; the reference's run with the C library's defaults, as a
-  notebook runs it);
+  as every workflow job does, `imagic_steps.execution.freed_memory`; the reference's run with the C library's
+  defaults, as a notebook runs it);
 * comparison.csv: ours / reference per stage and for the whole edit in one process, interleaved repeats: the
   median seconds, the median per-repeat ratio with its min-max and n, and the target (`compare.WHOLE_EDIT_TARGET`);
 * equivalence.csv: max abs difference of stage C's images, ours vs the reference on the same inputs.

@@ -20,7 +20,7 @@ from pathlib import Path
 from imagic_steps.embed import optimize_embedding
 from imagic_steps.finetune import finetune_unet, trainable_unet
 from imagic_steps.finetune_artefact import FinetuneResult, save_finetuned
-from imagic_steps.freed_memory import retain_freed_memory
+from imagic_steps.execution.freed_memory import retain_freed_memory
 from imagic_steps.memory import DTYPE_BYTES, GIB, LIBRARY_RSS_GIB, planning_model_size, stage_estimate
 from imagic_steps.sample import make_scheduler, sample_alphas
 from imagic_steps.variants import EmbedParams, FinetuneParams
@@ -65,7 +65,7 @@ def estimated_peak_bytes(stage: str, config: BenchConfig, device_type: str) -> i
 
 
 def set_malloc(stage: str) -> str:
-    """Ours' stages keep the memory they free, as every workflow job does (`imagic_steps.freed_memory`); the
+    """Ours' stages keep the memory they free, as every workflow job does (`imagic_steps.execution.freed_memory`); the
     reference's run with the C library's defaults, as a notebook does. Returns the setting in force, for the table."""
     if not stage.endswith("-reference") and retain_freed_memory():
         return "retain freed"

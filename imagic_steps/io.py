@@ -105,9 +105,10 @@ def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
     """torch.save `obj` atomically. torch writes through a Python file here, so a failed write is the OSError the
-    system gave (a full disk: ENOSPC, which a job reports as one line, imagic_steps.jobs.is_disk_full) rather than
-    what torch's own file writer makes of it, `RuntimeError: [enforce fail at inline_container.cc] ... unexpected
-    pos`; the OSError names `path`, not the temporary."""
+    system gave (a full disk: ENOSPC, which a job reports as one line,
+    imagic_steps.execution.workflow_job.is_disk_full) rather than what torch's own file writer makes of it,
+    `RuntimeError: [enforce fail at inline_container.cc] ... unexpected pos`; the OSError names `path`, not the
+    temporary."""
     import torch
 
     path = Path(path)

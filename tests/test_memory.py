@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from imagic_steps.jobs import device_memory_warning
+from imagic_steps.execution.workflow_job import device_memory_warning
 from imagic_steps.memory import (
     ACTIVATIONS,
     ARCHITECTURE_SIZES,

@@ -187,7 +187,7 @@ def test_a_live_owner_stops_a_second_locking_run_with_one_line_and_lock_free_run
     a lock file): a run that would lock stops with one line naming it; a dry run, --unlock or --list passes and
     leaves the live run's locks and record alone; once its owner is gone, the next run removes the stale locks."""
     from imagic_steps.errors import PlanError
-    from imagic_steps.runs import LOCKS, OWNERS, _identity, claim_working_directory
+    from imagic_steps.execution.snakemake_runs import LOCKS, OWNERS, _identity, claim_working_directory
 
     live = tmp_path / OWNERS / _identity(os.getppid())
     live.parent.mkdir(parents=True)
@@ -214,7 +214,7 @@ def test_a_live_owner_stops_a_second_locking_run_with_one_line_and_lock_free_run
 
 def test_a_live_owner_on_another_host_is_named_and_the_fix_is_to_delete_its_record_if_it_is_gone(tmp_path):
     from imagic_steps.errors import PlanError
-    from imagic_steps.runs import OWNERS, claim_working_directory
+    from imagic_steps.execution.snakemake_runs import OWNERS, claim_working_directory
 
     record = tmp_path / OWNERS / "gpu-node-7_4242_123456"
     record.parent.mkdir(parents=True)
@@ -231,7 +231,7 @@ def test_which_snakemake_commands_lock_is_read_from_its_command_line():
     is False, execution_settings None); snakemake_takes_lock reads the `args` of snakemake.cli.args_to_api."""
     from snakemake.cli import parse_args
 
-    from imagic_steps.runs import snakemake_takes_lock
+    from imagic_steps.execution.snakemake_runs import snakemake_takes_lock
 
     cli = {"__name__": "snakemake.cli", "snakemake_takes_lock": snakemake_takes_lock}  # a stand-in for its frame
     exec("def args_to_api(args, parser):\n    return snakemake_takes_lock(workflow=None)\n", cli)
@@ -265,7 +265,7 @@ def test_a_disk_that_fills_while_writing_the_optimiser_checkpoint_is_one_line_an
     import logging
 
     import imagic_steps.finetune as finetune
-    from imagic_steps import jobs
+    from imagic_steps.execution import workflow_job
     from imagic_steps.variants import FinetuneParams
 
     model, optimizer, scaler, generator = checkpoint_parts()
@@ -281,12 +281,12 @@ def test_a_disk_that_fills_while_writing_the_optimiser_checkpoint_is_one_line_an
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
 
     monkeypatch.setattr(torch, "save", full_disk_save)
-    monkeypatch.setattr(jobs, "exit_with_parent", lambda: None)  # no watcher thread in the test process
+    monkeypatch.setattr(workflow_job, "exit_with_parent", lambda: None)  # no watcher thread in the test process
     monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: None)  # leave pytest's logging alone
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     capsys.readouterr()
     with pytest.raises(SystemExit) as ended:
-        with jobs.job_context(tmp_path / "finetune.log"):
+        with workflow_job.job_context(tmp_path / "finetune.log"):
             checkpoints.save(10, model, optimizer, scaler, generator, [0.5] * 10, "full")
     lines = capsys.readouterr().err.strip().splitlines()
     assert ended.value.code == 1 and len(lines) == 1, lines

@@ -141,7 +141,7 @@ def test_sd15_experiment_runs_at_sd_scale_with_the_planned_memory(sd15_run, caps
     # peak memory of each model job within 20 % of its estimate before the safety factor. The peak is the kernel's
     # high-water mark that each job logs; Snakemake's benchmark max_rss is shown too, but it samples every 0.5 s
     # and misses short peaks (loading a model is one), and with the warm worker it measures the job's hand-over
-    # process only (imagic_steps/worker.py).
+    # process only (imagic_steps/execution/warm_worker.py).
     rows = []
     for bench, (_, mem_mb, log) in sorted(planned.items()):
         max_rss = float(Path(bench).read_text().splitlines()[1].split("\t")[2])

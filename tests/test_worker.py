@@ -1,7 +1,8 @@
-"""The warm worker (imagic_steps/worker.py): a job's script runs in a fork of one warm process, as the job.
+"""The warm worker (imagic_steps/execution/warm_worker.py): a job's script runs in a fork of one warm process, as
+the job.
 
-Each test runs a small script the way Snakemake runs a workflow script (`python SCRIPT`, its first statement
-`hand_over_to_worker()`) against a worker started as the workflow's `onstart` starts it.
+Each test runs a small script the way Snakemake runs a workflow script (`python SCRIPT`, its first call
+`workflow_job(...)`, which hands the script over) against a worker started as the workflow's `onstart` starts it.
 """
 
 import os
@@ -14,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from imagic_steps.worker import SOCKET_ENV, start_worker, stop_worker
+from imagic_steps.execution.warm_worker import SOCKET_ENV, start_worker, stop_worker
 
 SCRIPT = textwrap.dedent("""\
-    from imagic_steps.worker import hand_over_to_worker
-    hand_over_to_worker()
+    from imagic_steps.execution.workflow_job import workflow_job
+    workflow_job("job.log", 1)
     import os, sys, time
     from pathlib import Path
     # torch imported without this script importing it: the script runs in the warm worker
@@ -65,8 +66,8 @@ def test_a_handed_over_script_runs_warm_as_the_job(tmp_path, worker):
 FREED_RSS_SCRIPT = textwrap.dedent("""\
     import sys
     if sys.argv[1] in ("warm", "cold"):  # a workflow script's first statements
-        from imagic_steps.worker import hand_over_to_worker
-        hand_over_to_worker()
+        from imagic_steps.execution.workflow_job import workflow_job
+        workflow_job("job.log", 1)
     import ctypes
     import psutil
     libc = ctypes.CDLL(None)
@@ -83,8 +84,8 @@ FREED_RSS_SCRIPT = textwrap.dedent("""\
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_model_jobs_keep_freed_memory_for_their_next_step(tmp_path, worker):
     """A job in the worker and a job that starts cold each free a 256 MiB block and keep its pages
-    (imagic_steps.freed_memory: the next training step reuses them instead of faulting in fresh zeroed ones); a
-    plain Python process, under glibc's defaults, hands them back to the kernel at once. A user's own malloc
+    (imagic_steps.execution.freed_memory: the next training step reuses them instead of faulting in fresh zeroed
+    ones); a plain Python process, under glibc's defaults, hands them back to the kernel at once. A user's own malloc
     tunables are kept."""
     _, socket_path = worker
     script = tmp_path / "freed.py"
@@ -113,6 +114,29 @@ def test_without_a_worker_the_script_runs_in_its_own_process(tmp_path):
     assert done.returncode == 0 and (tmp_path / "report.txt").read_text().startswith("False ")
 
 
+LIGHT_SCRIPT = textwrap.dedent("""\
+    import sys
+    from imagic_steps.execution.workflow_job import workflow_job
+    job = workflow_job("job.log", 2, type("Resources", (), {"gpu_mem_mb": 1234})())
+    heavy = ("torch", "diffusers", "transformers", "numpy", "PIL", "matplotlib", "pandas", "yaml", "snakemake")
+    print(job.threads, job.gpu_mem_mb, workflow_job("job.log", 1, object()).gpu_mem_mb,
+          ",".join(m for m in heavy if m in sys.modules) or "-")
+    """)
+
+
+def test_a_job_hands_over_before_any_heavy_import(tmp_path):
+    """Each workflow script's first call, `workflow_job`, and the import it needs bring in no heavy module (torch
+    and diffusers take ~5 s a job to import: the warm worker exists so that jobs do not); here cold (no worker),
+    where the call returns the job: its threads and `gpu_mem_mb` resource (None when the rule sets none)."""
+    script = tmp_path / "light.py"
+    script.write_text(LIGHT_SCRIPT)
+    environment = {key: value for key, value in os.environ.items() if key != SOCKET_ENV}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                          env=environment, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["2", "1234", "None", "-"]
+
+
 def test_a_killed_job_ends_its_run_in_the_worker(tmp_path, worker):
     """Snakemake kills a job (Ctrl-C, a timeout, its own death): the worker's child running it ends too, so it
     cannot write on into a rerun; the worker serves the next job."""
@@ -139,11 +163,12 @@ def test_a_killed_job_ends_its_run_in_the_worker(tmp_path, worker):
 def test_a_jobs_peak_memory_is_its_own_not_its_starters():
     """peak_rss_bytes reads the address space's high-water mark: getrusage's ru_maxrss would carry this process's
     peak (512 MiB and more) over exec into the child it starts."""
-    from imagic_steps.jobs import peak_rss_bytes
+    from imagic_steps.execution.workflow_job import peak_rss_bytes
 
     block = b"\x01" * (512 << 20)  # written, so resident
     assert peak_rss_bytes() >= len(block)
     del block
-    child = subprocess.run([sys.executable, "-c", "from imagic_steps.jobs import peak_rss_mib; print(peak_rss_mib())"],
+    child = subprocess.run([sys.executable, "-c",
+                            "from imagic_steps.execution.workflow_job import peak_rss_mib; print(peak_rss_mib())"],
                            capture_output=True, text=True, check=True)
     assert 10 < float(child.stdout) < 256

@@ -14,6 +14,8 @@ from imagic_steps.configuration import (
     dtype_device_problem,
     load_schema,
 )
+from imagic_steps.execution.snakemake_runs import claim_working_directory, snakemake_takes_lock
+from imagic_steps.execution.warm_worker import start_worker, stop_worker
 from imagic_steps.images import ImageError, open_rgb
 from imagic_steps.memory import (
     job_memory_mb,
@@ -38,10 +40,8 @@ from imagic_steps.plan import (
 )
 from imagic_steps.provenance import code_version
 from imagic_steps.results_layout import ResultsLayout, montage_rows, sample_table_rows
-from imagic_steps.runs import claim_working_directory, snakemake_takes_lock
 from imagic_steps.variants import VariantError
 from imagic_steps.weights import model_weights, scorer_weights
-from imagic_steps.worker import start_worker, stop_worker
 
 
 def fail(message):
@@ -84,7 +84,7 @@ def jobs_to_run():
 
 
 onstart:
-    # Local jobs hand their scripts to one warm process (imagic_steps/worker.py); SLURM jobs start cold. The worker
+    # Local jobs hand their scripts to one warm process (imagic_steps/execution/warm_worker.py); SLURM jobs start cold. The worker
     # pays from a run's second job on: its start-up is the imports of one cold job, and a lone job would wait for
     # them (a plan-only `--until experiment_plan` run on config/tiny.yaml: 20-21 s with the worker, 6 s without,
     # both measured beside a 2-worker pytest run).

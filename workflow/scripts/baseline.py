@@ -1,17 +1,16 @@
 """A per-pair baseline, every setting and seed (rules ledits, ddim_inversion)."""
-from imagic_steps.worker import hand_over_to_worker
+from imagic_steps.execution.workflow_job import workflow_job
 
-hand_over_to_worker()  # local runs: the warm worker runs this script (imagic_steps/worker.py)
+# first, before any heavy import: on a local run the warm worker runs the rest of this script
+job = workflow_job(snakemake.log[0], snakemake.threads, snakemake.resources)
 
 from imagic_steps.ddim_inversion import run_ddim_inversion
-from imagic_steps.jobs import model_job
 from imagic_steps.ledits import run_ledits
 from imagic_steps.plan import BASELINES
 
 RUN = {"ledits": run_ledits, "ddim_inversion": run_ddim_inversion}
 params = snakemake.params
-with model_job(snakemake.log[0], snakemake.threads, params.model,
-               getattr(snakemake.resources, "gpu_mem_mb", None)) as components:
+with job.model(params.model) as components:
     RUN[params.method](
         components,
         snakemake.input.image,

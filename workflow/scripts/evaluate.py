@@ -1,12 +1,12 @@
 """Score tables, summaries with pair bootstrap intervals, trade-off plots, best alphas and sweeps (rule evaluate)."""
-from imagic_steps.worker import hand_over_to_worker
+from imagic_steps.execution.workflow_job import workflow_job
 
-hand_over_to_worker()  # local runs: the warm worker runs this script (imagic_steps/worker.py)
+# first, before any heavy import: on a local run the warm worker runs the rest of this script
+job = workflow_job(snakemake.log[0], snakemake.threads, snakemake.resources)
 
 from imagic_steps.evaluate import write_evaluation
-from imagic_steps.jobs import job_context
 
 params = snakemake.params
-with job_context(snakemake.log[0], snakemake.threads):
+with job.context():
     write_evaluation(params.rows, snakemake.input.scores, images=params.images, text_min=float(params.text_min),
                      sweeps=params.sweeps, out=dict(snakemake.output.items()), facets=params.facets)

@@ -1,10 +1,10 @@
 """All pair montages in one figure (rule overview_montage)."""
-from imagic_steps.worker import hand_over_to_worker
+from imagic_steps.execution.workflow_job import workflow_job
 
-hand_over_to_worker()  # local runs: the warm worker runs this script (imagic_steps/worker.py)
+# first, before any heavy import: on a local run the warm worker runs the rest of this script
+job = workflow_job(snakemake.log[0], snakemake.threads, snakemake.resources)
 
 from imagic_steps.figures import stack_vertically
-from imagic_steps.jobs import job_context
 
-with job_context(snakemake.log[0], snakemake.threads):
+with job.context():
     stack_vertically(snakemake.input.montages, snakemake.output.overview)

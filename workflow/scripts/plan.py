@@ -1,10 +1,10 @@
 """The resolved experiment plan as JSON (rule experiment_plan)."""
-from imagic_steps.worker import hand_over_to_worker
+from imagic_steps.execution.workflow_job import workflow_job
 
-hand_over_to_worker()  # local runs: the warm worker runs this script (imagic_steps/worker.py)
+# first, before any heavy import: on a local run the warm worker runs the rest of this script
+job = workflow_job(snakemake.log[0], snakemake.threads, snakemake.resources)
 
 from imagic_steps.io import write_json
-from imagic_steps.jobs import job_context
 
-with job_context(snakemake.log[0], snakemake.threads):
+with job.context():
     write_json(snakemake.output.plan, snakemake.params.plan)

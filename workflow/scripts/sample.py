@@ -1,15 +1,14 @@
 """Stage C for one alpha or one whole sample set, every seed (rule sample)."""
-from imagic_steps.worker import hand_over_to_worker
+from imagic_steps.execution.workflow_job import workflow_job
 
-hand_over_to_worker()  # local runs: the warm worker runs this script (imagic_steps/worker.py)
+# first, before any heavy import: on a local run the warm worker runs the rest of this script
+job = workflow_job(snakemake.log[0], snakemake.threads, snakemake.resources)
 
-from imagic_steps.jobs import model_job
 from imagic_steps.sample import run_sample
 from imagic_steps.variants import SampleParams
 
 params = snakemake.params
-with model_job(snakemake.log[0], snakemake.threads, params.model,
-               getattr(snakemake.resources, "gpu_mem_mb", None), text_encoders=False) as components:
+with job.model(params.model, text_encoders=False) as components:
     run_sample(
         components,
         snakemake.input.embed,

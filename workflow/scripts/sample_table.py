@@ -1,13 +1,13 @@
 """The table of every sample (rule sample_table)."""
-from imagic_steps.worker import hand_over_to_worker
+from imagic_steps.execution.workflow_job import workflow_job
 
-hand_over_to_worker()  # local runs: the warm worker runs this script (imagic_steps/worker.py)
+# first, before any heavy import: on a local run the warm worker runs the rest of this script
+job = workflow_job(snakemake.log[0], snakemake.threads, snakemake.resources)
 
 from imagic_steps.evaluate import write_table
-from imagic_steps.jobs import job_context
 
 MARKDOWN_COLUMNS = ["pair_id", "variant", "seed", "alpha", "finetune_mode", "embed_steps", "finetune_steps",
                     "scheduler", "sample"]
 
-with job_context(snakemake.log[0], snakemake.threads):
+with job.context():
     write_table(snakemake.params.rows, snakemake.output.csv, snakemake.output.markdown, MARKDOWN_COLUMNS)

@@ -1,15 +1,14 @@
 """SDEdit baseline for one strength, all seeds (rule sdedit)."""
-from imagic_steps.worker import hand_over_to_worker
+from imagic_steps.execution.workflow_job import workflow_job
 
-hand_over_to_worker()  # local runs: the warm worker runs this script (imagic_steps/worker.py)
+# first, before any heavy import: on a local run the warm worker runs the rest of this script
+job = workflow_job(snakemake.log[0], snakemake.threads, snakemake.resources)
 
-from imagic_steps.jobs import model_job
 from imagic_steps.sdedit import run_sdedit
 from imagic_steps.variants import SdeditParams
 
 params, wildcards = snakemake.params, snakemake.wildcards
-with model_job(snakemake.log[0], snakemake.threads, params.model,
-               getattr(snakemake.resources, "gpu_mem_mb", None)) as components:
+with job.model(params.model) as components:
     run_sdedit(
         components,
         snakemake.input.image,

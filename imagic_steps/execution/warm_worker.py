@@ -1,13 +1,14 @@
 """A warm worker for local runs: jobs hand their script to one process that has imported torch and diffusers once.
 
-Each workflow job used to spend most of its wall time starting up: importing torch, diffusers, transformers
-and matplotlib takes ~5-6 s of one core on this project's 2-core machine, while a stage of the digits model
-computes for 1-30 s (issue 18: the default run's 70 jobs spent about half their time importing).
+Importing torch, diffusers, transformers and matplotlib takes ~5-6 s of one core on this project's 2-core machine,
+while a stage of the digits model computes for 1-30 s: jobs that each import them spend much of their wall time
+starting up (measured on a 70-job default run: about half of the jobs' time went to importing).
 
-Snakemake still schedules, caches and logs every job as before, and each job is still one process Snakemake
-starts: the first line of each workflow script calls `hand_over_to_worker()`. When the workflow runs locally,
-`start_worker` (Snakemake's `onstart`) has started `python -m imagic_steps.worker SOCKET`, which imports the
-stages once and then forks one child per job (a fork server, like multiprocessing's "forkserver"):
+Snakemake schedules, caches and logs every job just as it does without the worker, and each job is one process
+Snakemake starts: each workflow script's first call, `workflow_job(...)` (imagic_steps.execution.workflow_job),
+calls `hand_over_to_worker()`. When the workflow runs locally, `start_worker` (Snakemake's `onstart`) has started
+`python -m imagic_steps.execution.warm_worker SOCKET`, which imports the stages once and then forks one child per
+job (a fork server, like multiprocessing's "forkserver"):
 
 * the job process sends its script (the file Snakemake generated: preamble + script), working directory,
   environment and its stdin/stdout/stderr file descriptors over a Unix socket, then waits;
@@ -20,10 +21,11 @@ Ending: a job whose Snakemake is killed ends (`exit_with_parent`), which closes 
 at once when the socket closes; the worker ends with Snakemake (`stop_worker`, which `onstart` registers to run
 at Snakemake's exit; or, after a kill -9, as soon as its parent is gone).
 Without a worker (SLURM jobs, `warm_worker: false`, a worker that is not there) the script runs in its own
-process as before. Import-light: the job process imports only this module and the standard library.
+process, start to end. Import-light: a job process imports this module (through `workflow_job`) before it hands
+its script over, so it imports only the standard library and `freed_memory` at the top.
 
 Memory: every job, forked from the worker or started cold, keeps the memory it frees for its next step
-(`hand_over_to_worker`, `imagic_steps.freed_memory`).
+(`hand_over_to_worker`, `imagic_steps.execution.freed_memory`).
 """
 
 from __future__ import annotations
@@ -44,15 +46,16 @@ import time
 import traceback
 from pathlib import Path
 
-from .freed_memory import retain_freed_memory
+from . import freed_memory
 
 SOCKET_ENV = "IMAGIC_STEPS_WORKER"  # the socket's path, set by start_worker for the jobs Snakemake starts
 SERVED_BY_ENV = "IMAGIC_STEPS_SERVED_BY"  # in a job run by the worker: the worker's pid (the job log says so)
-# What every stage script imports; the worker imports it once, before its first fork.
-PRELOAD = ("imagic_steps.jobs", "imagic_steps.embed", "imagic_steps.finetune", "imagic_steps.sample",
-           "imagic_steps.sdedit", "imagic_steps.ledits", "imagic_steps.ddim_inversion", "imagic_steps.score",
-           "imagic_steps.evaluate", "imagic_steps.figures", "snakemake.iocontainers", "snakemake.logging",
-           "snakemake.shell")
+# What the stage scripts import (and `configuration`, which `WorkflowJob.model` imports after the hand-over); the
+# worker imports it once, before its first fork.
+PRELOAD = ("imagic_steps.execution.workflow_job", "imagic_steps.configuration", "imagic_steps.embed",
+           "imagic_steps.finetune", "imagic_steps.sample", "imagic_steps.sdedit", "imagic_steps.ledits",
+           "imagic_steps.ddim_inversion", "imagic_steps.score", "imagic_steps.evaluate", "imagic_steps.figures",
+           "snakemake.iocontainers", "snakemake.logging", "snakemake.shell")
 MAX_REQUEST_BYTES = 1 << 22
 START_SECONDS = 10
 READY_SECONDS = 300  # a job waits this long for the worker (its imports, a busy machine), then starts cold
@@ -63,13 +66,13 @@ STATUS = struct.Struct("!i")
 def hand_over_to_worker() -> None:
     """Run this job's script in the warm worker and exit with its status; return when there is no worker.
 
-    Called as the first statement of each workflow script (after Snakemake's preamble), so the fallback is the
-    script itself, unchanged. Not inside a SLURM job: that job's resources are SLURM's allocation. The script
+    Called by each workflow script's first call (`workflow_job`, after Snakemake's preamble), so the fallback is
+    the script itself, unchanged. Not inside a SLURM job: that job's resources are SLURM's allocation. The script
     runs this again in its fork of the worker (where there is no worker to hand to), so every job, warm or cold,
     keeps the memory it frees from here on.
     """
     _run_in_worker()
-    retain_freed_memory()
+    freed_memory.retain_freed_memory()
 
 
 def _run_in_worker() -> None:
@@ -89,7 +92,7 @@ def _run_in_worker() -> None:
     if ready != b"+":
         connection.close()
         return
-    from .runs import exit_with_parent
+    from .snakemake_runs import exit_with_parent
 
     exit_with_parent()  # a killed Snakemake ends this job, which closes the socket, which ends the child
     request = {"script": os.path.abspath(sys.argv[0]), "argv": sys.argv, "cwd": os.getcwd(),
@@ -117,7 +120,7 @@ def _open_or_devnull(fd: int) -> int:
 
 def serve(path: str) -> None:
     """Listen on `path`, import the stages, then fork one child per job until stopped (SIGTERM)."""
-    from .runs import exit_with_parent
+    from .snakemake_runs import exit_with_parent
 
     exit_with_parent()  # the Snakemake that started the worker is gone: so is the worker
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -196,7 +199,8 @@ def start_worker() -> tuple[subprocess.Popen, Path]:
     """
     folder = Path(tempfile.mkdtemp(prefix="imagic_steps_worker_"))
     path = folder / "socket"
-    process = subprocess.Popen([sys.executable, "-m", "imagic_steps.worker", str(path)], stdin=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-m", "imagic_steps.execution.warm_worker", str(path)],
+                               stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + START_SECONDS
     while not path.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # bound in well under a second; a job that finds no socket just starts cold
@@ -215,6 +219,6 @@ def stop_worker(process: subprocess.Popen, folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    from imagic_steps.worker import serve as serve_here  # this module's own name, not __main__'s copy
+    from imagic_steps.execution.warm_worker import serve as serve_here  # this module's own name, not __main__'s copy
 
     serve_here(sys.argv[1])

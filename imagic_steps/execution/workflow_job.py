@@ -1,7 +1,14 @@
 """Running one workflow job: its log file, thread count, device, the model, and a one-line error on bad input.
 
+Each workflow script's first call is `workflow_job(snakemake.log[0], snakemake.threads, snakemake.resources)`: on a
+local run it hands the script to the warm worker (`warm_worker.hand_over_to_worker`), and it returns a
+`WorkflowJob`, whose `model(...)` or `context()` runs the script's body.
+
 Snakemake does not assign GPUs to concurrent local jobs, so a job that wants CUDA takes an exclusive
 lock on one visible device (a lock file per physical device id) and holds it for its lifetime.
+
+Import-light (the standard library and this package's light modules): a local job process imports this module only
+to hand its script over; torch and the model code are imported inside the functions that run after the hand-over.
 """
 
 from __future__ import annotations
@@ -15,12 +22,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-from .configuration import ModelSpec
-from .errors import USER_ERRORS
-from .runs import exit_with_parent
-from .worker import SERVED_BY_ENV
+from ..errors import USER_ERRORS
+from .snakemake_runs import exit_with_parent
+from .warm_worker import SERVED_BY_ENV, hand_over_to_worker
 
 LOCK_DIR = Path(os.environ.get("IMAGIC_STEPS_GPU_LOCKS", Path(tempfile.gettempdir()) / "imagic_steps_gpu_locks"))
 
@@ -167,15 +173,42 @@ def job_context(log_path: str | os.PathLike, threads: int = 1, device: str = "cp
             raise SystemExit(1) from None
 
 
-@contextlib.contextmanager
-def model_job(log_path, threads: int, model: dict, gpu_mem_mb: int | None = None, text_encoders: bool = True):
-    """A workflow job that runs the model: `job_context` (log file, threads, a device of its own, the memory
-    check, one-line user errors) with the workflow's `model:` block (`ModelSpec.to_config`) loaded on that
-    device; yields its `SDComponents`. `text_encoders=False`: a job that encodes no prompt (fine-tune, sample)."""
-    spec = ModelSpec.from_config(model)
-    with job_context(log_path, threads, spec.device, gpu_mem_mb) as device:
-        start = time.perf_counter()
-        components = dataclasses.replace(spec, device=device).load(text_encoders=text_encoders)
-        # benchmarks/main_job.py reads this line: a warm process running every stage would load the model once
-        logging.getLogger(__name__).info("model %s loaded in %.2f s", spec.id, time.perf_counter() - start)
-        yield components
+@dataclasses.dataclass(frozen=True)
+class WorkflowJob:
+    """One workflow job as its script runs it: the job's log file, Snakemake's `threads` for it and its estimated
+    device memory (the rule's `gpu_mem_mb` resource, None where the rule sets none)."""
+
+    log_path: str | os.PathLike
+    threads: int = 1
+    gpu_mem_mb: int | None = None
+
+    def context(self, device: str = "cpu") -> contextlib.AbstractContextManager[str]:
+        """`job_context` for this job: the body of a job without a model (plan, tables, montages, evaluate) or one
+        that picks its own device (score); yields the device string."""
+        return job_context(self.log_path, self.threads, device, self.gpu_mem_mb)
+
+    @contextlib.contextmanager
+    def model(self, model: dict, text_encoders: bool = True) -> Iterator[Any]:
+        """A workflow job that runs the model: `job_context` (log file, threads, a device of its own, the memory
+        check, one-line user errors) with the workflow's `model:` block (`ModelSpec.to_config`) loaded on that
+        device; yields its `SDComponents`. `text_encoders=False`: a job that encodes no prompt (fine-tune, sample)."""
+        from ..configuration import ModelSpec  # after the hand-over: the job process that hands over never needs it
+
+        spec = ModelSpec.from_config(model)
+        with self.context(spec.device) as device:
+            start = time.perf_counter()
+            components = dataclasses.replace(spec, device=device).load(text_encoders=text_encoders)
+            # benchmarks/main_job.py reads this line: a warm process running every stage would load the model once
+            logging.getLogger(__name__).info("model %s loaded in %.2f s", spec.id, time.perf_counter() - start)
+            yield components
+
+
+def workflow_job(log_path: str | os.PathLike, threads: int, resources: Any = None) -> WorkflowJob:
+    """The first call of each workflow script (after Snakemake's preamble, before any heavy import): on a local
+    run, hand the rest of the script to the warm worker and exit with its status (`hand_over_to_worker`); return
+    where the script is to run here, in the worker's fork of it or cold without a worker, with the memory it frees
+    kept for its next step either way. Returns the job: `log_path` (`snakemake.log[0]`), `threads`
+    (`snakemake.threads`) and the `gpu_mem_mb` attribute of `resources` (`snakemake.resources`; None without one).
+    """
+    hand_over_to_worker()
+    return WorkflowJob(log_path, threads, getattr(resources, "gpu_mem_mb", None))

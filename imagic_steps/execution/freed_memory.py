@@ -8,8 +8,9 @@ CPU every training step then faults in and zeroes gigabytes again: a full fine-t
 no trimming the freed pages stay in the process and the next step reuses them: same results, same peak.
 
 Every workflow model job, which runs one stage, calls `retain_freed_memory()` first, whether it runs in a fork of
-the warm worker or starts cold (`imagic_steps.worker.hand_over_to_worker`, each script's first call). It is set with
-`mallopt` at run time rather than `GLIBC_TUNABLES` so a process that has already started can set it for itself.
+the warm worker or starts cold (`warm_worker.hand_over_to_worker`, called by `workflow_job`, each script's first
+call). It is set with `mallopt` at run time rather than `GLIBC_TUNABLES` so a process that has already started can
+set it for itself.
 `python -m imagic_steps edit` keeps glibc's defaults: it runs all three stages in one process, where what one
 step keeps fits later tensors badly; on SD-2.1's shape its peak RSS went from 7.47 to 8.66 GiB for 9 % less wall
 time (8.22 GiB when the kept memory was handed back between stages; tests/test_shaped_presets.py).

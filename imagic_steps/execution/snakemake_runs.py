@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import PlanError
+from ..errors import PlanError
 
 OWNERS = Path(".snakemake") / "imagic_steps_owners"
 LOCKS = Path(".snakemake") / "locks"
