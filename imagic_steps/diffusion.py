@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .components import SDComponents
 from .errors import NonFiniteLossError
 from .families import Conditioning, as_conditioning
-from .models import SDComponents
 
 logger = logging.getLogger(__name__)
 
