@@ -78,7 +78,7 @@ def measure(what: str, dtype_name: str, side: int = SIDE, architecture: str = "s
     from diffusers.models.attention_processor import AttnProcessor
 
     from imagic_steps.execution.freed_memory import retain_freed_memory
-    from imagic_steps.models import sd15_unet_config, sd21_unet_config, sd_vae_config
+    from imagic_steps.preset_recipes import sd15_unet_config, sd21_unet_config, sd_vae_config
 
     retain_freed_memory()
     torch.set_num_threads(1)

@@ -18,9 +18,10 @@ import psutil
 import torch
 import yaml
 
-from imagic_steps.images import load_image, pil_to_tensor
+from imagic_steps.components import SDComponents
 from imagic_steps.execution.workflow_job import peak_rss_bytes
-from imagic_steps.models import SDComponents, load_components
+from imagic_steps.images import load_image, pil_to_tensor
+from imagic_steps.model_loading import load_components
 from imagic_steps.variants import EmbedParams, FinetuneParams, SampleParams, resolve_variant
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

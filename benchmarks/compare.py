@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from imagic_steps.components import SDComponents
 from imagic_steps.embed import optimize_embedding
 from imagic_steps.finetune import finetune_unet
-from imagic_steps.models import SDComponents
 from imagic_steps.sample import make_scheduler, sample_alphas
 
 from . import reference

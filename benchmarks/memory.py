@@ -161,7 +161,7 @@ IF_MODEL_CHANNELS = {"if-i-m": 192, "if-i-xl": 704}
 
 
 def unet_config(architecture: str) -> dict:
-    from imagic_steps.models import sd15_unet_config, sd21_unet_config
+    from imagic_steps.preset_recipes import sd15_unet_config, sd21_unet_config
 
     if architecture in IF_MODEL_CHANNELS:
         return if_unet_config(IF_MODEL_CHANNELS[architecture])
@@ -182,7 +182,7 @@ def text_encoders(architecture: str) -> list[torch.nn.Module]:
     """The architecture's text encoder(s) on the meta device."""
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel
 
-    from imagic_steps.models import clip_text_config, sd15_text_config, sd21_text_config
+    from imagic_steps.preset_recipes import clip_text_config, sd15_text_config, sd21_text_config
 
     with torch.device("meta"):
         if architecture in IF_MODEL_CHANNELS:
@@ -207,7 +207,7 @@ def count_architecture(architecture: str) -> ModelSize:
     """Exact parameter counts of a published architecture, from its configs on the meta device."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from imagic_steps.models import sd_vae_config
+    from imagic_steps.preset_recipes import sd_vae_config
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(**unet_config(architecture))
@@ -292,7 +292,7 @@ def tiny_check() -> list[dict]:
     """
     from imagic_steps.diffusion import denoising_loss, draw_noise_and_timesteps
     from imagic_steps.finetune import trainable_unet
-    from imagic_steps.models import load_components
+    from imagic_steps.model_loading import load_components
     from imagic_steps.variants import FinetuneParams
 
     components = load_components("tiny")

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imagic_steps.models import SDComponents
+from imagic_steps.components import SDComponents
 
 
 def encode_text(components: SDComponents, prompt: str) -> torch.Tensor:

@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     from imagic_steps.locations import MODEL_PRESETS
-    from imagic_steps.models import resolve_model_path
+    from imagic_steps.model_loading import resolve_model_path
 
     folder = Path(resolve_model_path(args.model) if args.model in MODEL_PRESETS else args.model)
     with tempfile.TemporaryDirectory() as memo_cache:

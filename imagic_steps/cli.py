@@ -20,7 +20,8 @@ from .finetune import run_finetune
 from .images import load_image, open_rgb
 from .io import write_json
 from .locations import MODEL_PRESETS
-from .memory import known_family_name, model_folder_problem
+from .memory import known_family_name
+from .model_folder import model_folder_problem
 from .plan import check_text
 from .sample import run_sample
 from .upscale import UpscaleParams, check_super_resolution, load_super_resolution, run_upscale

@@ -44,9 +44,9 @@ class ModelSpec:
         return asdict(self)
 
     def load(self, text_encoders: bool = True):
-        """The model's `SDComponents` (imagic_steps.models; imported here, since planning never loads a model);
+        """The model's `SDComponents` (imagic_steps.components; imported here, since planning never loads a model);
         `text_encoders=False` leaves the tokenizers and text encoders out."""
-        from .models import load_components
+        from .model_loading import load_components
 
         return load_components(self.id, revision=self.revision, device=self.device, dtype=self.dtype,
                                channels_last=self.channels_last, compile_unet=self.compile,

@@ -36,11 +36,11 @@ from typing import Sequence
 import torch
 from PIL import Image
 
+from .components import SDComponents
 from .diffusion import decode_latents, encode_conditioning, encode_image, split_prediction
 from .families import Conditioning
 from .images import load_image, pil_to_tensor, tensor_to_pil
 from .io import save_image, write_json
-from .models import SDComponents
 from .provenance import provenance
 from .sample import denoise, make_scheduler
 from .variants import DdimInversionParams, SampleParams

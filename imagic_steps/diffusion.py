@@ -15,9 +15,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .components import SDComponents
 from .errors import NonFiniteLossError
 from .families import Conditioning, as_conditioning
-from .models import SDComponents
 
 logger = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from .components import SDComponents
 from .diffusion import LossHistory, denoising_loss, draw_noise_and_timesteps, encode_conditioning, encode_image, \
     truncated_prompt
 from .families import Conditioning, as_conditioning, conditioning_from_artefact
 from .drawing import write_loss_curve
 from .images import load_image, pil_to_tensor
 from .io import load_tensors, save_tensors, write_json
-from .models import SDComponents
 from .provenance import provenance
 from .variants import EmbedParams
 

@@ -8,7 +8,7 @@ A family says
       VAE's `scaling_factor`, 8 pixels per latent; IF stage I: the image itself in [-1, 1], factor 1);
 plus the components it loads (`load_text`, `load_vae`) and the diffusers pipelines the baselines run: img2img for
 SDEdit (`img2img_pipeline`), LEDITS++ for the sd and sdxl families only (`ledits_pipeline`,
-`model_index.LEDITS_FAMILIES`). The stages (embed, finetune, sample, previews, SDEdit) call these hooks and contain no
+`model_folder.LEDITS_FAMILIES`). The stages (embed, finetune, sample, previews, SDEdit) call these hooks and contain no
 family-specific branch. How a UNet's output becomes the training target and the sampler's input is not a family
 property but the UNet's: a UNet with twice the input channels (IF's `learned_range` variance) predicts
 (eps or v, variance), see `imagic_steps.diffusion.split_prediction`.
@@ -40,10 +40,10 @@ from typing import TYPE_CHECKING, ClassVar, Sequence
 import torch
 
 from .errors import PlanError
-from .model_index import LEDITS_FAMILIES, family_name, read_model_index
+from .model_folder import LEDITS_FAMILIES, family_name, read_model_index
 
-if TYPE_CHECKING:  # models imports this module; the hooks only need its components at call time
-    from .models import SDComponents
+if TYPE_CHECKING:  # the hooks only need the components at call time: no diffusers / transformers at import
+    from .components import SDComponents
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ class ModelFamily:
 
     def ledits_pipeline(self, components: SDComponents, scheduler):
         """diffusers' LEDITS++ pipeline of the family on the loaded components (no copy, no safety checker); the
-        families of `model_index.LEDITS_FAMILIES` have one, the others refuse with a PlanError."""
+        families of `model_folder.LEDITS_FAMILIES` have one, the others refuse with a PlanError."""
         raise PlanError(f"LEDITS++ has no diffusers pipeline for the '{self.name}' model family (only "
                         f"{', '.join(LEDITS_FAMILIES)}); leave the ledits baseline out for model "
                         f"'{components.model_id}'")
@@ -448,7 +448,7 @@ SD = StableDiffusionFamily()
 
 
 def family_from_model_index(index: dict, model: str = "this model") -> ModelFamily:
-    """The family of a diffusers folder from its model_index.json (`model_index.family_name`: an IF
+    """The family of a diffusers folder from its model_index.json (`model_folder.family_name`: an IF
     super-resolution stage is refused with a PlanError naming `model`)."""
     name = family_name(index, model)
     if name == StableDiffusionXLFamily.name:

@@ -16,13 +16,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .components import SDComponents
 from .diffusion import LossHistory, denoising_loss, draw_noise_and_timesteps
 from .embed import EmbedResult
 from .drawing import save_grid, write_loss_curve
 from .finetune_artefact import FinetuneResult, save_finetuned, shared_weights_copy, trainable_state
 from .images import tensor_to_pil
 from .io import load_tensors, read_json, save_tensors, save_torch, write_json
-from .models import SDComponents
 from .provenance import provenance
 from .sample import sample_alphas
 from .variants import LORA_TARGET_MODULES, FinetuneParams, SampleParams

@@ -1,5 +1,5 @@
 """LEDITS++ baseline (Brack et al., CVPR 2024) through diffusers' LEditsPPPipelineStableDiffusion(XL) on the loaded
-components (the sd and sdxl families: `model_index.LEDITS_FAMILIES`; IF has no LEDITS++ pipeline and is refused).
+components (the sd and sdxl families: `model_folder.LEDITS_FAMILIES`; IF has no LEDITS++ pipeline and is refused).
 
 Per seed the input is inverted once (edit-friendly DDPM inversion under the empty prompt, as the pipelines do by
 default, or the pair's source prompt with `use_source_prompt`; with a CPU generator seeded with the seed: the
@@ -35,9 +35,9 @@ from typing import Iterator, Sequence
 import torch
 from PIL import Image
 
+from .components import SDComponents, kept_weights
 from .images import load_image
 from .io import save_image, write_json
-from .models import SDComponents, kept_weights
 from .provenance import provenance
 from .variants import LeditsParams
 

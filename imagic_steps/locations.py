@@ -29,9 +29,9 @@ class ModelPreset:
     """An offline model preset.
 
     `folder`: the name of its diffusers folder, under `cache_dir()` where it is built on first use
-    (`imagic_steps.models.ensure_preset`), or under the package's presets/ when `shipped`; the built ones carry a
-    version, bumped when their configs change, so stale caches are not reused. `random_weights`: seeded random
-    initialisation, never trained, so what the preset produces checks the mechanics and means nothing about
+    (`imagic_steps.preset_recipes.ensure_preset`), or under the package's presets/ when `shipped`; the built ones
+    carry a version, bumped when their configs change, so stale caches are not reused. `random_weights`: seeded
+    random initialisation, never trained, so what the preset produces checks the mechanics and means nothing about
     quality. `architecture`: the published model whose exact architecture it has (`sd15`, `sd21`), if any.
     """
 

@@ -43,12 +43,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .locations import MODEL_PRESETS, preset_folder
-from .model_index import family_name, listed, read_model_index
+from .locations import MODEL_PRESETS
+from .model_folder import (component_weight_files, family_name, local_model_folder, read_model_index,
+                           required_components, safetensors_shapes)
 from .variants import (LEDITS_PIPELINE_INVERSION_STEPS, LORA_TARGET_MODULES, BaselineParams, FinetuneParams,
                        LeditsParams)
 
@@ -376,78 +376,8 @@ def estimate_ledits_memory(size: ModelSize = SD15, weights_bytes: int = 2, resol
 
 
 # --------------------------------------------------------------------------------------------------
-# Parameter counts from safetensors headers
+# Parameter counts from safetensors headers (read by imagic_steps.model_folder)
 # --------------------------------------------------------------------------------------------------
-
-WEIGHT_FILE_STEMS = ("diffusion_pytorch_model", "model")
-
-
-def safetensors_shapes(path: str | Path) -> dict[str, list[int]]:
-    """Tensor name -> shape, read from a safetensors file's JSON header only (no weights are read)."""
-    with open(path, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        if length > Path(path).stat().st_size - 8:  # a corrupt length must not become a huge read
-            raise ValueError(f"{path}: safetensors header length {length} exceeds the file")
-        header = json.loads(handle.read(length))
-    header.pop("__metadata__", None)
-    return {name: entry["shape"] for name, entry in header.items()}
-
-
-def component_weight_files(folder: Path) -> list[Path]:
-    """The safetensors file(s) of one component folder (single or sharded; full precision preferred)."""
-    for stem in WEIGHT_FILE_STEMS:
-        for variant in ("", ".fp16"):
-            single = folder / f"{stem}{variant}.safetensors"
-            if single.exists():
-                return [single]
-            index = folder / f"{stem}{variant}.safetensors.index.json"
-            if index.exists():
-                return sorted({folder / name for name in json.loads(index.read_text())["weight_map"].values()})
-    return []
-
-
-MODEL_COMPONENTS = ("tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2", "vae", "unet", "scheduler")
-ALWAYS_REQUIRED = ("tokenizer", "text_encoder", "unet", "scheduler")
-WEIGHTED_COMPONENTS = ("text_encoder", "text_encoder_2", "vae", "unet")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-def required_components(index: dict) -> tuple[str, ...]:
-    """The components a folder must have: those of MODEL_COMPONENTS its model_index.json lists, and always the
-    tokenizer, text encoder, UNet and scheduler. Without a model_index.json: Stable Diffusion's (with a VAE).
-    Components the package never loads (IF's safety checker, feature extractor, watermarker) are not required."""
-    if not index:
-        return ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
-    return tuple(c for c in MODEL_COMPONENTS if c in ALWAYS_REQUIRED or listed(index.get(c)))
-
-
-def model_folder_problem(model_folder: str | Path) -> str | None:
-    """What keeps a local diffusers folder from loading, as one line, or None: the layout (model_index.json, each
-    component's folder and config), safetensors weights (pickle-only weights are refused unread: loading them
-    would run code) and readable safetensors headers."""
-    folder = Path(model_folder)
-    name = f"model folder '{model_folder}'"
-    fix = "point model.id at a diffusers folder (`huggingface-cli download ID --local-dir DIR` writes one)"
-    if not (folder / "model_index.json").is_file():
-        return f"{name} (model_index.json): not found; {fix}"
-    required = required_components(read_model_index(folder))
-    for component in required:
-        if not (folder / component).is_dir():
-            return f"{name} ({component}/): not found; {fix}"
-    for component in (c for c in required if c in WEIGHTED_COMPONENTS):
-        if not (folder / component / "config.json").is_file():
-            return f"{name} ({component}/config.json): not found; {fix}"
-        files = component_weight_files(folder / component)
-        if not files:
-            pickled = sorted(p.name for p in (folder / component).iterdir() if p.suffix in PICKLE_SUFFIXES)
-            what = f"only pickle weights ({', '.join(pickled)}), which are never loaded" if pickled else "no weights"
-            return (f"{name} ({component}): {what}; convert them to safetensors (e.g. load and `save_pretrained("
-                    "..., safe_serialization=True)` on a trusted machine)")
-        for path in files:
-            try:
-                safetensors_shapes(path)
-            except (OSError, ValueError, OverflowError, MemoryError, struct.error, KeyError, TypeError):
-                return (f"{name} ({path.relative_to(folder)}): not a readable safetensors file (corrupt or truncated "
-                        "header); download or convert it again")
-    return None
 
 
 def lora_per_rank_of(unet_shapes: dict[str, list[int]]) -> int:
@@ -528,25 +458,6 @@ def unet_attention_shape(unet_config: dict, down_sampling: int = 8) -> Attention
     finest = attending[0]
     return AttentionShape(heads=heads[finest], factor=down_sampling * 2**finest,
                           fp32_scores=bool(unet_config.get("upcast_attention")), mask_maps=mask_maps)
-
-
-def local_model_folder(model: str, revision: str | None = None) -> Path | None:
-    """The folder holding `model`'s files on this machine (preset, local folder or hub cache), else None.
-
-    Never downloads: a hub model that is not in the cache yet gives None.
-    """
-    folder = preset_folder(model)
-    if folder is not None:
-        return folder if folder.exists() else None
-    if Path(model).is_dir():
-        return Path(model)
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(model, revision=revision, local_files_only=True))
-    except (LocalEntryNotFoundError, OSError, ValueError):
-        return None
 
 
 def model_size(model: str, revision: str | None = None) -> ModelSize | None:

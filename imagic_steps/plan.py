@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import PlanError
-from .model_index import FAMILY_NAMES, LEDITS_FAMILIES
+from .model_folder import FAMILY_NAMES, LEDITS_FAMILIES
 from .variants import (DdimInversionParams, LeditsParams, SdeditParams, Variant, deep_merge,
                        resolve_variant)
 

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .components import SDComponents
 from .diffusion import decode_latents, split_prediction
 from .embed import EmbedResult
 from .families import Conditioning, as_conditioning, interpolate_conditioning
 from .finetune_artefact import load_finetuned_unet
 from .images import tensor_to_pil
 from .io import save_image, write_json
-from .models import SDComponents
 from .provenance import provenance
 from .variants import SCHEDULERS, SampleParams
 

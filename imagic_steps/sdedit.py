@@ -9,9 +9,9 @@ from typing import Sequence
 import torch
 from PIL import Image
 
+from .components import SDComponents, kept_weights
 from .images import load_image
 from .io import save_image, write_json
-from .models import SDComponents, kept_weights
 from .provenance import provenance
 from .sample import make_scheduler
 from .variants import SdeditParams

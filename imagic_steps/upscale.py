@@ -18,12 +18,13 @@ from typing import Sequence
 import torch
 from PIL import Image
 
+from .components import DTYPES
 from .errors import ModelNotAvailableError, PlanError
-from .model_index import SUPER_RESOLUTION_PIPELINE
 from .images import open_rgb
 from .io import save_image, write_json
 from .locations import TINY_IF_SR_PRESET, is_random_preset
-from .models import DTYPES, _unavailable_message, resolve_model_path
+from .model_folder import SUPER_RESOLUTION_PIPELINE
+from .model_loading import resolve_model_path, unavailable_message
 from .provenance import provenance
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class SuperResolutionModel:
 
 
 def _unavailable(model: str, error: Exception) -> ModelNotAvailableError:
-    return ModelNotAvailableError(_unavailable_message(model, error, TINY_IF_SR_PRESET, "--upscale "))
+    return ModelNotAvailableError(unavailable_message(model, error, TINY_IF_SR_PRESET, "--upscale "))
 
 
 def check_super_resolution(model: str, revision: str | None = None) -> str:
@@ -88,7 +89,7 @@ def load_super_resolution(model: str, *, revision: str | None = None, device: st
                           dtype: str | torch.dtype = "fp32") -> SuperResolutionModel:
     """Load an IF stage II model as diffusers' IFSuperResolutionPipeline (weights in `dtype` on `device`), without
     safety checker, feature extractor or watermarker. Errors as `check_super_resolution`; a model whose weights
-    cannot be fetched raises ModelNotAvailableError, one line as `models.load_components` words it."""
+    cannot be fetched raises ModelNotAvailableError, one line as `model_loading.load_components` words it."""
     from diffusers import IFSuperResolutionPipeline
     from diffusers.utils import logging as diffusers_logging
 

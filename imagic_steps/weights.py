@@ -31,7 +31,7 @@ from typing import Any
 
 from .io import write_json
 from .locations import DIGITS_CLASSIFIER_FOLDER, MODEL_PRESETS, cache_dir, preset_folder
-from .memory import local_model_folder
+from .model_folder import local_model_folder
 
 MEMO_FILE = "file_digests.json"
 DIGEST_LENGTH = 16  # hex digits kept: 64 bits, far beyond any chance collision among one user's models

@@ -51,7 +51,7 @@ def preset_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny(preset_cache):
-    from imagic_steps.models import load_components
+    from imagic_steps.model_loading import load_components
 
     return load_components("tiny")
 
@@ -59,7 +59,7 @@ def tiny(preset_cache):
 @pytest.fixture(scope="module")
 def load(preset_cache):
     """`load(name)`: a preset's components, loaded once per test module (a -k run loads only those it uses)."""
-    from imagic_steps.models import load_components
+    from imagic_steps.model_loading import load_components
 
     cache = {}
 

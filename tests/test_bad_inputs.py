@@ -222,7 +222,7 @@ def copy_model(source: Path, target: Path) -> None:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A work folder with a finished tiny run in results/, and the broken model folders the model cases use."""
-    from imagic_steps.models import resolve_model_path
+    from imagic_steps.model_loading import resolve_model_path
 
     workdir = tmp_path_factory.mktemp("bad_inputs")
     (workdir / "images" / "sub").mkdir(parents=True)

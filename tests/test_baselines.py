@@ -19,7 +19,7 @@ from imagic_steps.families import SD, DeepFloydIFFamily, StableDiffusionXLFamily
 from imagic_steps.images import load_image, pil_to_tensor, tensor_to_pil
 from imagic_steps.ledits import ledits_edits, ledits_pipeline, run_ledits
 from imagic_steps.locations import DIGITS_PRESET, TINY_IF_PRESET, TINY_SDXL_PRESET
-from imagic_steps.model_index import LEDITS_FAMILIES
+from imagic_steps.model_folder import LEDITS_FAMILIES
 from imagic_steps.variants import DdimInversionParams, LeditsParams
 
 IMAGE = "config/images/digits/3.png"
@@ -36,7 +36,7 @@ LEDITS_RECONSTRUCTION_TOLERANCE = 0.03
 
 @pytest.fixture(scope="module")
 def digits():
-    from imagic_steps.models import load_components
+    from imagic_steps.model_loading import load_components
 
     return load_components(DIGITS_PRESET)
 

@@ -25,8 +25,9 @@ from imagic_steps.digits.report import SAMPLE
 from imagic_steps.digits.train import TrainConfig
 from imagic_steps.families import DeepFloydIFFamily, StableDiffusionFamily
 from imagic_steps.locations import COLOUR_DIGITS_LATENT_PRESET, COLOUR_DIGITS_PIXEL_PRESET, preset_folder
-from imagic_steps.models import load_components, sd15_scheduler_config
+from imagic_steps.model_loading import load_components
 from imagic_steps.plan import read_pairs_sheet
+from imagic_steps.preset_recipes import sd15_scheduler_config
 
 PRESETS = {"latent": COLOUR_DIGITS_LATENT_PRESET, "pixel": COLOUR_DIGITS_PIXEL_PRESET}
 

@@ -100,7 +100,7 @@ def test_our_sampling_equals_diffusers_text_to_image_pipeline(load, preset):
 @pytest.fixture(scope="module")
 def half_sdxl(preset_cache):
     """tiny-sdxl loaded in fp16: its VAE stays fp32 (force_upcast), the SDXL pipelines' recasting case."""
-    from imagic_steps.models import load_components
+    from imagic_steps.model_loading import load_components
 
     return load_components(TINY_SDXL_PRESET, dtype="fp16")
 
@@ -163,7 +163,7 @@ def test_the_baselines_leave_an_fp16_sdxl_models_components_as_they_found_them(h
 
 
 def test_kept_weights_restores_the_very_tensors_of_a_module_cast_in_place():
-    from imagic_steps.models import kept_weights
+    from imagic_steps.components import kept_weights
 
     module = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
     weight = module[0].weight
@@ -307,7 +307,7 @@ def test_ddim_inversion_runs_the_plain_ode_both_ways_because_it_reconstructs_bes
 
 
 # --------------------------------------------------------------------------------------------------
-# Reconstruction: LEDITS++ (item 5; SDXL: IF has no LEDITS++ pipeline, model_index.LEDITS_FAMILIES is sd and sdxl,
+# Reconstruction: LEDITS++ (item 5; SDXL: IF has no LEDITS++ pipeline, model_folder.LEDITS_FAMILIES is sd and sdxl,
 # and tests/test_baselines.py::test_ledits_families_are_those_with_a_pipeline pins that it is refused)
 # --------------------------------------------------------------------------------------------------
 
@@ -330,7 +330,7 @@ def test_ledits_with_nothing_to_edit_retraces_its_inversion_then_denoises(load, 
 
     from imagic_steps.images import load_image, pil_to_tensor
     from imagic_steps.ledits import intersect_mask, kept_attention_processors, ledits_pipeline
-    from imagic_steps.models import kept_weights
+    from imagic_steps.components import kept_weights
     from imagic_steps.variants import LeditsParams
 
     model = load(TINY_SDXL_PRESET)

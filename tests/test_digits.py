@@ -11,7 +11,9 @@ from imagic_steps.embed import optimize_embedding
 from imagic_steps.finetune import finetune_unet
 from imagic_steps.images import load_image, pil_to_tensor, tensor_to_pil
 from imagic_steps.io import load_tensors
-from imagic_steps.models import DIGITS_PRESET, ensure_tiny_model, load_components, resolve_model_path
+from imagic_steps.locations import DIGITS_PRESET
+from imagic_steps.model_loading import load_components, resolve_model_path
+from imagic_steps.preset_recipes import ensure_tiny_model
 from imagic_steps.sample import sample_alphas
 from imagic_steps.digits.classifier import (
     CALIBRATE_COMMAND,

@@ -78,7 +78,7 @@ def assert_same_edit(a, b, atol):
 
 
 def test_channels_last_weights_give_the_same_edit(tiny, cat_tensor):
-    from imagic_steps.models import load_components
+    from imagic_steps.model_loading import load_components
 
     fast = load_components("tiny", channels_last=True)
     conv = fast.unet.conv_in.weight

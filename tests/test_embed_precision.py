@@ -8,7 +8,7 @@ import torch
 
 from imagic_steps.diffusion import denoising_loss, draw_noise_and_timesteps, encode_image, encode_prompts
 from imagic_steps.embed import optimize_embedding
-from imagic_steps.models import load_components
+from imagic_steps.model_loading import load_components
 from imagic_steps.variants import EmbedParams
 
 PROMPT = "a photo of a cat"

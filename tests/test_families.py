@@ -258,7 +258,7 @@ def test_sampling_needs_no_text_encoder_once_the_embed_artefact_holds_the_negati
                                                                                      tmp_path):
     """Fine-tune and sample jobs load without text encoders (IF's T5-XXL: 4.8 B parameters) and sample exactly what
     the fully loaded model samples."""
-    from imagic_steps.models import load_components
+    from imagic_steps.model_loading import load_components
 
     full = load(preset)
     embedded = embed_once(full)
@@ -318,7 +318,7 @@ def test_cli_edit_runs_on_each_family(model, cat_image_path, tmp_path):
 
 def test_fp16_sdxl_keeps_its_vae_in_fp32(preset_cache, cat_tensor):
     """SDXL's VAE overflows in fp16 (force_upcast); the UNet and text encoders keep the requested dtype."""
-    from imagic_steps.models import load_components
+    from imagic_steps.model_loading import load_components
 
     half = load_components(TINY_SDXL_PRESET, dtype="fp16")
     assert half.vae.dtype == torch.float32 and half.unet.dtype == torch.float16

@@ -42,7 +42,7 @@ def test_finetune_never_modifies_the_base_unet(tiny, embedded, astronaut_image_p
 
 
 def test_half_precision_weights_train_in_fp32(cat_tensor):
-    from imagic_steps.models import load_components
+    from imagic_steps.model_loading import load_components
 
     components = load_components("tiny", dtype="bf16")
     embedded = optimize_embedding(components, cat_tensor, PROMPT, EmbedParams(steps=2), progress=False)

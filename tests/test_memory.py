@@ -26,13 +26,13 @@ from imagic_steps.memory import (
     estimate_sampling_memory,
     estimate_training_memory,
     job_memory_mb,
-    model_folder_problem,
     model_size,
     planning_model_size,
     read_model_size,
     stage_estimate,
     unet_attention_shape,
 )
+from imagic_steps.model_folder import model_folder_problem
 from imagic_steps.variants import FinetuneParams, LeditsParams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -229,7 +229,8 @@ def test_sdxl_in_fp16_holds_and_decodes_its_vae_in_fp32():
 
 def test_tiny_sdxl_loaded_in_fp16_holds_what_the_estimate_counts(preset_cache):
     """The estimate's frozen weights are the bytes an fp16 load of tiny-sdxl holds: its VAE in fp32."""
-    from imagic_steps.models import ensure_preset, load_components
+    from imagic_steps.model_loading import load_components
+    from imagic_steps.preset_recipes import ensure_preset
 
     size = read_model_size(ensure_preset("tiny-sdxl"))
     assert size.family == "sdxl" and size.vae_upcast

@@ -4,7 +4,9 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from imagic_steps.models import ModelNotAvailableError, ensure_tiny_model, load_components
+from imagic_steps.errors import ModelNotAvailableError
+from imagic_steps.model_loading import load_components
+from imagic_steps.preset_recipes import ensure_tiny_model
 
 
 def test_tiny_preset_is_a_stable_diffusion_folder_loaded_offline(tiny):
@@ -41,7 +43,7 @@ def test_tiny_tokenizer_is_sd_clip_bpe(tiny):
 
 
 def test_tiny_preset_is_deterministic(tmp_path):
-    from imagic_steps.models import build_tiny_model
+    from imagic_steps.preset_recipes import build_tiny_model
 
     build_tiny_model(tmp_path / "a")
     build_tiny_model(tmp_path / "b")

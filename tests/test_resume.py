@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent("""
     from imagic_steps.finetune import finetune_unet
     from imagic_steps.finetune_artefact import save_finetuned
     from imagic_steps.images import load_image, pil_to_tensor
-    from imagic_steps.models import load_components
+    from imagic_steps.model_loading import load_components
     from imagic_steps.variants import EmbedParams, FinetuneParams
 
     out, checkpoints = sys.argv[1], sys.argv[2]

@@ -25,7 +25,7 @@ import pytest
 
 from imagic_steps.locations import (SD15_SHAPED_PRESET, SD21_SHAPED_PRESET, TINY_IF_PRESET, TINY_IF_SR_PRESET,
                                     TINY_PRESET, TINY_SDXL_PRESET)
-from imagic_steps.models import ensure_preset, preset_recipe
+from imagic_steps.preset_recipes import ensure_preset, preset_recipe
 from imagic_steps.variants import SCHEDULERS
 
 # runwayml/stable-diffusion-v1-5, scheduler/scheduler_config.json
@@ -84,7 +84,7 @@ DELIBERATELY_EXTRA = {
     (SD15_SHAPED_PRESET, "scheduler"): {"prediction_type"},
 }
 # The SD-shaped presets are not built here (2.1 / 2.6 GB): their file is written from the recipe's dict alone
-# (models.write_scheduler_config), so the dict is what is checked. The tiny ones are read from the built folder.
+# (preset_recipes.write_scheduler_config), so the dict is what is checked. The tiny ones are read from the built folder.
 BUILT = (TINY_PRESET, TINY_SDXL_PRESET, TINY_IF_PRESET, TINY_IF_SR_PRESET)
 # what the stages build from a model's scheduler config
 DERIVED = (*SCHEDULERS, "DDIMInverseScheduler")

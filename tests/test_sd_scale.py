@@ -80,7 +80,7 @@ def sd15_plan(tmp_path_factory) -> dict:
 def sd15_run(tmp_path_factory):
     """The experiment cut to RUN_VARIANTS (config/sd15.yaml + the overlay merged as Snakemake merges config
     files, other variants and the sweep left out), run: (results folder, planned memory of its model jobs)."""
-    from imagic_steps.models import ensure_preset
+    from imagic_steps.preset_recipes import ensure_preset
 
     ensure_preset("sd15-shaped")  # once, before parallel jobs would each build it
     folder = tmp_path_factory.mktemp("sd15_shaped")

@@ -34,7 +34,8 @@ from imagic_steps.memory import (
     planning_model_size,
     read_model_size,
 )
-from imagic_steps.models import ensure_preset, preset_recipe, resolve_model_path, write_clip_tokenizer
+from imagic_steps.model_loading import resolve_model_path
+from imagic_steps.preset_recipes import ensure_preset, preset_recipe, write_clip_tokenizer
 from imagic_steps.variants import LORA_TARGET_MODULES
 
 REPO = Path(__file__).resolve().parents[1]

@@ -30,7 +30,7 @@ def pixels(image) -> np.ndarray:
 def test_the_preset_is_an_if_stage_ii_folder_loaded_by_from_pretrained(preset_cache):
     from diffusers import DDPMScheduler, IFSuperResolutionPipeline
 
-    from imagic_steps.models import ensure_preset
+    from imagic_steps.preset_recipes import ensure_preset
 
     folder = ensure_preset(TINY_IF_SR_PRESET)
     index = json.loads((folder / "model_index.json").read_text())
@@ -52,7 +52,7 @@ def test_the_preset_is_an_if_stage_ii_folder_loaded_by_from_pretrained(preset_ca
 
 
 def test_a_stage_ii_folder_is_refused_as_a_model_to_edit(preset_cache):
-    from imagic_steps.models import load_components
+    from imagic_steps.model_loading import load_components
 
     with pytest.raises(PlanError, match=r"'tiny-if-sr' is a DeepFloyd IF super-resolution stage .*--upscale") as error:
         load_components(TINY_IF_SR_PRESET)
@@ -61,9 +61,9 @@ def test_a_stage_ii_folder_is_refused_as_a_model_to_edit(preset_cache):
         with pytest.raises(PlanError, match="super-resolution"):
             family_from_model_index({"_class_name": pipeline, "text_encoder": ["transformers", "T5EncoderModel"]})
     assert family_from_model_index({"_class_name": "IFPipeline"}).name == "if"  # stage I still is one
-    # planning reads the same model_index.family_name: a workflow with it as the model fails before any job
+    # planning reads the same model_folder.family_name: a workflow with it as the model fails before any job
     from imagic_steps.memory import read_model_size
-    from imagic_steps.models import ensure_preset
+    from imagic_steps.preset_recipes import ensure_preset
 
     with pytest.raises(PlanError, match="super-resolution"):
         read_model_size(ensure_preset(TINY_IF_SR_PRESET))
@@ -150,7 +150,7 @@ def refused(capsys, argv) -> str:
 
 
 def test_cli_refuses_upscale_after_a_non_if_model_before_any_work(cat_image_path, tmp_path, capsys):
-    from imagic_steps.models import ensure_preset
+    from imagic_steps.preset_recipes import ensure_preset
 
     ensure_preset("tiny")  # built: its family is read from its folder, before anything loads
     out = tmp_path / "edit"

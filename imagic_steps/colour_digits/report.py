@@ -25,11 +25,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..components import SDComponents
 from ..diffusion import encode_prompts
 from ..drawing import save_grid
 from ..images import tensor_to_pil
 from ..locations import COLOUR_DIGITS_LATENT_PRESET, COLOUR_DIGITS_PIXEL_PRESET
-from ..models import SDComponents, load_components
+from ..model_loading import load_components
 from ..sample import sample_alphas
 from ..digits.classifier import digit_probabilities, load_digit_classifier
 from ..digits.report import SAMPLE

@@ -61,8 +61,9 @@ from ..digits.train import (
 )
 from ..drawing import plot_losses
 from ..io import write_json
-from ..models import if_scheduler_config, load_components, write_if_folder
-from ..model_index import IF_PIPELINE
+from ..model_folder import IF_PIPELINE
+from ..model_loading import load_components
+from ..preset_recipes import if_scheduler_config, write_if_folder
 from .data import (
     CAPTION_TEMPLATES,
     COLOURS,

@@ -29,11 +29,13 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..components import SDComponents
 from ..diffusion import encode_prompts
 from ..embed import optimize_embedding
 from ..finetune import finetune_unet
 from ..images import pil_to_tensor, resize_center_crop, tensor_to_pil
-from ..models import DIGITS_PRESET, SDComponents, load_components
+from ..locations import DIGITS_PRESET
+from ..model_loading import load_components
 from ..sample import sample_alphas
 from ..stats import markdown_table, summarise
 from ..variants import EmbedParams, FinetuneParams, SampleParams

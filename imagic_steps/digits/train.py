@@ -5,7 +5,7 @@
 The model uses Stable Diffusion's own component classes and is saved in the diffusers layout, so it
 loads and runs through exactly the code a real model does:
 
-1. the tiny preset is built with the same seed into a staging folder (`imagic_steps.models.build_tiny_model`):
+1. the tiny preset is built with the same seed into a staging folder (`imagic_steps.preset_recipes.build_tiny_model`):
    SD 1.x's CLIP BPE tokenizer, a two-layer `CLIPTextModel` that stays frozen at its seeded random init
    (the UNet learns to read its embeddings), SD's scheduler config and `model_index.json`;
 2. an `AutoencoderKL` (three blocks: 4x down-sampling, 32x32 images <-> 4x8x8 latents) is trained to
@@ -36,10 +36,12 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from tqdm.auto import tqdm
 
+from ..components import SDComponents
 from ..diffusion import denoising_loss, draw_noise_and_timesteps, encode_prompts
 from ..drawing import plot_losses
 from ..io import staging_dir, write_json
-from ..models import SDComponents, build_tiny_model, load_components, small_unet_config
+from ..model_loading import load_components
+from ..preset_recipes import build_tiny_model, small_unet_config
 from ..provenance import git_commit, package_versions
 from .data import CAPTION_TEMPLATES, IMAGE_SIZE, SPLIT_SEED, caption, load_split, split_record
 

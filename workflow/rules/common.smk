@@ -20,10 +20,10 @@ from imagic_steps.images import ImageError, open_rgb
 from imagic_steps.memory import (
     job_memory_mb,
     known_family_name,
-    model_folder_problem,
     planning_model_size,
     stage_estimate,
 )
+from imagic_steps.model_folder import model_folder_problem
 from imagic_steps.plan import (
     BASELINES,
     PAIR_ID_PATTERN,

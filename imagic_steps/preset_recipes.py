@@ -1,26 +1,16 @@
-"""Load the five Stable Diffusion components Imagic needs, from a hub id, a local folder or a preset.
+"""The random-weight presets' recipes and what builds them: `tiny`, `sd15-shaped`, `sd21-shaped`, `tiny-sdxl`,
+`tiny-if` and `tiny-if-sr` (`imagic_steps.locations.MODEL_PRESETS`).
 
-A model reference is one of:
-  * a built preset's name: a deterministic, randomly initialised Stable Diffusion that is built offline from
-    configs, written once with `save_pretrained` to a cache folder and then loaded through the very same
-    `from_pretrained` path as a real model. `tiny` is a ~1 M parameter one for fast tests; `sd15-shaped` and
-    `sd21-shaped` have exactly SD-1.5's and SD-2.1 (768-v)'s architectures, schedulers and tokenizers, so
-    memory, speed and the v-prediction path can be checked offline at full size;
-  * the shipped `digits` preset, trained on handwritten digits (`imagic_steps.digits`);
-  * a local folder in the diffusers layout (`model_index.json`, `tokenizer/`, `text_encoder/`, `vae/`,
-    `unet/`, `scheduler/`);
-  * a hub id such as `stable-diffusion-v1-5/stable-diffusion-v1-5` (SD 1.x / 2.x) or
-    `stabilityai/stable-diffusion-xl-base-1.0` (SDXL: a second tokenizer and text encoder, `tokenizer_2/`,
-    `text_encoder_2/`).
-
-The model family (`imagic_steps.families`: SD, SDXL or IF) is read from the folder's model_index.json; `tiny-sdxl`
-and `tiny-if` are ~1 M parameter presets in SDXL's and DeepFloyd IF stage I's layouts (IF: `tokenizer/` is a T5
-SentencePiece model, `text_encoder/` a T5EncoderModel, no `vae/`) for fast tests of those paths.
+A built preset is a deterministic, randomly initialised model: built offline from the configs here with a fixed
+seed, written once with `save_pretrained` to a cache folder (`ensure_preset`) and then loaded through the very same
+`from_pretrained` path as a real model (`imagic_steps.model_loading`). The trained presets' builds start from the
+same recipes and writers (`imagic_steps.digits.train`: the tiny build and its UNet shape;
+`imagic_steps.colour_digits.train`: IF's schedule and the IF-layout folder writer); the trained presets themselves
+ship as folders under imagic_steps/presets/.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import logging
@@ -29,187 +19,30 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, PNDMScheduler, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from diffusers.utils import logging as diffusers_logging
 from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, T5Config,
                           T5EncoderModel, T5Tokenizer)
 from transformers.utils import logging as transformers_logging
 
-from .errors import ModelNotAvailableError
-from .families import SD, DeepFloydIFFamily, ModelFamily, detect_family
-from .locations import (  # DIGITS_PRESET is re-exported for the digits domain
-    DIGITS_PRESET,
-    MODEL_PRESETS,
+from .families import DeepFloydIFFamily
+from .locations import (
     SD15_SHAPED_PRESET,
     SD21_SHAPED_PRESET,
     TINY_PRESET,
     TINY_IF_PRESET,
     TINY_IF_SR_PRESET,
     TINY_SDXL_PRESET,
-    is_random_preset,
     preset_folder,
 )
-from .model_index import IF_PIPELINE, SD_PIPELINE, SDXL_PIPELINE, SUPER_RESOLUTION_PIPELINE
+from .model_folder import IF_PIPELINE, SD_PIPELINE, SDXL_PIPELINE, SUPER_RESOLUTION_PIPELINE
 
 logger = logging.getLogger(__name__)
 
 TINY_RESOLUTION = 64  # pixels; latents are 8x8
 TINY_SR_RESOLUTION = 256  # pixels: tiny-if-sr's output side (4x, as IF-II's 64 -> 256)
-
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-          "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-
-
-@dataclass
-class SDComponents:
-    """The frozen model parts shared by all stages.
-
-    `resolution` is the model's native image side in pixels (UNet sample size x `space_factor`).
-    """
-
-    unet: UNet2DConditionModel
-    scheduler: SchedulerMixin
-    model_id: str
-    revision: str | None
-    device: torch.device
-    dtype: torch.dtype
-    # None when loaded with `text_encoders=False` (fine-tune and sample jobs read the conditioning from the embed
-    # artefact); the VAE is None in pixel space (IF)
-    tokenizer: CLIPTokenizer | T5Tokenizer | None = None
-    text_encoder: CLIPTextModel | T5EncoderModel | None = None
-    vae: AutoencoderKL | None = None
-    channels_last: bool = False  # UNet weights in channels-last memory format (faster convolutions on GPUs)
-    compile_unet: bool = False
-    family: ModelFamily = SD  # what differs between model families (imagic_steps.families)
-    tokenizer_2: CLIPTokenizer | None = None  # SDXL's second tokenizer and text encoder (with projection)
-    text_encoder_2: CLIPTextModelWithProjection | None = None
-
-    def frozen_modules(self) -> list[torch.nn.Module]:
-        """The weighted components: text encoder(s), VAE, UNet."""
-        return [m for m in (self.text_encoder, self.text_encoder_2, self.vae, self.unet) if m is not None]
-
-    def unet_forward(self, unet: torch.nn.Module) -> torch.nn.Module:
-        """What the stages call to run `unet`: `unet` itself, or with `compile_unet` a `torch.compile` wrapper that
-        shares its weights (the module is not changed, so copies and state dicts stay plain)."""
-        return torch.compile(unet) if self.compile_unet else unet
-
-    @property
-    def space_factor(self) -> int:
-        """Image pixels per UNet-space cell along a side: the VAE's down-sampling (8 for SD), 1 in pixel space."""
-        return self.family.space_factor(self)
-
-    @property
-    def resolution(self) -> int:
-        return int(self.unet.config.sample_size) * self.space_factor
-
-    def provenance(self) -> dict:
-        """What a result folder records about the model it came from. `random_weights` marks the random presets'
-        results, which check the mechanics and mean nothing about quality."""
-        return {"model": self.model_id, "revision": self.revision, "random_weights": is_random_preset(self.model_id),
-                "prediction_type": self.scheduler.config.prediction_type,
-                "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device),
-                "channels_last": self.channels_last, "compile_unet": self.compile_unet, "family": self.family.name}
-
-
-@contextlib.contextmanager
-def kept_weights(*modules: torch.nn.Module) -> Iterator[None]:
-    """Put the modules' parameters and buffers back after the block: the very tensors they held before it, so
-    dtype, device and values are restored exactly (a cast back would not restore the bits an fp16 round trip lost).
-
-    diffusers' pipelines built on the shared components may cast them in place: the SDXL img2img pipeline (SDEdit)
-    casts a `force_upcast` VAE to the prompt embeddings' dtype after encoding (an fp32 VAE of an fp16 load ends the
-    call in fp16, which SDXL's VAE cannot decode in) and up and down again around its decode, and the SDXL LEDITS++
-    pipeline likewise. Holding the old tensors costs nothing while nothing is cast (they are the module's own), and
-    the cast copy's size while one is (SDXL's VAE: 0.17 GB in fp16).
-    """
-    parameters, buffers = [], []
-    for module in modules:
-        for owner in module.modules():
-            parameters += [(owner._parameters, key, parameter, parameter.data)
-                           for key, parameter in owner._parameters.items() if parameter is not None]
-            buffers += [(owner._buffers, key, buffer) for key, buffer in owner._buffers.items() if buffer is not None]
-    try:
-        yield
-    finally:
-        for table, key, parameter, data in parameters:
-            table[key] = parameter  # the same Parameter object (what optimisers and state dicts hold)
-            parameter.data = data
-        for table, key, buffer in buffers:
-            table[key] = buffer
-
-
-def resolve_model_path(model: str) -> str:
-    """Turn a model reference into something `from_pretrained` accepts (a folder path or a hub id); a built
-    preset is built on first use."""
-    preset = MODEL_PRESETS.get(model)
-    if preset is None:
-        return model
-    return str(preset_folder(model) if preset.shipped else ensure_preset(model))
-
-
-def load_components(
-    model: str,
-    *,
-    revision: str | None = None,
-    device: str | torch.device = "cpu",
-    dtype: str | torch.dtype = "fp32",
-    channels_last: bool = False,
-    compile_unet: bool = False,
-    text_encoders: bool = True,
-) -> SDComponents:
-    """Load tokenizer(s), text encoder(s), VAE, UNet and DDPM training scheduler, all frozen and in eval mode.
-
-    `dtype` is the storage dtype of the frozen weights (fp16/bf16 halve GPU memory); the stages upcast
-    what they train to fp32, so half-precision weights never reach an optimiser. `channels_last` stores the
-    UNet's weights channels-last (copies keep the format); `compile_unet` makes the stages run every UNet
-    through `torch.compile` (see `SDComponents.unet_forward`). `text_encoders=False` leaves the tokenizers and
-    text encoders out: what needs no prompt encoding (stage B and C from an embed artefact) saves their memory.
-    """
-    diffusers_logging.disable_progress_bar()  # per-file loading bars only clutter the job logs
-    transformers_logging.disable_progress_bar()
-    path = resolve_model_path(model)
-    torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
-    device = torch.device(device)
-    kwargs = {"revision": revision} if revision else {}
-    family = detect_family(path, model, **kwargs)
-    try:
-        text = family.load_text(path, torch_dtype, **kwargs) if text_encoders else {}
-        vae = family.load_vae(path, torch_dtype, **kwargs)
-        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=torch_dtype, **kwargs)
-        scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler", **kwargs)
-    except (OSError, ValueError) as error:
-        raise ModelNotAvailableError(_unavailable_message(model, error)) from error
-    components = SDComponents(unet=unet, scheduler=scheduler, model_id=model, revision=revision, device=device,
-                              dtype=torch_dtype, channels_last=channels_last, compile_unet=compile_unet,
-                              family=family, vae=vae, **text)
-    for module in components.frozen_modules():
-        module.requires_grad_(False)
-        module.eval()
-        module.to(device)
-    if channels_last:
-        unet.to(memory_format=torch.channels_last)
-    family.finish_loading(components)
-    if is_random_preset(model):
-        logger.info("model '%s' has seeded random weights: its outputs check the mechanics, not quality", model)
-    return components
-
-
-def _unavailable_message(model: str, error: Exception, preset: str = TINY_PRESET, option: str = "model: ") -> str:
-    """One line: `model` cannot be loaded (the error's first line), and how to get it or which offline `preset` to
-    use instead; `option` is the setting that names the model (`model: ` in a config, `--upscale ` on the
-    command line)."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    hint = (
-        f"download it once with `huggingface-cli download {model} --local-dir DIR` on a machine with access to "
-        f"the hub and set `{option}DIR` (a local diffusers folder), or use the offline preset `{option}{preset}`"
-    )
-    where = " (HF_HUB_OFFLINE is set)" if offline else ""
-    return f"model '{model}' is not available{where}: {first_line}; {hint}"
 
 
 # --------------------------------------------------------------------------------------------------
