@@ -139,7 +139,7 @@ def _batches(n: int, batch_size: int) -> list[slice]:
 
 
 @torch.inference_mode()
-def _encode_images(scorers: Scorers, images: Sequence[Image.Image], batch_size: int) -> torch.Tensor:
+def encode_images(scorers: Scorers, images: Sequence[Image.Image], batch_size: int) -> torch.Tensor:
     """Unit-norm CLIP image embeddings, shape (N, D), float32 on CPU."""
     features = []
     for batch in _batches(len(images), batch_size):
@@ -149,7 +149,7 @@ def _encode_images(scorers: Scorers, images: Sequence[Image.Image], batch_size: 
 
 
 @torch.inference_mode()
-def _encode_texts(scorers: Scorers, prompts: Sequence[str], batch_size: int) -> torch.Tensor:
+def encode_texts(scorers: Scorers, prompts: Sequence[str], batch_size: int) -> torch.Tensor:
     """Unit-norm CLIP text embeddings, shape (N, D), float32 on CPU."""
     features = []
     for batch in _batches(len(prompts), batch_size):
@@ -162,7 +162,7 @@ def _embed_dim(scorers: Scorers) -> int:
     return scorers.clip_model.text_projection.shape[-1]
 
 
-def _clip_score_from_embeddings(image_emb: torch.Tensor, text_emb: torch.Tensor) -> np.ndarray:
+def clip_score_from_embeddings(image_emb: torch.Tensor, text_emb: torch.Tensor) -> np.ndarray:
     """CLIPScore 100 * max(cos, 0) of row-aligned unit embeddings (N, D) -> (N,)."""
     return (100.0 * (image_emb * text_emb).sum(-1).clamp(min=0.0)).numpy()
 
@@ -209,7 +209,7 @@ def _has_prompt(prompt: str | None) -> bool:
     return prompt is not None and prompt.strip() != ""
 
 
-def _directional(
+def clip_directional_scores(
     scorers: Scorers,
     source_emb: torch.Tensor,
     edit_emb: torch.Tensor,
@@ -223,7 +223,7 @@ def _directional(
     if valid:
         # Encode only the pairs that have a source prompt; texts are encoded in one list so both
         # prompts of a pair go through the same batches regardless of how many pairs are valid.
-        texts = _encode_texts(scorers, [source_prompts[i] for i in valid] + [target_prompts[i] for i in valid], batch_size)
+        texts = encode_texts(scorers, [source_prompts[i] for i in valid] + [target_prompts[i] for i in valid], batch_size)
         source_text_emb, target_text_emb = texts[: len(valid)], texts[len(valid) :]
         scores[valid] = _directional_from_embeddings(
             source_emb[valid], edit_emb[valid], source_text_emb, target_text_emb
@@ -257,14 +257,14 @@ def score_samples(
         source_prompts = [None] * len(samples)
     check_same_length(samples=samples, inputs=inputs, prompts=prompts, source_prompts=source_prompts)
     # Each image set is encoded once and shared by the three CLIP metrics.
-    sample_emb = _encode_images(scorers, samples, batch_size)
-    input_emb = _encode_images(scorers, inputs, batch_size)
+    sample_emb = encode_images(scorers, samples, batch_size)
+    input_emb = encode_images(scorers, inputs, batch_size)
     return pd.DataFrame(
         {
-            "text_alignment": _clip_score_from_embeddings(sample_emb, _encode_texts(scorers, prompts, batch_size)),
+            "text_alignment": clip_score_from_embeddings(sample_emb, encode_texts(scorers, prompts, batch_size)),
             "distance": lpips_distance(scorers, samples, inputs, batch_size=batch_size),
             "image_similarity": (sample_emb * input_emb).sum(-1).numpy(),
-            "directional_similarity": _directional(scorers, input_emb, sample_emb, source_prompts, prompts,
+            "directional_similarity": clip_directional_scores(scorers, input_emb, sample_emb, source_prompts, prompts,
                                                    batch_size),
             "scorer": scorers.spec.name,
         },

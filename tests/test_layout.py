@@ -4,7 +4,7 @@
     under `if TYPE_CHECKING:` (a type-only loop is still two modules that each need the other) and inside functions
     (a lazy import only defers the loop to call time), with relative imports resolved. Layers then read one way,
     e.g. components <- families <- model_loading.
-(b) No module of the package, the workflow's scripts or the benchmarks uses another module's `_private` name
+(b) No module of the package, the workflow's scripts, the benchmarks or the tests uses another module's `_private` name
     (`from x import _y`, or `x._y` on an imported module): what another module needs is public in its home.
     Checked for the project's own modules (imagic_steps, benchmarks, relative imports); a library's underscore
     names (`os._exit`) are that library's business.
@@ -167,7 +167,7 @@ def private_uses(path: Path, known: set[str], root: Path = REPO) -> list[str]:
 
 
 def test_no_module_uses_another_modules_private_names():
-    files = [path for folder in ("imagic_steps", "workflow/scripts", "benchmarks")
+    files = [path for folder in ("imagic_steps", "workflow/scripts", "benchmarks", "tests")
              for path in sorted((REPO / folder).rglob("*.py"))]
     known = first_party_modules()
     uses = [use for path in files for use in private_uses(path, known)]

@@ -187,9 +187,9 @@ def test_a_live_owner_stops_a_second_locking_run_with_one_line_and_lock_free_run
     a lock file): a run that would lock stops with one line naming it; a dry run, --unlock or --list passes and
     leaves the live run's locks and record alone; once its owner is gone, the next run removes the stale locks."""
     from imagic_steps.errors import PlanError
-    from imagic_steps.execution.snakemake_runs import LOCKS, OWNERS, _identity, claim_working_directory
+    from imagic_steps.execution.snakemake_runs import LOCKS, OWNERS, process_identity, claim_working_directory
 
-    live = tmp_path / OWNERS / _identity(os.getppid())
+    live = tmp_path / OWNERS / process_identity(os.getppid())
     live.parent.mkdir(parents=True)
     live.touch()
     lock = tmp_path / LOCKS / "0.output.lock"
@@ -208,7 +208,7 @@ def test_a_live_owner_stops_a_second_locking_run_with_one_line_and_lock_free_run
 
     live.rename(live.parent / f"{socket.gethostname()}_999999999_1")  # its owner is gone (no such pid)
     assert claim_working_directory(tmp_path) == [lock]
-    assert not lock.exists() and [p.name for p in live.parent.iterdir()] == [_identity(os.getpid())]
+    assert not lock.exists() and [p.name for p in live.parent.iterdir()] == [process_identity(os.getpid())]
     assert claim_working_directory(tmp_path) == []  # this process parsing the workflow again is not "another run"
 
 

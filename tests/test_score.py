@@ -11,10 +11,10 @@ from imagic_steps.images import check_same_length
 from imagic_steps.score import (
     ScorerSpec,
     Scorers,
-    _clip_score_from_embeddings,
-    _directional,
-    _encode_images,
-    _encode_texts,
+    clip_directional_scores,
+    clip_score_from_embeddings,
+    encode_images,
+    encode_texts,
     load_scorers,
     lpips_distance,
     score_samples,
@@ -33,8 +33,8 @@ def clip_text_score(
 ) -> np.ndarray:
     """CLIPScore of each image against its prompt: 100 * max(cos, 0), shape (N,), in [0, 100]."""
     check_same_length(images=images, prompts=prompts)
-    return _clip_score_from_embeddings(
-        _encode_images(scorers, images, batch_size), _encode_texts(scorers, prompts, batch_size)
+    return clip_score_from_embeddings(
+        encode_images(scorers, images, batch_size), encode_texts(scorers, prompts, batch_size)
     )
 
 
@@ -43,8 +43,8 @@ def clip_image_similarity(
 ) -> np.ndarray:
     """Cosine similarity of the CLIP embeddings of paired images, shape (N,), in [-1, 1]."""
     check_same_length(images_a=images_a, images_b=images_b)
-    emb_a = _encode_images(scorers, images_a, batch_size)
-    emb_b = _encode_images(scorers, images_b, batch_size)
+    emb_a = encode_images(scorers, images_a, batch_size)
+    emb_b = encode_images(scorers, images_b, batch_size)
     return (emb_a * emb_b).sum(-1).numpy()
 
 
@@ -61,10 +61,10 @@ def directional_clip_similarity(
     NaN where the source prompt is None or empty (the edit direction in text space is undefined).
     """
     check_same_length(sources=sources, edits=edits, source_prompts=source_prompts, target_prompts=target_prompts)
-    return _directional(
+    return clip_directional_scores(
         scorers,
-        _encode_images(scorers, sources, batch_size),
-        _encode_images(scorers, edits, batch_size),
+        encode_images(scorers, sources, batch_size),
+        encode_images(scorers, edits, batch_size),
         source_prompts,
         target_prompts,
         batch_size,

@@ -48,7 +48,7 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]  # field 22; the command name before ')' may hold spaces
 
 
-def _identity(pid: int) -> str:
+def process_identity(pid: int) -> str:
     return f"{socket.gethostname()}_{pid}_{_start_time(pid)}"
 
 
@@ -99,7 +99,7 @@ def claim_working_directory(workdir: str | os.PathLike = ".", takes_lock: bool =
     workdir = Path(workdir)
     owners = workdir / OWNERS
     owners.mkdir(parents=True, exist_ok=True)
-    me = _identity(os.getpid())
+    me = process_identity(os.getpid())
     live = []
     for record in owners.iterdir():
         if record.name == me:  # this process, parsing the workflow a second time
