@@ -283,7 +283,7 @@ def write_samples(folder, name: str, values, size: int = 32, seed: int = 0) -> l
 
 def montage_rows(folder) -> list[dict]:
     """One Imagic variant (2 seeds, 2 alphas), then SDEdit (2 seeds, 3 strengths) and DDIM inversion (its one seed,
-    2 target guidances), as workflow/rules/common.smk's montage_rows gives them."""
+    2 target guidances), as imagic_steps.results_layout.montage_rows gives them."""
     grids = [("imagic", "finetune_steps-150", "alpha", (0.0, 1.0), (0, 1)),
              ("sdedit", "sdedit", "strength", (0.3, 0.5, 0.9), (0, 1)),
              ("ddim_inversion", "ddim_inversion", "target_guidance", (0.0, 0.5), (0,))]

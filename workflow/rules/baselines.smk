@@ -1,25 +1,25 @@
 rule sdedit:
     """SDEdit baseline: diffusers' img2img at one strength, every seed, on the base model."""
     input:
-        image=lambda w: baseline_run(w).pair.image,
+        image=lambda w: get_baseline_run(w).pair.image,
     output:
         images=expand(LAYOUT.sdedit_png, seed=SEEDS, allow_missing=True),
         record=LAYOUT.sdedit_record,
-    params:
-        model=lambda w: MODEL_BLOCKS[baseline_run(w).model],
-        prompt=lambda w: baseline_run(w).pair.prompt,
-        sdedit=lambda w: baseline_run(w).params,
-        samples=get_sdedit_samples,  # (seed, path) of each output PNG, from the planned run
-        resolution=lambda w: baseline_run(w).resolution,
-        code=code_version("sdedit"),
     log:
         f"{LOGS}/sdedit/{{pair}}/{{skey}}/strength{{strength}}.log",
     benchmark:
         f"{BENCH}/sdedit/{{pair}}/{{skey}}/strength{{strength}}.tsv"
     threads: 1
     resources:
+        **get_resources("sdedit", estimated=True),
         gpu=GPU_PER_JOB,
-        **stage_resources("sdedit", estimated=True),
+    params:
+        model=lambda w: MODEL_BLOCKS[get_baseline_run(w).model],
+        prompt=lambda w: get_baseline_run(w).pair.prompt,
+        sdedit=lambda w: get_baseline_run(w).params,
+        samples=get_sdedit_samples,  # (seed, path) of each output PNG, from the planned run
+        resolution=lambda w: get_baseline_run(w).resolution,
+        code=code_version("sdedit"),
     script:
         "../scripts/sdedit.py"
 
@@ -36,26 +36,26 @@ for baseline in ("ledits", "ddim_inversion"):
         name:
             baseline
         input:
-            image=lambda w: baseline_run(w).pair.image,
+            image=lambda w: get_baseline_run(w).pair.image,
         output:
-            images=baseline_job_images(baseline),
+            images=get_baseline_job_images(baseline),
             record=f"{RESULTS}/{baseline}/{{pair}}/{{skey}}/{baseline}.json",
-        params:
-            method=baseline,
-            model=lambda w: MODEL_BLOCKS[baseline_run(w).model],
-            prompt=lambda w: baseline_run(w).pair.prompt,
-            source_prompt=lambda w: baseline_run(w).pair.source_prompt,
-            baseline=lambda w: baseline_run(w).params,
-            samples=get_baseline_samples,  # (seed, setting, path) of each output PNG
-            resolution=lambda w: baseline_run(w).resolution,
-            code=code_version(baseline),
         log:
             f"{LOGS}/{baseline}/{{pair}}/{{skey}}.log",
         benchmark:
             f"{BENCH}/{baseline}/{{pair}}/{{skey}}.tsv"
         threads: 1
         resources:
+            **get_resources(baseline, estimated=True),
             gpu=GPU_PER_JOB,
-            **stage_resources(baseline, estimated=True),
+        params:
+            method=baseline,
+            model=lambda w: MODEL_BLOCKS[get_baseline_run(w).model],
+            prompt=lambda w: get_baseline_run(w).pair.prompt,
+            source_prompt=lambda w: get_baseline_run(w).pair.source_prompt,
+            baseline=lambda w: get_baseline_run(w).params,
+            samples=get_baseline_samples,  # (seed, setting, path) of each output PNG
+            resolution=lambda w: get_baseline_run(w).resolution,
+            code=code_version(baseline),
         script:
             "../scripts/baseline.py"

@@ -150,20 +150,27 @@ def plan_model_baselines(label, block):
     spec = MODELS[label]
     family = known_family_name(spec.id, spec.revision)
     several = len(MODELS) > 1
-    runs = plan_baselines(block, PAIRS, config, SEEDS, config.get("resolution"), family, label,
-                          skip_unsupported=several)
+    runs = plan_baselines(
+        block, PAIRS, config, SEEDS, config.get("resolution"), family, label, skip_unsupported=several
+    )
     for method in BASELINES.values():
         if several and config.get(method.name) and not supports(method, family):
-            print(f"note: {method.name} is not run on model '{label}' ({family} family: only "
-                  f"{', '.join(method.families)})", file=sys.stderr)
+            print(
+                f"note: {method.name} is not run on model '{label}' ({family} family: only "
+                f"{', '.join(method.families)})",
+                file=sys.stderr,
+            )
     return runs
 
 
 try:
     PAIRS = load_pairs()
     VARIANT_SPECS, SWEEPS = expand_sweeps(config["variants"], config.get("sweeps", {}))
-    RUNS = [run for label, block in KEYED_BLOCKS.items()
-            for run in plan_experiment(block, PAIRS, VARIANT_SPECS, ALPHAS, SEEDS, config.get("resolution"), label)]
+    RUNS = [
+        run
+        for label, block in KEYED_BLOCKS.items()
+        for run in plan_experiment(block, PAIRS, VARIANT_SPECS, ALPHAS, SEEDS, config.get("resolution"), label)
+    ]
     BASELINE_RUNS = [run for label, block in KEYED_BLOCKS.items() for run in plan_model_baselines(label, block)]
 except (PlanError, VariantError) as error:
     fail(str(error))
@@ -174,20 +181,25 @@ except (PlanError, VariantError) as error:
 if SAMPLE_JOBS == "per_variant":
     for run in RUNS:
         if list(run.alphas) != list(ALPHAS):
-            fail(f"config (variants.{run.variant.name}.alphas): the variant sets its own alphas, which 'sample_jobs: per_variant' "
-                                "cannot batch (its jobs sample the config's alphas); remove them or use per_alpha")
+            fail(
+                f"config (variants.{run.variant.name}.alphas): the variant sets its own alphas, which 'sample_jobs: per_variant' "
+                "cannot batch (its jobs sample the config's alphas); remove them or use per_alpha"
+            )
 
 EMBED_RUNS = {(r.pair.pair_id, r.embed_key): r for r in RUNS}
 FINETUNE_RUNS = {(r.pair.pair_id, r.finetune_key): r for r in RUNS}
 SAMPLE_RUNS = {(r.pair.pair_id, r.sample_key): r for r in RUNS}
 BASELINE_BY_KEY = {(r.pair.pair_id, r.key): r for r in BASELINE_RUNS}
 # each baseline's setting grid (the config block's), which its rule's output patterns expand
-BASELINE_GRIDS = {name: [float(v) for v in config[name][method.grid_key]] for name, method in BASELINES.items()
-                  if config.get(name)}
+BASELINE_GRIDS = {
+    name: [float(v) for v in config[name][method.grid_key]] for name, method in BASELINES.items() if config.get(name)
+}
 DEFAULT_SCORERS = {label: default_scorer(spec.id) for label, spec in MODELS.items()}
 if "scorer" not in config and len({str(scorer) for scorer in DEFAULT_SCORERS.values()}) > 1:
-    fail(f"config (scorer): the models' default scorers differ ({DEFAULT_SCORERS}); scores of different scorers "
-         "cannot be compared, so set one `scorer:` for all")
+    fail(
+        f"config (scorer): the models' default scorers differ ({DEFAULT_SCORERS}); scores of different scorers "
+        "cannot be compared, so set one `scorer:` for all"
+    )
 SCORER = config.get("scorer") or next(iter(DEFAULT_SCORERS.values()))
 # score files live under a key of the scorer and its weights: another scorer, or retrained scorer weights, rescore
 SCORER_WEIGHTS = scorer_weights(SCORER)
@@ -212,22 +224,22 @@ LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmark"
 
 
-def baseline_job_images(method):
+def get_baseline_job_images(method):
     """The PNG patterns of a per-pair baseline job: its seeds x the config's setting grid."""
     return LAYOUT.baseline_job_pngs(method, SEEDS, BASELINE_GRIDS[method])
 
 
-def score_csvs():
+def get_score_csvs():
     keys = sorted({(r.pair.pair_id, r.sample_key) for r in RUNS} | set(BASELINE_BY_KEY))
     return [LAYOUT.score_csv(pair, key) for pair, key in keys]
 
 
-def finetune_output(path):
+def get_finetune_output(path):
     """Full-UNet artefacts are large: optionally removed once every sample that needs them exists."""
     return temp(path) if config.get("temp_finetune", False) else path
 
 
-def stage_resources(stage, estimated=False):
+def get_resources(stage, estimated=False):
     """Runtime and memory of a stage's jobs. The config's `resources.<stage>` entries win. Otherwise, for the
     model stages (`estimated`), `mem_mb` and on a GPU `gpu_mem_mb` come from imagic_steps.memory's estimate for
     each job; else, or while a preset is not built yet, mem_mb is 2000."""
@@ -244,45 +256,52 @@ def estimated_memory(stage, key):
 
     def resource(wildcards):
         if stage in BASELINES:  # each baseline's own estimate, from its parameters
-            run = baseline_run(wildcards)
+            run = get_baseline_run(wildcards)
             spec = MODELS[run.model]
-            estimate = stage_estimate(stage, MODEL_SIZES[run.model], spec.dtype, run.resolution,
-                                      baseline=run.method.params(**run.params))
+            estimate = stage_estimate(
+                stage, MODEL_SIZES[run.model], spec.dtype, run.resolution, baseline=run.method.params(**run.params)
+            )
         else:
-            run = {"embed": embed_run, "finetune": finetune_run, "sample": sample_run}[stage](wildcards)
+            run = {"embed": get_embed_run, "finetune": get_finetune_run, "sample": get_sample_run}[stage](wildcards)
             spec = MODELS[run.model]
             batch = 1
             if stage == "sample":
                 batch = min(run.variant.sample.batch_size, len(get_sample_triples(wildcards)))
-            estimate = stage_estimate(stage, MODEL_SIZES[run.model], spec.dtype, run.variant.resolution,
-                                      run.variant.finetune, sample_batch=batch)
+            estimate = stage_estimate(
+                stage,
+                MODEL_SIZES[run.model],
+                spec.dtype,
+                run.variant.resolution,
+                run.variant.finetune,
+                sample_batch=batch,
+            )
         return job_memory_mb(estimate, spec.device)[key]
 
     return resource
 
 
 # ---- input functions ----------------------------------------------------------------------------------
-def embed_run(wildcards):
+def get_embed_run(wildcards):
     return EMBED_RUNS[(wildcards.pair, wildcards.ekey)]
 
 
-def finetune_run(wildcards):
+def get_finetune_run(wildcards):
     return FINETUNE_RUNS[(wildcards.pair, wildcards.fkey)]
 
 
-def sample_run(wildcards):
+def get_sample_run(wildcards):
     return SAMPLE_RUNS[(wildcards.pair, wildcards.skey)]
 
 
 def get_image(wildcards):
-    return embed_run(wildcards).pair.image
+    return get_embed_run(wildcards).pair.image
 
 
 def get_embed_for_finetune(wildcards):
-    return LAYOUT.embed_artefact(finetune_run(wildcards))
+    return LAYOUT.embed_artefact(get_finetune_run(wildcards))
 
 
-def sample_job_images():
+def get_sample_job_images():
     """A sample job's PNGs, seed-major: every seed at the job's alpha, or every seed x alpha of the set."""
     if SAMPLE_JOBS == "per_alpha":
         return expand(LAYOUT.sample_png, seed=SEEDS, allow_missing=True)
@@ -292,37 +311,39 @@ def sample_job_images():
 def get_sample_triples(wildcards):
     """(seed, alpha, path) of every sample a sample job writes, from its planned run: every seed at the job's
     alpha (per_alpha), or the run's whole seed x alpha grid (per_variant)."""
-    run = sample_run(wildcards)
+    run = get_sample_run(wildcards)
     alphas = [a for a in run.alphas if format_alpha(a) == wildcards.alpha] if SAMPLE_JOBS == "per_alpha" else run.alphas
     return [(seed, alpha, LAYOUT.sample(run, seed, alpha)) for seed in run.seeds for alpha in alphas]
 
 
 def get_sdedit_samples(wildcards):
     """(seed, path) of every sample an SDEdit job writes: each seed at the job's strength."""
-    run = baseline_run(wildcards)
+    run = get_baseline_run(wildcards)
     return [(seed, LAYOUT.baseline_sample(run, seed, float(wildcards.strength))) for seed in run.seeds]
 
 
 def get_baseline_samples(wildcards):
     """(seed, setting, path) of every sample a per-pair baseline job writes."""
-    run = baseline_run(wildcards)
-    return [(seed, setting, LAYOUT.baseline_sample(run, seed, setting)) for seed in run.seeds for setting in run.settings]
+    run = get_baseline_run(wildcards)
+    return [
+        (seed, setting, LAYOUT.baseline_sample(run, seed, setting)) for seed in run.seeds for setting in run.settings
+    ]
 
 
 def get_sample_inputs(wildcards):
-    run = sample_run(wildcards)
+    run = get_sample_run(wildcards)
     return {"embed": LAYOUT.embed_artefact(run), "finetune": LAYOUT.finetune_artefact(run)}
 
 
-def pair_runs(pair_id):
+def get_pair_runs(pair_id):
     return [r for r in RUNS if r.pair.pair_id == pair_id]
 
 
-def baseline_run(wildcards):
+def get_baseline_run(wildcards):
     return BASELINE_BY_KEY[(wildcards.pair, wildcards.skey)]
 
 
-def scored_group(wildcards):
+def get_scored_group(wildcards):
     """(pair, sample paths) of the sample set or baseline set a score job covers."""
     key = (wildcards.pair, wildcards.skey)
     if key in SAMPLE_RUNS:
@@ -330,25 +351,35 @@ def scored_group(wildcards):
     return BASELINE_BY_KEY[key].pair, LAYOUT.baseline_samples(BASELINE_BY_KEY[key])
 
 
-def pair_baseline_runs(pair_id):
+def get_pair_baseline_runs(pair_id):
     """The pair's baseline runs, in the order of BASELINES (SDEdit, LEDITS++, DDIM inversion), then of the models."""
     order = list(BASELINES)
     return sorted((r for r in BASELINE_RUNS if r.pair.pair_id == pair_id), key=lambda r: order.index(r.method.name))
 
 
 def get_pair_samples(wildcards):
-    return ([png for run in pair_runs(wildcards.pair) for png in LAYOUT.samples(run)]
-            + [png for run in pair_baseline_runs(wildcards.pair) for png in LAYOUT.baseline_samples(run)])
+    return [png for run in get_pair_runs(wildcards.pair) for png in LAYOUT.samples(run)] + [
+        png for run in get_pair_baseline_runs(wildcards.pair) for png in LAYOUT.baseline_samples(run)
+    ]
 
 
 def get_montage_rows(wildcards):
-    return montage_rows(pair_runs(wildcards.pair), pair_baseline_runs(wildcards.pair), LAYOUT, len(MODELS) > 1)
+    return montage_rows(get_pair_runs(wildcards.pair), get_pair_baseline_runs(wildcards.pair), LAYOUT, len(MODELS) > 1)
 
 
-def experiment_plan():
+def get_plan_record():
     """What the results folder was planned from (rule experiment_plan writes it as plan.json)."""
-    return plan_record(config, MODEL_BLOCKS, SCORER, {"models": WEIGHTS, "scorer": SCORER_WEIGHTS,
-                       "scorer_key": SCORER_KEY}, FACETS, SEEDS, PAIRS, RUNS, BASELINE_RUNS)
+    return plan_record(
+        config,
+        MODEL_BLOCKS,
+        SCORER,
+        {"models": WEIGHTS, "scorer": SCORER_WEIGHTS, "scorer_key": SCORER_KEY},
+        FACETS,
+        SEEDS,
+        PAIRS,
+        RUNS,
+        BASELINE_RUNS,
+    )
 
 
 def get_final_outputs():

@@ -13,19 +13,19 @@ rule embed:
             labels={"pair": "{pair}", "stage": "A embed", "key": "{ekey}"},
         ),
         record=f"{LAYOUT.embed_dir}/provenance.json",
-    params:
-        model=lambda w: MODEL_BLOCKS[embed_run(w).model],
-        prompt=lambda w: embed_run(w).pair.prompt,
-        embed=lambda w: dataclasses.asdict(embed_run(w).variant.embed),
-        resolution=lambda w: embed_run(w).variant.resolution,
-        code=code_version("embed"),
     log:
         f"{LOGS}/embed/{{pair}}/{{ekey}}.log",
     benchmark:
         f"{BENCH}/embed/{{pair}}/{{ekey}}.tsv"
     threads: 1
     resources:
+        **get_resources("embed", estimated=True),
         gpu=GPU_PER_JOB,
-        **stage_resources("embed", estimated=True),
+    params:
+        model=lambda w: MODEL_BLOCKS[get_embed_run(w).model],
+        prompt=lambda w: get_embed_run(w).pair.prompt,
+        embed=lambda w: dataclasses.asdict(get_embed_run(w).variant.embed),
+        resolution=lambda w: get_embed_run(w).variant.resolution,
+        code=code_version("embed"),
     script:
         "../scripts/embed.py"

@@ -12,16 +12,16 @@ rule sample_table:
             category="Tables",
             labels={"table": "samples"},
         ),
-    params:
-        rows=sample_table_rows(RUNS, BASELINE_RUNS, LAYOUT),
-        code=code_version("evaluate"),
     log:
         f"{LOGS}/evaluate/sample_table.log",
     benchmark:
         f"{BENCH}/evaluate/sample_table.tsv"
     threads: 1
     resources:
-        **stage_resources("aggregate"),
+        **get_resources("aggregate"),
+    params:
+        rows=sample_table_rows(RUNS, BASELINE_RUNS, LAYOUT),
+        code=code_version("evaluate"),
     script:
         "../scripts/sample_table.py"
 
@@ -29,7 +29,7 @@ rule sample_table:
 rule evaluate:
     """Everything computed from the scores; reruns from cached scores without touching samples."""
     input:
-        scores=score_csvs(),
+        scores=get_score_csvs(),
     output:
         scores_csv=f"{RESULTS}/tables/scores.csv",
         scores_parquet=f"{RESULTS}/tables/scores.parquet",
@@ -74,6 +74,13 @@ rule evaluate:
             category="Evaluation",
             labels={"figure": "sweep {sweep}"},
         ),
+    log:
+        f"{LOGS}/evaluate/evaluate.log",
+    benchmark:
+        f"{BENCH}/evaluate/evaluate.tsv"
+    threads: 1
+    resources:
+        **get_resources("aggregate"),
     params:
         rows=sample_table_rows(RUNS, BASELINE_RUNS, LAYOUT),
         images={pair.pair_id: pair.image for pair in PAIRS},
@@ -81,12 +88,5 @@ rule evaluate:
         sweeps=SWEEPS,
         facets=FACETS,
         code=code_version("evaluate"),
-    log:
-        f"{LOGS}/evaluate/evaluate.log",
-    benchmark:
-        f"{BENCH}/evaluate/evaluate.tsv"
-    threads: 1
-    resources:
-        **stage_resources("aggregate"),
     script:
         "../scripts/evaluate.py"

@@ -3,7 +3,7 @@ rule finetune:
     input:
         embed=get_embed_for_finetune,
     output:
-        artefact=finetune_output(f"{LAYOUT.finetune_dir}/finetune.safetensors"),
+        artefact=get_finetune_output(f"{LAYOUT.finetune_dir}/finetune.safetensors"),
         losses=f"{LAYOUT.finetune_dir}/losses.csv",
         loss_plot=report(
             f"{LAYOUT.finetune_dir}/losses.png",
@@ -21,20 +21,20 @@ rule finetune:
         ),
         previews=directory(f"{LAYOUT.finetune_dir}/previews"),
         record=f"{LAYOUT.finetune_dir}/provenance.json",
-    params:
-        model=lambda w: MODEL_BLOCKS[finetune_run(w).model],
-        finetune=lambda w: dataclasses.asdict(finetune_run(w).variant.finetune),
-        preview_sample=lambda w: dataclasses.asdict(finetune_run(w).variant.sample),
-        resolution=lambda w: finetune_run(w).variant.resolution,
-        checkpoint_dir=f"{RESULTS}/resume/finetune/{{pair}}/{{fkey}}",
-        code=code_version("finetune"),
     log:
         f"{LOGS}/finetune/{{pair}}/{{fkey}}.log",
     benchmark:
         f"{BENCH}/finetune/{{pair}}/{{fkey}}.tsv"
     threads: 1
     resources:
+        **get_resources("finetune", estimated=True),
         gpu=GPU_PER_JOB,
-        **stage_resources("finetune", estimated=True),
+    params:
+        model=lambda w: MODEL_BLOCKS[get_finetune_run(w).model],
+        finetune=lambda w: dataclasses.asdict(get_finetune_run(w).variant.finetune),
+        preview_sample=lambda w: dataclasses.asdict(get_finetune_run(w).variant.sample),
+        resolution=lambda w: get_finetune_run(w).variant.resolution,
+        checkpoint_dir=f"{RESULTS}/resume/finetune/{{pair}}/{{fkey}}",
+        code=code_version("finetune"),
     script:
         "../scripts/finetune.py"

@@ -5,7 +5,7 @@ rule pair_montage:
     then one column per setting of its grid)."""
     input:
         samples=get_pair_samples,
-        image=lambda w: pair_runs(w.pair)[0].pair.image,
+        image=lambda w: get_pair_runs(w.pair)[0].pair.image,
     output:
         montage=report(
             f"{RESULTS}/montages/pairs/{{pair}}.png",
@@ -13,18 +13,21 @@ rule pair_montage:
             category="Montages",
             labels={"pair": "{pair}"},
         ),
-    params:
-        rows=get_montage_rows,
-        pair=lambda w: {"pair_id": w.pair, "prompt": pair_runs(w.pair)[0].pair.prompt,
-                        "source_prompt": pair_runs(w.pair)[0].pair.source_prompt},
-        code=code_version("montage"),
     log:
         f"{LOGS}/montage/{{pair}}.log",
     benchmark:
         f"{BENCH}/montage/{{pair}}.tsv"
     threads: 1
     resources:
-        **stage_resources("aggregate"),
+        **get_resources("aggregate"),
+    params:
+        rows=get_montage_rows,
+        pair=lambda w: {
+            "pair_id": w.pair,
+            "prompt": get_pair_runs(w.pair)[0].pair.prompt,
+            "source_prompt": get_pair_runs(w.pair)[0].pair.source_prompt,
+        },
+        code=code_version("montage"),
     script:
         "../scripts/montage_pair.py"
 
@@ -40,14 +43,14 @@ rule overview_montage:
             category="Montages",
             labels={"pair": "all"},
         ),
-    params:
-        code=code_version("montage"),
     log:
         f"{LOGS}/montage/overview.log",
     benchmark:
         f"{BENCH}/montage/overview.tsv"
     threads: 1
     resources:
-        **stage_resources("aggregate"),
+        **get_resources("aggregate"),
+    params:
+        code=code_version("montage"),
     script:
         "../scripts/montage_overview.py"

@@ -1,17 +1,17 @@
 rule experiment_plan:
-    """The resolved experiment (config after defaults, model, scorer, every pair x variant with all stage parameters
-    and cache keys, SDEdit): what this results folder was planned from, readable without running a model."""
-    localrule: True
     output:
         plan=f"{RESULTS}/plan.json",
-    params:
-        plan=experiment_plan(),
     log:
         f"{LOGS}/plan.log",
     benchmark:
         f"{BENCH}/plan.tsv"
+    """The resolved experiment (config after defaults, model, scorer, every pair x variant with all stage parameters
+    and cache keys, SDEdit): what this results folder was planned from, readable without running a model."""
+    localrule: True
     threads: 1
     resources:
-        **stage_resources("aggregate"),
+        **get_resources("aggregate"),
+    params:
+        plan=get_plan_record(),
     script:
         "../scripts/plan.py"

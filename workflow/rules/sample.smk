@@ -4,21 +4,21 @@ rule sample:
     input:
         unpack(get_sample_inputs),
     output:
-        images=sample_job_images(),
+        images=get_sample_job_images(),
         record=LAYOUT.sample_record,
-    params:
-        model=lambda w: MODEL_BLOCKS[sample_run(w).model],
-        sample=lambda w: dataclasses.asdict(sample_run(w).variant.sample),
-        samples=get_sample_triples,  # (seed, alpha, path) of each output PNG, from the planned run
-        resolution=lambda w: sample_run(w).variant.resolution,
-        code=code_version("sample"),
     log:
         f"{LOGS}/sample/{{pair}}/{{skey}}/{LAYOUT.sample_job}.log",
     benchmark:
         f"{BENCH}/sample/{{pair}}/{{skey}}/{LAYOUT.sample_job}.tsv"
     threads: 1
     resources:
+        **get_resources("sample", estimated=True),
         gpu=GPU_PER_JOB,
-        **stage_resources("sample", estimated=True),
+    params:
+        model=lambda w: MODEL_BLOCKS[get_sample_run(w).model],
+        sample=lambda w: dataclasses.asdict(get_sample_run(w).variant.sample),
+        samples=get_sample_triples,  # (seed, alpha, path) of each output PNG, from the planned run
+        resolution=lambda w: get_sample_run(w).variant.resolution,
+        code=code_version("sample"),
     script:
         "../scripts/sample.py"
