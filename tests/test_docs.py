@@ -1,5 +1,6 @@
-"""The README and the docs cannot silently drift: their links resolve, the README stays short, and the job counts
-they state for the shipped configs are what Snakemake plans.
+"""The README and the docs cannot silently drift: their links resolve, the README stays short, the code map of
+docs/how-it-works.md names every module of the package (and only files that exist), and the job counts they state
+for the shipped configs are what Snakemake plans.
 
 The default-run table of docs/results.md is compared with results/tables/summary.csv where the repository holds a
 default run (CI's main job makes one before the tests; skipped elsewhere). Cheap (one dry run of
@@ -74,6 +75,27 @@ def test_every_relative_link_and_image_resolves():
             elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
                 broken.append(f"{page}: {target} (no heading with that anchor in {resolved.relative_to(REPO)})")
     assert not broken, "\n".join(broken)
+
+
+def code_map() -> str:
+    """docs/how-it-works.md's "Where the code lives" section."""
+    text = (REPO / "docs" / "how-it-works.md").read_text()
+    return text.split("### Where the code lives", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_code_map_names_every_module_of_the_package():
+    package = REPO / "imagic_steps"
+    folders = {p.parent for p in package.rglob("__init__.py")} - {package}
+    expected = {p.name for p in package.glob("*.py") if p.name != "__init__.py"}
+    for folder in folders:  # a toy domain is named as its folder (its README lists its files); plumbing file by file
+        named = {f"{folder.name}/"} if (folder / "README.md").exists() else {
+            f"{p.name}" for p in folder.glob("*.py") if p.name != "__init__.py"}
+        expected |= named
+    named = set(re.findall(r"`([\w/]+(?:\.py|/))`", code_map()))
+    assert not expected - named, f"modules missing from docs/how-it-works.md's code map: {sorted(expected - named)}"
+    places = [package, REPO, REPO / "workflow" / "scripts", REPO / "tests", package / "execution"]
+    missing = {n for n in named if not any((place / n).exists() for place in places)}
+    assert not missing, f"docs/how-it-works.md's code map names files that are not there: {sorted(missing)}"
 
 
 def test_readme_is_short():
