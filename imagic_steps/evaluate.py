@@ -1,5 +1,5 @@
 """From per-sample scores to the analysis: the tables (samples, scores, summaries with pair bootstrap intervals, best
-alphas) and the figures made from them (trade-off curves, best edits, sweeps; drawn by `figures`)."""
+alphas) and the figures made from them (best settings, trade-off curves, best edits, sweeps; drawn by `figures`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from .figures import SWEEP_METRICS, ReferenceBand, best_edits_montage, plot_sweep, plot_tradeoff
+from .figures import (SWEEP_METRICS, ReferenceBand, best_edits_montage, plot_best_settings, plot_sweep,
+                      plot_tradeoff)
 from .io import atomic_path, write_text
 from .stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, DISTANCE_METRIC, METRICS, SETTING_COLUMNS,
                     TEXT_METRIC, blank_missing, markdown_table, pick_best_alpha, summarise, summarise_best,
@@ -152,8 +153,8 @@ def write_evaluation(
     """Everything downstream of the scores; `out` names the files (see workflow/rules/evaluate.smk).
 
     `facets` (score-table columns: the model label of a several-model run, the coloured digits' edit_kind) split
-    the summaries, the best settings and the trade-off figure's panels (at most two facets), and the sweep figures
-    (one per facet value combination).
+    the summaries, the best settings (a panel each in their figure) and the trade-off figure's columns (at most two
+    facets), and the sweep figures (one per facet value combination).
 
     `text_min` (config best_alpha.text_min) is the seed-mean text_alignment an alpha (or a baseline's setting) must
     reach to count as an edit; `pick_best_alpha` explains the choice among those.
@@ -188,6 +189,7 @@ def write_evaluation(
     with atomic_path(out["best_summary_csv"]) as tmp:
         best_summary.to_csv(tmp, index=False)
     write_text(out["best_summary_md"], best_summary_markdown(best_summary, text_min, note))
+    plot_best_settings(best_summary, out["best_settings"], **options)
     best_edits_montage(best, main, images, seed=int(main["seed"].min()),
                        keys=varying_within_pairs(main, facets)).save(out["best_edits"])
     for name, sweep in sweeps.items():

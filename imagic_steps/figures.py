@@ -388,88 +388,252 @@ class ReferenceBand:
 REFERENCE_STYLES = (("0.45", "//"), ("0.65", ".."), ("0.25", "\\\\"))  # (grey level, hatch), cycled
 
 
-def tradeoff_figure(summary: pd.DataFrame, title: str,
-                    xlabel: str = "1 − LPIPS (fidelity to input, unitless; higher = closer)",
-                    ylabel: str = "CLIP score (100 · cosine; higher = better text alignment)",
+FIGURE_DPI = 120
+PANEL_SIZE = (3.0, 2.4)  # inches per trade-off panel (plus its share of the labels, title and legend)
+PANELS_PER_ROW = 4  # without facets, the trade-off's panels wrap into rows of this many
+PANEL_W_PAD = 2.0  # font sizes between two panels side by side (one panel's last x tick label, the next one's first)
+OTHERS_GREY = "0.78"  # the other curves of a panel, behind the focal one
+OTHERS_LABEL = "other methods (for comparison)"
+COMPARISON_GID = "comparison"  # the gid of those grey curves: background, which a point label may cross
+# One colour per (method, variant), the same in the trade-off and the best-settings figure: tab10 without its grey
+# (the other curves' colour).
+CURVE_COLOURS = tuple(f"C{index}" for index in range(10) if index != 7)
+DEFAULT_XLABEL = "1 − LPIPS (fidelity to input, unitless; higher = closer)"
+DEFAULT_YLABEL = "CLIP score (100 · cosine; higher = better text alignment)"
+
+
+def curve_colours(curves) -> dict[tuple[str, str], str]:
+    """(method, variant) -> its colour, in sorted order."""
+    return {curve: CURVE_COLOURS[index % len(CURVE_COLOURS)] for index, curve in enumerate(sorted(set(curves)))}
+
+
+def facet_combinations(frame: pd.DataFrame, panels_by: Sequence[str]) -> list[tuple]:
+    """The value combinations of the `panels_by` columns that `frame` holds, sorted ([()] without facets)."""
+    return sorted(set(frame[list(panels_by)].itertuples(index=False, name=None))) if panels_by else [()]
+
+
+def facet_rows(frame: pd.DataFrame, panels_by: Sequence[str], values: tuple) -> pd.DataFrame:
+    for column, value in zip(panels_by, values):
+        frame = frame[frame[column] == value]
+    return frame
+
+
+def facet_title(panels_by: Sequence[str], values: tuple) -> str:
+    """A facet combination as a reader sees it: "model latent · edit_kind attribute"."""
+    return " · ".join(f"{column} {value}" for column, value in zip(panels_by, values))
+
+
+def _wrap(text: str, inches: float, fontsize: float) -> str:
+    """`text` with each of its lines wrapped at spaces to at most `inches` wide at `fontsize` points (measured in
+    matplotlib's default font; a single word wider than that stays whole)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    measure, font = TextToPath(), FontProperties(size=fontsize)
+
+    def width(line: str) -> float:
+        return measure.get_text_width_height_descent(line, font, ismath=False)[0] / 72
+
+    lines = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            if line and width(f"{line} {word}") > inches:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}" if line else word
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _draw_references(axes, references: Sequence[ReferenceBand], threshold: float | None) -> None:
+    """The reference bands (grey, hatched: over the interquartile range of 1 − distance, a dashed line at the
+    median) and the edit threshold (a dotted horizontal line)."""
+    for index, band in enumerate(references):
+        color, hatch = REFERENCE_STYLES[index % len(REFERENCE_STYLES)]
+        axes.axvspan(1.0 - band.q75, 1.0 - band.q25, facecolor=color, edgecolor=color, hatch=hatch, alpha=0.2,
+                     lw=0, label=f"{band.label} (median, IQR)", zorder=0)
+        axes.axvline(1.0 - band.median, color=color, ls="--", lw=1, zorder=0.5)
+    if threshold is not None:
+        axes.axhline(threshold, color="0.2", ls=":", lw=1, label=f"edit threshold ({threshold:g})", zorder=0.5)
+
+
+def _reference_handles(references: Sequence[ReferenceBand], threshold: float | None) -> list:
+    """Legend entries for what `_draw_references` draws."""
+    from matplotlib.colors import to_rgba
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = []
+    if threshold is not None:
+        handles.append(Line2D([], [], color="0.2", ls=":", lw=1, label=f"edit threshold ({threshold:g})"))
+    for index, band in enumerate(references):
+        color, hatch = REFERENCE_STYLES[index % len(REFERENCE_STYLES)]
+        handles.append(Patch(facecolor=to_rgba(color, 0.2), edgecolor=color, hatch=hatch, lw=0,
+                             label=f"{band.label} (median, IQR)"))
+    return handles
+
+
+def _curve_points(curve: pd.DataFrame):
+    """One curve's settings, x = 1 − mean distance, y = mean text alignment, in setting order, and their error
+    bars (2, N) (None where the summary has no interval)."""
+    curve = curve.assign(setting=edit_setting).sort_values("setting")
+    distance_mean = curve[f"{DISTANCE_METRIC}_mean"].to_numpy(dtype=np.float64)
+    x = 1.0 - distance_mean
+    y = curve[f"{TEXT_METRIC}_mean"].to_numpy(dtype=np.float64)
+    xerr = yerr = None
+    if {f"{DISTANCE_METRIC}_lo", f"{DISTANCE_METRIC}_hi"} <= set(curve.columns):
+        # x = 1 - distance: the upper distance bound is the lower fidelity bound, so the two lengths swap.
+        xerr = _interval_errors(distance_mean, curve[f"{DISTANCE_METRIC}_lo"], curve[f"{DISTANCE_METRIC}_hi"])
+        xerr = None if xerr is None else xerr[::-1]
+    if {f"{TEXT_METRIC}_lo", f"{TEXT_METRIC}_hi"} <= set(curve.columns):
+        yerr = _interval_errors(y, curve[f"{TEXT_METRIC}_lo"], curve[f"{TEXT_METRIC}_hi"])
+    return curve["setting"].to_numpy(), x, y, xerr, yerr
+
+
+def tradeoff_figure(summary: pd.DataFrame, title: str, xlabel: str = DEFAULT_XLABEL, ylabel: str = DEFAULT_YLABEL,
                     references: Sequence[ReferenceBand] = (), panels_by: Sequence[str] = (),
                     threshold: float | None = None):
-    """The fidelity / text-alignment trade-off of a `summarise` table as a matplotlib Figure.
+    """The fidelity / text-alignment trade-off of a `summarise` table as a matplotlib Figure of small multiples:
+    one panel per (method, variant) curve.
 
-    x = 1 - mean distance (fidelity to the input), y = mean text alignment; one line per (method, variant),
-    ordered by its setting (Imagic's alpha, a baseline's grid value), whose name and range the legend gives. Error
-    bars are the pair bootstrap intervals [lo, hi] (asymmetric, drawn as they are: they lie inside the metric's range
-    by construction; none with a single pair). Each of `references` (distance levels, drawn at x = 1 - distance) is
-    a vertical band over its interquartile range with a dashed line at its median, named in the legend, so a
-    curve's fidelity reads against what e.g. another writer's drawing of the same digit scores. `threshold` (the
-    text alignment that counts as an edit, config best_alpha.text_min) is a dotted horizontal line. `panels_by` (up
-    to two summary columns, e.g. edit kind and model) splits the figure into panels on shared axes: rows by the
-    first column's values, columns by the second's. The title names the scorer(s) so random-weight numbers are
-    recognisable.
+    x = 1 - mean distance (fidelity to the input), y = mean text alignment, along the curve's setting (Imagic's
+    alpha, a baseline's grid value). Each panel is titled with its curve's name and setting range (`_curve_name`)
+    and draws that curve in its colour (`curve_colours`) with its error bars, the pair bootstrap intervals [lo, hi]
+    (asymmetric, drawn as they are; none with a single pair), and its points labelled with their setting where a
+    label fits (`place_point_labels`: the ends first, then where the curve crosses `threshold`, then the others;
+    never over another label or the data). Behind it, thin and light grey with no markers, bars or labels, the other
+    curves of the same facet combination, for comparison. Every panel has `references` (distance levels, drawn at
+    x = 1 - distance: a band over the interquartile range, a dashed line at the median) and `threshold` (the text
+    alignment that counts as an edit, config best_alpha.text_min: a dotted line). Axes are shared; one legend below
+    the panels names the bands, the threshold and the grey curves.
 
-    Points are labelled with their setting where a label fits (`place_point_labels`): each curve's ends first,
-    then the points where it crosses `threshold`, then the others; a label that would overlap another label or the
-    data (markers, error bars, lines) is left out. The legend sits below the panels, off the data: the figure is
-    as much taller as the legend needs (7 x 5 in per panel above it).
+    Without `panels_by` the panels wrap into rows of `PANELS_PER_ROW` (the spare axes removed). With `panels_by`
+    (up to two summary columns, e.g. the model label and the edit kind) there is one row per curve and one column
+    per facet value combination, named above the top row; a curve a combination lacks (LEDITS++ on a pixel model)
+    gets a "not run here" panel. Panels are `PANEL_SIZE`; the title names the scorer(s) so random-weight numbers
+    are recognisable.
     """
+    from matplotlib.lines import Line2D
+
     panels_by = list(panels_by)
     if len(panels_by) > 2:
-        raise ValueError(f"at most two panel columns, got {panels_by}")
+        raise ValueError(f"at most two facets, got {panels_by}")
     require_columns(summary, [*panels_by, "method", "variant", *SETTING_COLUMNS, f"{DISTANCE_METRIC}_mean",
                               f"{TEXT_METRIC}_mean", "scorer"])
-    row_values = sorted(summary[panels_by[0]].unique()) if panels_by else [None]
-    column_values = sorted(summary[panels_by[1]].unique()) if len(panels_by) == 2 else [None]
-    # one colour per (method, variant) across all panels, though a panel may lack some (LEDITS++ on IF)
     curves = sorted(summary.groupby(["method", "variant"]).groups)
-    colours = {curve: f"C{index % 10}" for index, curve in enumerate(curves)}
+    colours = curve_colours(curves)
     names = {curve: _curve_name(curve, summary) for curve in curves}
-    figure = new_figure((7 * len(column_values), 5 * len(row_values)), 120)
-    grid = figure.subplots(len(row_values), len(column_values), sharex=True, sharey=True, squeeze=False)
-    labels = {}
-    for i, row_value in enumerate(row_values):
-        for j, column_value in enumerate(column_values):
-            axes, panel = grid[i][j], summary
-            panel_names = []
-            for column, value in zip(panels_by, (row_value, column_value)):
-                panel = panel[panel[column] == value]
-                panel_names.append(f"{column} {value}")
-            labels[axes] = _draw_tradeoff(axes, panel, references, colours, names, threshold)
-            if panel_names:
-                axes.set_title(", ".join(panel_names), fontsize=10)
-    scorer_names = ", ".join(sorted(map(str, summary["scorer"].unique())))
-    figure.suptitle(f"{title}\nscorer: {scorer_names}", fontsize=10)
-    legend_title = "method / variant (setting range)" + (", reference" if references else "")
-    if panels_by:  # x labels on the bottom row, one y label for the whole figure
-        for axes in grid[-1]:
-            axes.set_xlabel(xlabel, fontsize=9)
-        figure.supylabel(ylabel, fontsize=10)
+    combinations = facet_combinations(summary, panels_by)
+    if panels_by:  # a row per curve, a column per facet combination
+        rows, columns = len(curves), len(combinations)
+        cells = {(curve, values): (i, j) for i, curve in enumerate(curves) for j, values in enumerate(combinations)}
     else:
-        grid[0][0].set_xlabel(xlabel)
-        grid[0][0].set_ylabel(ylabel)
-    # one legend (every curve and band of any panel), below the panels
-    entries = {}
-    for axes in figure.axes:
-        for handle, label in zip(*axes.get_legend_handles_labels()):
-            entries.setdefault(label, handle)
-    columns = min(len(entries), 2 * len(column_values))  # ~3.5 in per legend column: as wide as the panels
-    legend_options = dict(title=legend_title, fontsize=8, title_fontsize=9, ncol=columns, loc="lower center",
-                          bbox_to_anchor=(0.5, 0.0), bbox_transform=figure.transFigure)
-    # a single panel keeps its legend on its axes (axes.get_legend()), placed below it all the same
-    owner = figure if panels_by else grid[0][0]
-    legend = owner.legend(list(entries.values()), list(entries), **legend_options)
-    legend_below(figure, legend)
+        columns = min(PANELS_PER_ROW, len(curves))
+        rows = -(-len(curves) // columns)
+        cells = {(curve, ()): divmod(k, columns) for k, curve in enumerate(curves)}
+    figure = new_figure((PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows), FIGURE_DPI)
+    grid = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
+    labels = {}
+    for (curve, values), (i, j) in cells.items():
+        axes, panel = grid[i][j], facet_rows(summary, panels_by, values)
+        axes.set_title(names[curve], fontsize=8)
+        focal = panel[(panel["method"] == curve[0]) & (panel["variant"] == curve[1])]
+        if focal.empty:
+            axes.text(0.5, 0.5, "not run here", transform=axes.transAxes, ha="center", va="center", fontsize=8,
+                      color="0.35")
+            continue
+        _draw_references(axes, references, threshold)
+        for other, other_rows in panel.groupby(["method", "variant"], sort=True):
+            if other != curve:
+                _, x, y, _, _ = _curve_points(other_rows)
+                axes.plot(x, y, color=OTHERS_GREY, lw=0.9, zorder=1, label=OTHERS_LABEL, gid=COMPARISON_GID)
+        settings, x, y, xerr, yerr = _curve_points(focal)
+        axes.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", markersize=4.5, capsize=2.5, lw=1.3, elinewidth=1,
+                      color=colours[curve], zorder=3, label=names[curve])
+        axes.grid(True, alpha=0.3)
+        axes.margins(y=0.12)  # headroom above and below the top and bottom rows, where labels of saturated curves go
+        labels[axes] = [PointLabel(x_i, y_i, text, colours[curve], (priority, order), curve)
+                        for priority, order, x_i, y_i, text in _curve_labels(settings, x, y, threshold)]
+    used = set(cells.values())
+    for i in range(rows):
+        for j in range(columns):
+            if (i, j) not in used:  # a spare cell of the last row: the panel above it shows the x tick labels
+                grid[i][j].remove()
+                grid[i - 1][j].xaxis.set_tick_params(labelbottom=True)
+    scorer_names = ", ".join(sorted(map(str, summary["scorer"].unique())))
+    width = figure.get_figwidth()
+    figure.suptitle(_wrap(f"{title}\nscorer: {scorer_names}", width - 0.3, 10), fontsize=10)
+    xlabel = _wrap(xlabel, width - 1.0, 9)
+    figure.supxlabel(xlabel, fontsize=9)
+    figure.supylabel(_wrap(ylabel, figure.get_figheight() - 0.6, 9), fontsize=9)
+    intervals = any(summary.get(f"{metric}_{end}", pd.Series(dtype=float)).notna().any()
+                    for metric in (DISTANCE_METRIC, TEXT_METRIC) for end in ("lo", "hi"))
+    handles = [Line2D([], [], color="0.25", marker="o", markersize=4.5, lw=1.3,
+                      label=f"the panel's method / variant: mean{', 95 % interval' if intervals else ''}; "
+                            "numbers: its setting"),
+               Line2D([], [], color=OTHERS_GREY, lw=0.9, label=OTHERS_LABEL),
+               *_reference_handles(references, threshold)]
+    figure.tight_layout(w_pad=PANEL_W_PAD)
+    _fit_titles(figure)
+    headers = [facet_title(panels_by, values) for values in combinations] if panels_by else []
+    legend_below(figure, figure_legend(figure, handles), top_inches=0.3 if headers else 0.0, w_pad=PANEL_W_PAD)
+    _xlabel_under_axes(figure, xlabel)
+    if headers:  # above the top row's titles
+        renderer = figure.canvas.get_renderer()
+        top = max(axes.get_tightbbox(renderer).y1 for axes in grid[0])
+        for axes, header in zip(grid[0], headers):
+            box = axes.get_position()
+            figure.text((box.x0 + box.x1) / 2, (top + 6) / figure.bbox.height, header, ha="center", va="bottom",
+                        fontsize=9, fontweight="bold")
     for axes, requests in labels.items():
         place_point_labels(axes, requests)
     return figure
 
 
-def legend_below(figure, legend, pad_inches: float = 0.08) -> None:
-    """Make the figure taller by `legend`'s height (a legend anchored at the figure's lower centre) and lay the rest
-    out above it, so the legend covers neither data nor axis labels."""
+def _fit_titles(figure) -> None:
+    """Break an axes title wider than its axes before its setting range ("name\\n(α 0–1.2)"), then lay out again."""
+    renderer = figure.canvas.get_renderer()
+    changed = False
+    for axes in figure.axes:
+        text = axes.title.get_text()
+        if " (" in text and "\n" not in text and \
+                axes.title.get_window_extent(renderer).width > axes.get_window_extent(renderer).width:
+            axes.set_title(text.replace(" (", "\n(", 1), fontsize=axes.title.get_fontsize())
+            changed = True
+    if changed:
+        figure.tight_layout(w_pad=PANEL_W_PAD)
+
+
+def figure_legend(figure, handles: Sequence, fontsize: float = 8):
+    """A figure legend of `handles` at the lower centre, in as many columns as fit the figure's width."""
+    renderer = figure.canvas.get_renderer()
+    for columns in range(len(handles), 0, -1):
+        legend = figure.legend(handles=list(handles), fontsize=fontsize, ncol=columns, loc="lower center",
+                               bbox_to_anchor=(0.5, 0.0), bbox_transform=figure.transFigure)
+        if columns == 1 or legend.get_window_extent(renderer).width <= figure.bbox.width - 0.2 * figure.dpi:
+            return legend
+        legend.remove()
+
+
+def _xlabel_under_axes(figure, xlabel: str) -> None:
+    """`xlabel` as the figure's x label, just under the lowest tick labels (in the room the layout kept for it)."""
+    renderer = figure.canvas.get_renderer()
+    below = min(axes.get_tightbbox(renderer).y0 for axes in figure.axes)
+    figure.supxlabel(xlabel, fontsize=9, y=(below - 4) / figure.bbox.height, va="top")
+
+
+def legend_below(figure, legend, pad_inches: float = 0.08, top_inches: float = 0.0, **layout) -> None:
+    """Make the figure taller by `legend`'s height (a legend anchored at the figure's lower centre) and by
+    `top_inches` (a strip kept free under the title), and lay the rest out in between (`layout`: more
+    `tight_layout` options), so the legend covers neither data nor axis labels."""
     legend.set_in_layout(False)
     height = legend.get_window_extent(figure.canvas.get_renderer()).height / figure.dpi + 2 * pad_inches
-    figure.set_figheight(figure.get_figheight() + height)
+    figure.set_figheight(figure.get_figheight() + height + top_inches)
     legend.set_bbox_to_anchor((0.5, pad_inches / figure.get_figheight()), transform=figure.transFigure)
-    figure.tight_layout(rect=(0, height / figure.get_figheight(), 1, 1))
+    figure.tight_layout(rect=(0, height / figure.get_figheight(), 1, 1 - top_inches / figure.get_figheight()),
+                        **layout)
 
 
 def _curve_name(curve: tuple[str, str], summary: pd.DataFrame) -> str:
@@ -496,41 +660,6 @@ class PointLabel:
     colour: str
     rank: tuple
     curve: object = None
-
-
-def _draw_tradeoff(axes, summary: pd.DataFrame, references: Sequence[ReferenceBand],
-                   colours: dict[tuple[str, str], str], names: dict[tuple[str, str], str],
-                   threshold: float | None) -> list[PointLabel]:
-    """One trade-off panel: the reference bands, the threshold, then one line per (method, variant) of `summary`, in
-    its colour. Returns the point labels it asks for (placed once the figure is laid out)."""
-    for index, band in enumerate(references):
-        color, hatch = REFERENCE_STYLES[index % len(REFERENCE_STYLES)]
-        axes.axvspan(1.0 - band.q75, 1.0 - band.q25, facecolor=color, edgecolor=color, hatch=hatch, alpha=0.2,
-                     lw=0, label=f"{band.label} (median, IQR)")
-        axes.axvline(1.0 - band.median, color=color, ls="--", lw=1)
-    if threshold is not None:
-        axes.axhline(threshold, color="0.2", ls=":", lw=1, label=f"edit threshold ({threshold:g})")
-    labels = []
-    for index, ((method, variant), curve) in enumerate(summary.groupby(["method", "variant"], sort=True)):
-        curve = curve.assign(setting=edit_setting).sort_values("setting")
-        distance_mean = curve[f"{DISTANCE_METRIC}_mean"].to_numpy(dtype=np.float64)
-        x = 1.0 - distance_mean
-        y = curve[f"{TEXT_METRIC}_mean"].to_numpy(dtype=np.float64)
-        xerr = yerr = None
-        if {f"{DISTANCE_METRIC}_lo", f"{DISTANCE_METRIC}_hi"} <= set(curve.columns):
-            # x = 1 - distance: the upper distance bound is the lower fidelity bound, so the two lengths swap.
-            xerr = _interval_errors(distance_mean, curve[f"{DISTANCE_METRIC}_lo"], curve[f"{DISTANCE_METRIC}_hi"])
-            xerr = None if xerr is None else xerr[::-1]
-        if {f"{TEXT_METRIC}_lo", f"{TEXT_METRIC}_hi"} <= set(curve.columns):
-            yerr = _interval_errors(y, curve[f"{TEXT_METRIC}_lo"], curve[f"{TEXT_METRIC}_hi"])
-        colour = colours[(method, variant)]
-        axes.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", capsize=3, label=names[(method, variant)],
-                      color=colour)
-        labels += [PointLabel(x_i, y_i, text, colour, (priority, order, index), (method, variant))
-                   for priority, order, x_i, y_i, text in _curve_labels(curve["setting"].to_numpy(), x, y, threshold)]
-    axes.grid(True, alpha=0.3)
-    axes.margins(y=0.12)  # headroom above and below the top and bottom rows, where labels of saturated curves go
-    return labels
 
 
 def _curve_labels(settings: np.ndarray, x: np.ndarray, y: np.ndarray, threshold: float | None):
@@ -562,6 +691,9 @@ LABEL_FONTSIZE = 8
 LABEL_GAP = 2.0  # pixels kept clear between a label and anything else
 LABEL_RINGS = 3  # candidate positions at this many distances from the point, LABEL_RING_STEP pixels apart
 LABEL_RING_STEP = 7.0
+# White under a label's text, so that it reads where it crosses a grey comparison curve; its pad stays inside
+# LABEL_GAP (0.1 of the 8 pt font: ~1.3 px at 120 dpi).
+LABEL_BOX = dict(boxstyle="square,pad=0.1", facecolor="white", edgecolor="none", alpha=0.85)
 
 
 def place_point_labels(axes, labels: Sequence[PointLabel]) -> list:
@@ -602,7 +734,8 @@ def place_point_labels(axes, labels: Sequence[PointLabel]) -> list:
             offset = ((centre[0] - px) * 72 / figure.dpi, (centre[1] - py) * 72 / figure.dpi)
             annotations.append(axes.annotate(label.text, (label.x, label.y), xytext=offset,
                                              textcoords="offset points", ha="center", va="center",
-                                             fontsize=LABEL_FONTSIZE, color=label.colour))
+                                             fontsize=LABEL_FONTSIZE, color=label.colour,
+                                             bbox=LABEL_BOX))
             placed.append(box)
             break
     return annotations
@@ -626,11 +759,12 @@ def _candidates(px: float, py: float, half_w: float, half_h: float, reach: float
 def data_geometry(axes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What `axes` draws as data, in display pixels: line segments (S, 2, 2) with their line widths (S,) (the
     lines of Line2D artists, including reference lines, and line collections such as error bars) and marker boxes
-    (M, 4) as (x0, y0, x1, y1) (Line2D markers, including error-bar caps). Non-finite points are left out."""
+    (M, 4) as (x0, y0, x1, y1) (Line2D markers, including error-bar caps). Non-finite points are left out, and so
+    are the grey comparison curves (gid `COMPARISON_GID`): background, which a label may cross on its white box."""
     scale = axes.figure.dpi / 72
     segments, widths, markers = [], [], []
     for line in axes.get_lines():
-        if not line.get_visible():
+        if not line.get_visible() or line.get_gid() == COMPARISON_GID:
             continue
         points = line.get_transform().transform(np.asarray(line.get_xydata(), dtype=np.float64))
         if line.get_linestyle() not in ("None", "", " ", "none") and len(points) > 1:
@@ -691,6 +825,138 @@ def plot_tradeoff(summary: pd.DataFrame, path: str | os.PathLike, title: str, **
     """`tradeoff_figure` saved as PNG at `path` (atomically); `options` are its xlabel, ylabel, references,
     panels_by, threshold."""
     save_figure(tradeoff_figure(summary, title, **options), path)
+
+
+BEST_ROW_HEIGHT = 0.3  # inches per method row of the best-settings figure
+BEST_PANEL_WIDTH = 3.2  # inches of x axis per panel of it
+BEST_PANELS_PER_ROW = 3  # with one facet, its panels wrap into rows of this many
+BEST_MIN_WIDTH = 8.0  # inches: room for the title's lines beside a single panel
+
+
+def _measure_name(ylabel: str) -> str:
+    """What a trade-off's y label measures, without its "(... higher = ...)" note or its ": what ..." gloss:
+    "100 · P(target digit)"."""
+    return re.sub(r"\s*\([^()]*higher[^()]*\)\s*$", "", ylabel).split(": ")[0] or "text alignment"
+
+
+def _pairs(n: int) -> str:
+    return f"{n} pair" if n == 1 else f"{n} pairs"
+
+
+def best_settings_figure(best: pd.DataFrame, xlabel: str = DEFAULT_XLABEL, ylabel: str = DEFAULT_YLABEL,
+                         references: Sequence[ReferenceBand] = (), panels_by: Sequence[str] = (),
+                         threshold: float | None = None):
+    """Which method keeps the input best while making the edit: a `stats.summarise_best` table as a matplotlib
+    Figure, to read before the trade-off curves.
+
+    One row per (method, variant), most faithful first: a dot at its fidelity, 1 − the mean distance over the pairs
+    it edits, each at its most faithful setting that edits (text alignment >= `threshold`, config
+    best_alpha.text_min), with the 95 % pair bootstrap interval (1 − distance_hi, 1 − distance_lo; none from a single
+    edited pair), in the curve's colour of the trade-off (`curve_colours`); at the right of the row "edits
+    n_edited / n_pairs pairs". A row that edits no pair keeps its place and text, with no dot; behind, the same
+    `references` bands as the trade-off. `panels_by` (up to two columns, the trade-off's facets) gives one panel per
+    value combination, rows by the first facet's values and columns by the second's (one facet: rows of up to
+    `BEST_PANELS_PER_ROW`), on a shared x axis, with the rows aligned: sorted by the mean fidelity over the panels
+    where the method edits, and "not run" where a panel lacks the method. `xlabel` names the fidelity, `ylabel`
+    (the trade-off's) what an edit must reach; the title says what the figure shows, n and the threshold.
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    panels_by = list(panels_by)
+    if len(panels_by) > 2:
+        raise ValueError(f"at most two facets, got {panels_by}")
+    mean, lo, hi = (f"{DISTANCE_METRIC}_{end}" for end in ("mean", "lo", "hi"))
+    require_columns(best, [*panels_by, "method", "variant", "n_pairs", "n_edited", mean])
+    curves = sorted(best.groupby(["method", "variant"]).groups)
+    colours = curve_colours(curves)
+    fidelity = (1.0 - best[mean].astype(float)).groupby([best["method"], best["variant"]]).mean()
+    order = sorted(curves, key=lambda curve: (0, -fidelity[curve], curve) if np.isfinite(fidelity[curve])
+                   else (1, 0.0, curve))
+    combinations = facet_combinations(best, panels_by)
+    if len(panels_by) == 2:
+        row_values = sorted({values[0] for values in combinations})
+        column_values = sorted({values[1] for values in combinations})
+        cells = {values: (row_values.index(values[0]), column_values.index(values[1])) for values in combinations}
+        rows, columns = len(row_values), len(column_values)
+    else:
+        columns = min(BEST_PANELS_PER_ROW, len(combinations))
+        rows = -(-len(combinations) // columns)
+        cells = {values: divmod(k, columns) for k, values in enumerate(combinations)}
+    panel_height = len(order) * BEST_ROW_HEIGHT + 0.5
+    figure = new_figure((max(BEST_MIN_WIDTH, 2.2 + columns * (BEST_PANEL_WIDTH + 1.3)), rows * panel_height + 1.0),
+                        FIGURE_DPI)
+    grid = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
+    positions = np.arange(len(order))
+    ends = [1.0 - value for band in references for value in (band.q75, band.q25)]
+    for values, (i, j) in cells.items():
+        axes, panel = grid[i][j], facet_rows(best, panels_by, values)
+        _draw_references(axes, references, None)
+        counts = []
+        for position, curve in zip(positions, order):
+            found = panel[(panel["method"] == curve[0]) & (panel["variant"] == curve[1])]
+            if found.empty:
+                counts.append("not run")
+                continue
+            row = found.iloc[0]
+            counts.append(f"edits {int(row['n_edited'])} / {_pairs(int(row['n_pairs']))}")
+            if not np.isfinite(float(row[mean])):
+                continue
+            errors = None
+            if lo in row and hi in row:  # x = 1 - distance: the upper distance bound is the lower fidelity bound
+                errors = _interval_errors([row[mean]], [row[lo]], [row[hi]])
+                errors = None if errors is None else errors[::-1]
+                ends += [1.0 - float(row[end]) for end in (lo, hi) if np.isfinite(float(row[end]))]
+            ends.append(1.0 - float(row[mean]))
+            axes.errorbar([1.0 - float(row[mean])], [position], xerr=errors, marker="o", markersize=6, capsize=3,
+                          lw=1.5, color=colours[curve], zorder=3)
+        axes.set_yticks(positions, [f"{method} / {variant}" for method, variant in order])
+        axes.tick_params(axis="y", length=0, labelsize=8)
+        axes.tick_params(axis="x", labelsize=8)
+        axes.xaxis.set_major_locator(MaxNLocator(nbins=6))
+        right = axes.secondary_yaxis("right")
+        right.set_yticks(positions, counts)
+        right.tick_params(length=0, labelsize=8)
+        axes.set_ylim(len(order) - 0.5, -0.5)  # the most faithful row at the top
+        axes.grid(True, alpha=0.3)
+        if panels_by:
+            axes.set_title(facet_title(panels_by, values), fontsize=9)
+    used = set(cells.values())
+    for i in range(rows):
+        for j in range(columns):
+            if (i, j) not in used:
+                grid[i][j].remove()
+                grid[i - 1][j].xaxis.set_tick_params(labelbottom=True)
+    low, high = (min(ends), max(ends)) if ends else (0.0, 1.0)
+    half = max(high - low, 0.2) / 2 * 1.1  # at least 0.2 wide, 5 % to spare on each side
+    centre = (low + high) / 2
+    grid[0][0].set_xlim(max(0.0, centre - half), min(1.0, centre + half))  # fidelity lies in [0, 1]
+    edit = f"{_measure_name(ylabel)} ≥ {threshold:g}" if threshold is not None else "the edit threshold"
+    n = sorted({int(value) for value in best["n_pairs"]})
+    pairs = f"n = {_pairs(n[0])}" if len(n) == 1 else f"n = {n[0]}–{n[-1]} pairs{' per panel' if panels_by else ''}"
+    scorers = ", ".join(sorted(map(str, best["scorer"].unique()))) if "scorer" in best else ""
+    width = figure.get_figwidth()
+    lines = ["Which method keeps the input best while making the edit?",
+             f"Fidelity to the input at each pair's most faithful setting that edits ({edit}),",
+             f"mean over the pairs edited with its 95 % pair-bootstrap interval; {pairs}; most faithful first"
+             + (" (mean over the panels)" if len(combinations) > 1 else ""),
+             *([f"scorer: {scorers}"] if scorers else [])]
+    figure.suptitle(_wrap("\n".join(lines), width - 0.3, 10), fontsize=10)
+    xlabel = _wrap(xlabel, width - 1.0, 9)
+    figure.supxlabel(xlabel, fontsize=9)
+    handles = [Line2D([], [], color="0.25", marker="o", markersize=6, lw=1.5,
+                      label="mean over the edited pairs, 95 % pair-bootstrap interval"),
+               *_reference_handles(references, None)]
+    figure.tight_layout()
+    legend_below(figure, figure_legend(figure, handles))
+    _xlabel_under_axes(figure, xlabel)
+    return figure
+
+
+def plot_best_settings(best: pd.DataFrame, path: str | os.PathLike, **options) -> None:
+    """`best_settings_figure` saved as PNG at `path` (atomically); `options` are its xlabel, ylabel, references,
+    panels_by, threshold (the trade-off's options)."""
+    save_figure(best_settings_figure(best, **options), path)
 
 
 SWEEP_METRICS = (TEXT_METRIC, DISTANCE_METRIC, "image_similarity")  # one panel each

@@ -11,8 +11,9 @@ from matplotlib.text import Text
 from PIL import Image
 
 from imagic_steps.evaluate import best_summary_markdown, summary_markdown, write_table
-from imagic_steps.figures import (NO_EDIT_GREY, ReferenceBand, best_edits_montage, label_font, pair_montage,
-                                  plot_tradeoff, sweep_figure, tradeoff_figure)
+from imagic_steps.figures import (COMPARISON_GID, NO_EDIT_GREY, OTHERS_GREY, OTHERS_LABEL, ReferenceBand,
+                                  best_edits_montage, best_settings_figure, label_font, pair_montage,
+                                  plot_best_settings, plot_tradeoff, sweep_figure, tradeoff_figure)
 from imagic_steps.stats import SETTING_COLUMNS, pick_best_alpha, summarise, summarise_best, with_setting_columns
 from test_stats import multi_pair_table, score_table
 
@@ -21,7 +22,8 @@ def test_tradeoff_error_bars_are_the_intervals_and_stay_in_range():
     summary = summarise(multi_pair_table())
     assert summary["text_alignment_lo"].min() == 0.0 and summary["text_alignment_hi"].max() == 100.0
     figure = tradeoff_figure(summary, title="digits")
-    bars = [s for c in figure.axes[0].collections if isinstance(c, LineCollection) for s in c.get_segments()]
+    bars = [s for axes in figure.axes for c in axes.collections if isinstance(c, LineCollection)
+            for s in c.get_segments()]
     assert bars
     ends = np.concatenate(bars)
     assert ends[:, 1].min() >= 0.0 and ends[:, 1].max() <= 100.0  # 100 · P(target) in [0, 100], nothing clipped
@@ -43,41 +45,74 @@ def test_plot_tradeoff_writes_png(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["one_pair.png", "tradeoff.png"]  # no temporary file
 
 
-def test_reference_bands_are_drawn_at_one_minus_the_distance_and_named_in_the_legend():
+def test_reference_bands_are_drawn_at_one_minus_the_distance_in_every_panel_and_named_in_the_legend():
     bands = [ReferenceBand("same digit, other writer", 0.16, 0.24, 0.34), ReferenceBand("blank", 0.62, 0.67, 0.71)]
-    figure = tradeoff_figure(summarise(multi_pair_table()), title="digits", references=bands)
-    axes = figure.axes[0]
-    spans = [patch for patch in axes.patches if patch.get_label().endswith("(median, IQR)")]
-    assert len(spans) == 2
-    for patch, band in zip(spans, bands):
-        assert (patch.get_x(), patch.get_x() + patch.get_width()) == pytest.approx((1 - band.q75, 1 - band.q25))
-    legend = [text.get_text() for text in axes.get_legend().get_texts()]
+    figure = tradeoff_figure(summarise(multi_pair_table()), title="digits", references=bands, threshold=50)
+    assert len(figure.axes) == 2  # imagic, sdedit
+    for axes in figure.axes:
+        spans = [patch for patch in axes.patches if patch.get_label().endswith("(median, IQR)")]
+        assert len(spans) == 2
+        for patch, band in zip(spans, bands):
+            assert (patch.get_x(), patch.get_x() + patch.get_width()) == pytest.approx((1 - band.q75, 1 - band.q25))
+        medians = sorted(line.get_xdata()[0] for line in axes.get_lines() if line.get_linestyle() == "--")
+        assert medians == pytest.approx([1 - 0.67, 1 - 0.24])
+        assert [line.get_ydata()[0] for line in axes.get_lines() if line.get_linestyle() == ":"] == [50]
+    assert len(figure.legends) == 1 and all(axes.get_legend() is None for axes in figure.axes)
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
     assert "same digit, other writer (median, IQR)" in legend and "blank (median, IQR)" in legend
-    medians = sorted(line.get_xdata()[0] for line in axes.get_lines() if line.get_linestyle() == "--")
-    assert medians == pytest.approx([1 - 0.67, 1 - 0.24])
-    plain = tradeoff_figure(summarise(multi_pair_table()), title="digits").axes[0]
-    assert not [patch for patch in plain.patches if patch.get_label().endswith("(median, IQR)")]
+    assert "edit threshold (50)" in legend and OTHERS_LABEL in legend
+    plain = tradeoff_figure(summarise(multi_pair_table()), title="digits")
+    assert not [patch for axes in plain.axes for patch in axes.patches]
+    assert not [text for text in plain.legends[0].get_texts() if text.get_text().endswith("(median, IQR)")]
 
 
-def test_panels_share_one_legend_and_one_colour_per_method_though_a_panel_lacks_one():
-    """Split by model, where one model has no SDEdit curve (as LEDITS++ is missing on IF): each (method, variant)
-    keeps its colour in every panel, and one figure legend names every curve once."""
+def panel_curves(axes) -> tuple[list, list]:
+    """A trade-off panel's curves: the coloured ones (Line2D with markers: (colour, error-bar collections of that
+    colour)) and the grey comparison ones (Line2D)."""
     from matplotlib.colors import to_hex
+    from matplotlib.container import ErrorbarContainer
 
+    coloured = []
+    for container in axes.containers:
+        if isinstance(container, ErrorbarContainer):
+            line, _, bars = container.lines
+            coloured.append((to_hex(line.get_color()), [to_hex(c) for bar in bars for c in bar.get_colors()]))
+    grey = [line for line in axes.get_lines() if line.get_gid() == COMPARISON_GID]
+    return coloured, grey
+
+
+def column_headers(figure) -> list[str]:
+    """The facet headers above the top row of panels, left to right, each checked to stand over its column."""
+    renderer = figure.canvas.get_renderer()
+    top = [axes for axes in figure.axes if axes.get_subplotspec().rowspan.start == 0]
+    headers = sorted((text for text in figure.texts if text.get_fontweight() == "bold"),
+                     key=lambda text: text.get_window_extent(renderer).x0)
+    assert len(headers) == len(top)
+    for text, axes in zip(headers, sorted(top, key=lambda axes: axes.get_position().x0)):
+        box, frame = text.get_window_extent(renderer), axes.get_window_extent(renderer)
+        assert frame.x0 < (box.x0 + box.x1) / 2 < frame.x1 and box.y0 > frame.y1
+    return [text.get_text() for text in headers]
+
+
+def test_panels_by_facet_keep_one_colour_per_curve_though_a_facet_lacks_one():
+    """Split by model, where one model has no SDEdit curve (as LEDITS++ is missing on the pixel model): one row per
+    curve, one column per model; each curve keeps its colour in every column, the missing one gets a "not run here"
+    panel, and each panel compares with the other curves of its own model only."""
     table = multi_pair_table()
     both = pd.concat([table.assign(model="latent"), table[table["method"] != "sdedit"].assign(model="pixel")],
                      ignore_index=True)
     figure = tradeoff_figure(summarise(both, by=["model", "method", "variant", *SETTING_COLUMNS]), title="t",
                              panels_by=["model"])
-    panels = [axes for axes in figure.axes if axes.get_title()]
-    assert [axes.get_title() for axes in panels] == ["model latent", "model pixel"]
-    colours = [{label: to_hex(handle[0].get_color()) for handle, label in zip(*axes.get_legend_handles_labels())}
-               for axes in panels]
-    imagic, sdedit = "imagic / imagic (α 0–1)", "sdedit / sdedit (strength 0–1)"  # the legend names the setting
-    assert set(colours[0]) == {imagic, sdedit} and set(colours[1]) == {imagic}
-    assert colours[1][imagic] == colours[0][imagic] != colours[0][sdedit]
-    assert all(axes.get_legend() is None for axes in panels) and len(figure.legends) == 1
-    assert [text.get_text() for text in figure.legends[0].get_texts()] == [imagic, sdedit]
+    imagic, sdedit = "imagic / imagic (α 0–1)", "sdedit / sdedit (strength 0–1)"  # the titles name the setting
+    assert [axes.get_title() for axes in figure.axes] == [imagic, imagic, sdedit, sdedit]  # row by row
+    assert column_headers(figure) == ["model latent", "model pixel"]
+    (latent_imagic, latent_grey), (pixel_imagic, pixel_grey), (latent_sdedit, _), (pixel_sdedit, _) = \
+        map(panel_curves, figure.axes)
+    assert len(latent_imagic) == len(pixel_imagic) == len(latent_sdedit) == 1 and not pixel_sdedit
+    assert latent_imagic[0][0] == pixel_imagic[0][0] != latent_sdedit[0][0]
+    assert len(latent_grey) == 1 and not pixel_grey  # SDEdit behind Imagic on latent; nothing else on pixel
+    assert [text.get_text() for text in figure.axes[3].texts] == ["not run here"]
+    assert_readable(figure)
 
 
 # The default digits run's trade-off (config/config.yaml, 3 pairs: summary.csv without the sweep's variants), rounded:
@@ -120,6 +155,71 @@ SETTING_OF = {"imagic": "alpha", "sdedit": "strength", "ledits": "edit_guidance"
 DIGITS_BANDS = [ReferenceBand("same digit, other writer", 0.161, 0.242, 0.336),  # the digits classifier's calibration
                 ReferenceBand("target digit, other writer", 0.43, 0.497, 0.565),
                 ReferenceBand("blank", 0.624, 0.668, 0.711)]
+
+# The default run's best-setting summary (tables/best_summary.csv of that run, rounded): (method, variant) ->
+# (n_pairs, n_edited, distance mean, lo, hi); finetune_only edits no pair.
+DEFAULT_BEST = {("ddim_inversion", "ddim_inversion"): (3, 3, 0.327, 0.215, 0.447),
+                ("imagic", "embed_only"): (3, 3, 0.440, 0.376, 0.537),
+                ("imagic", "finetune_only"): (3, 0, np.nan, np.nan, np.nan),
+                ("imagic", "imagic"): (3, 3, 0.324, 0.137, 0.511),
+                ("imagic", "modified"): (3, 3, 0.305, 0.288, 0.328),
+                ("ledits", "ledits"): (3, 3, 0.269, 0.132, 0.361),
+                ("sdedit", "sdedit"): (3, 3, 0.282, 0.210, 0.404)}
+# config/analysis.yaml's best-setting summary (docs/results.md): (model, edit kind) -> (method, variant) -> as above;
+# no LEDITS++ on the pixel model, a single editing pair has no interval.
+ANALYSIS_CURVES = [("imagic", "original"), ("imagic", "modified"), ("imagic", "tuned"), ("imagic", "tuned_guidance1"),
+                   ("sdedit", "sdedit"), ("ddim_inversion", "ddim_inversion"), ("ledits", "ledits")]
+NONE = (np.nan, np.nan, np.nan)  # no pair edits: no distance
+ANALYSIS_BEST = {
+    ("latent", "attribute"): [(4, 4, 0.189, 0.084, 0.332), (4, 4, 0.207, 0.133, 0.284), (4, 3, 0.033, 0.013, 0.046),
+                              (4, 1, 0.021, np.nan, np.nan), (4, 4, 0.153, 0.104, 0.209), (4, 4, 0.027, 0.011, 0.042),
+                              (4, 4, 0.212, 0.140, 0.281)],
+    ("latent", "structure"): [(4, 4, 0.415, 0.345, 0.484), (4, 4, 0.417, 0.366, 0.468), (4, 3, 0.363, 0.282, 0.479),
+                              (4, 2, 0.215, 0.178, 0.253), (4, 4, 0.428, 0.360, 0.510), (4, 4, 0.366, 0.242, 0.491),
+                              (4, 4, 0.399, 0.303, 0.463)],
+    ("pixel", "attribute"): [(4, 1, 0.631, np.nan, np.nan), (4, 4, 0.191, 0.105, 0.278), (4, 0, *NONE),
+                             (4, 0, *NONE), (4, 2, 0.245, 0.181, 0.310), (4, 4, 0.314, 0.227, 0.390)],
+    ("pixel", "structure"): [(4, 0, *NONE), (4, 3, 0.242, 0.209, 0.290), (4, 0, *NONE), (4, 0, *NONE), (4, 0, *NONE),
+                             (4, 4, 0.504, 0.439, 0.569)],
+}
+ANALYSIS_SETTINGS = {"imagic": (0, 0.4, 0.7, 1, 1.2), "sdedit": (0.5, 0.8), "ddim_inversion": (1, 3, 5),
+                     "ledits": (5, 10)}
+
+
+def best_of(rows: dict, **columns) -> pd.DataFrame:
+    """A `summarise_best`-shaped table of `rows` ((method, variant) -> (n_pairs, n_edited, distance mean, lo, hi))."""
+    return pd.DataFrame([{"method": method, "variant": variant, "n_pairs": n_pairs, "n_edited": n_edited,
+                          "edited_percent_mean": 100.0 * n_edited / n_pairs, "distance_mean": mean,
+                          "distance_lo": lo, "distance_hi": hi, "scorer": "digits-classifier", **columns}
+                         for (method, variant), (n_pairs, n_edited, mean, lo, hi) in rows.items()])
+
+
+def analysis_best() -> pd.DataFrame:
+    return pd.concat([best_of(dict(zip(ANALYSIS_CURVES, rows)), model=model, edit_kind=kind)
+                      for (model, kind), rows in ANALYSIS_BEST.items()], ignore_index=True)
+
+
+def analysis_run(seed: int = 0) -> pd.DataFrame:
+    """A trade-off summary in config/analysis.yaml's shape: two models x two edit kinds, the 7 curves of
+    `ANALYSIS_CURVES` (LEDITS++ on the latent model only) along their settings, n = 4 pairs: each curve from near
+    the input (identity ~0.95-1, no edit) towards an edit, with long intervals, several saturating at 100."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for model, kind in ANALYSIS_BEST:
+        curves = {}
+        for method, variant in ANALYSIS_CURVES:
+            if method == "ledits" and model == "pixel":
+                continue
+            settings = ANALYSIS_SETTINGS[method]
+            distance = np.sort(rng.uniform(0.0, 0.7, len(settings)))
+            distance[0] = rng.uniform(0.0, 0.06)
+            text = np.sort(rng.choice([0.0, 0.0, 5.0, 30.0, 60.0, 90.0, 100.0, 100.0], len(settings)))
+            curves[(method, variant)] = [
+                (s, t, max(t - rng.uniform(0, 40), 0), min(t + rng.uniform(0, 40), 100), d,
+                 max(d - rng.uniform(0, 0.12), 0), min(d + rng.uniform(0, 0.12), 1))
+                for s, t, d in zip(settings, text, distance)]
+        frames.append(summary_of(curves, model=model, edit_kind=kind, n_pairs=4))
+    return pd.concat(frames, ignore_index=True)
 
 
 def summary_of(curves: dict, **columns) -> pd.DataFrame:
@@ -175,11 +275,14 @@ def overlap(a, b, tolerance: float = 0.5) -> bool:
 
 def data_pixels(axes) -> tuple[np.ndarray, np.ndarray]:
     """The data of `axes` in display pixels, from its artists' paths: points every half pixel along each line
-    (Line2D lines, error-bar LineCollections) and the boxes (x0, y0, x1, y1) of the markers (data points, caps)."""
+    (Line2D lines, error-bar LineCollections) and the boxes (x0, y0, x1, y1) of the markers (data points, caps). A
+    trade-off panel's grey comparison curves are background, which a label may cross on its white box: left out."""
     scale = axes.figure.dpi / 72
     samples, markers = [], []
     polylines = []
     for line in axes.get_lines():
+        if line.get_gid() == COMPARISON_GID:
+            continue
         path = line.get_transform().transform_path(line.get_path())
         if line.get_linestyle() not in ("None", "none", "", " "):
             polylines.append(path.vertices)
@@ -198,11 +301,14 @@ def data_pixels(axes) -> tuple[np.ndarray, np.ndarray]:
 
 
 def assert_readable(figure) -> list[Text]:
-    """No two texts of `figure` overlap; no point label (an axes' texts) touches a line, error bar or marker or leaves
-    its axes; no legend overlaps an axes. Returns the point labels."""
+    """No two texts of `figure` overlap or leave the figure; no point label (an axes' texts) touches a line, error
+    bar or marker or leaves its axes; no legend overlaps an axes. Returns the point labels."""
     texts = drawn_texts(figure)
     renderer = figure.canvas.get_renderer()
     boxes = [text.get_window_extent(renderer) for text in texts]
+    page = figure.bbox
+    for text, box in zip(texts, boxes):
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, text.get_text()
     for i in range(len(texts)):
         for j in range(i + 1, len(texts)):
             assert not overlap(boxes[i], boxes[j]), (texts[i].get_text(), texts[j].get_text())
@@ -226,24 +332,175 @@ def assert_readable(figure) -> list[Text]:
     return labels
 
 
-def test_default_run_tradeoff_labels_overlap_nothing_and_the_legend_names_each_setting():
-    """The default run's figure (7 curves, reference bands, the edit threshold): no text overlaps another, no point
-    label lies on the data, the legend is outside the axes; every curve keeps some labels, and the legend names the
-    setting and range of each curve, which is what the points that had no room for a label leave to it."""
-    figure = tradeoff_figure(summary_of(DEFAULT_RUN), title="t\nmean over pairs", references=DIGITS_BANDS,
-                             threshold=50, xlabel="identity similarity", ylabel="100 · P(target digit)")
+DIGITS_OPTIONS = dict(references=DIGITS_BANDS, threshold=50,  # as evaluate.tradeoff_options gives them
+                      xlabel="identity similarity to input (1 − classifier-feature cosine distance; higher = closer)",
+                      ylabel="100 · P(target digit) (higher = edit achieved)")
+MAX_WIDTH = 1800  # pixels: the widest a figure may be at its dpi
+
+
+def assert_one_coloured_curve_per_panel(panels: dict) -> None:
+    """Each of `panels` (axes -> how many curves its facet combination holds) draws one curve in colour, with its
+    error bars in that colour and its point labels in it, and every other curve of its facet combination once, in
+    grey, without markers or bars."""
+    from matplotlib.colors import to_hex
+
+    for axes in panels:
+        coloured, grey = panel_curves(axes)
+        assert len(coloured) == 1, axes.get_title()
+        colour, bars = coloured[0]
+        assert bars and set(bars) == {colour} and colour != to_hex(OTHERS_GREY)
+        assert {to_hex(text.get_color()) for text in axes.texts} <= {colour}
+        assert all(to_hex(line.get_color()) == to_hex(OTHERS_GREY) and line.get_marker() in ("None", None, "")
+                   for line in grey)
+        assert len(grey) == panels[axes] - 1  # every other curve of the facet combination, once
+        assert not [line for line in axes.get_lines() if line.get_marker() not in ("None", None, "")
+                    and to_hex(line.get_color()) != colour]  # no other coloured points (error-bar caps are its)
+
+
+def test_default_run_tradeoff_is_one_panel_per_curve_with_labels_that_overlap_nothing():
+    """The default run's figure (7 curves, reference bands, the edit threshold): 7 panels in rows of 4 (the spare
+    axes removed), each titled with its curve's name and setting range, its curve alone in colour with its bars
+    and labels and the other six in grey behind it; bands and threshold in every panel, shared axes, one legend
+    below. No text overlaps another or leaves the figure, no point label lies on the data; every curve keeps
+    some labels."""
+    summary = summary_of(DEFAULT_RUN)
+    figure = tradeoff_figure(summary, title="t\nmean over pairs", **DIGITS_OPTIONS)
     labels = assert_readable(figure)
-    axes = figure.axes[0]
-    colours = {line.get_color() for line in axes.get_lines() if line.get_marker() == "o"}
-    assert colours <= {text.get_color() for text in labels}  # every curve has at least one point labelled
-    assert 15 <= len(labels) < sum(map(len, DEFAULT_RUN.values()))  # some, not all: crowded points go without
+    titles = [axes.get_title().replace("\n", " ") for axes in figure.axes]
+    assert titles == ["ddim_inversion / ddim_inversion (target guidance 0–5)", "imagic / embed_only (α 0–1.2)",
+                      "imagic / finetune_only (α 0–1.2)", "imagic / imagic (α 0–1.2)", "imagic / modified (α 0–1.2)",
+                      "ledits / ledits (edit guidance 0–10)", "sdedit / sdedit (strength 0.1–0.9)"]
+    grid = [(axes.get_subplotspec().rowspan.start, axes.get_subplotspec().colspan.start) for axes in figure.axes]
+    assert grid == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2)]
+    assert_one_coloured_curve_per_panel({axes: len(DEFAULT_RUN) for axes in figure.axes})
+    for axes in figure.axes:
+        assert len([patch for patch in axes.patches if patch.get_label().endswith("(median, IQR)")]) == 3
+        assert [line.get_ydata()[0] for line in axes.get_lines() if line.get_linestyle() == ":"] == [50]
+        assert axes.get_shared_x_axes().joined(axes, figure.axes[0])
+        assert axes.get_shared_y_axes().joined(axes, figure.axes[0])
+        assert axes.texts  # every curve has at least one point labelled
+    assert len(figure.legends) == 1
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert [name for name in legend if "median" in name or name in (OTHERS_LABEL, "edit threshold (50)")] == \
+        [OTHERS_LABEL, "edit threshold (50)", *(f"{band.label} (median, IQR)" for band in DIGITS_BANDS)]
+    assert 20 <= len(labels) < sum(map(len, DEFAULT_RUN.values()))  # most: crowded points go without
     assert "0–1.2" in [text.get_text() for text in labels]  # finetune_only's four alphas at one place: one label
-    legend = [text.get_text() for text in axes.get_legend().get_texts()]
-    for name in ("imagic / embed_only (α 0–1.2)", "sdedit / sdedit (strength 0.1–0.9)",
-                 "ledits / ledits (edit guidance 0–10)", "ddim_inversion / ddim_inversion (target guidance 0–5)",
-                 "edit threshold (50)"):
-        assert name in legend
-    assert figure.get_size_inches()[0] == 7 and figure.get_size_inches()[1] > 5  # 7 x 5 in, plus the legend below
+    width, height = figure.get_size_inches() * figure.dpi
+    assert 3 * 4 * figure.dpi <= width <= MAX_WIDTH and height < 2.4 * 2 * figure.dpi + 300
+    # the panel above the removed spare shows its x tick labels; the panels above others do not
+    shown = [axes for axes in figure.axes if any(label.get_visible() and label.get_text()
+                                                 for label in axes.get_xticklabels())]
+    assert shown == figure.axes[3:]
+
+
+def test_analysis_tradeoff_is_a_row_per_curve_and_a_column_per_facet_combination():
+    """config/analysis.yaml's shape: two facets (model x edit kind), 7 curves, LEDITS++ not run on the pixel model:
+    7 rows x 4 columns under the facet headers, "not run here" where a curve is missing, grey comparison curves of
+    the panel's own facet combination only; readable, and no wider than MAX_WIDTH."""
+    summary = analysis_run()
+    figure = tradeoff_figure(summary, title="t\nmean over pairs", panels_by=["model", "edit_kind"], **DIGITS_OPTIONS)
+    assert_readable(figure)
+    assert column_headers(figure) == [f"model {model} · edit_kind {kind}" for model, kind in ANALYSIS_BEST]
+    assert len(figure.axes) == 7 * 4
+    missing = [axes for axes in figure.axes if [text.get_text() for text in axes.texts] == ["not run here"]]
+    assert [(axes.get_title(), axes.get_subplotspec().colspan.start) for axes in missing] == \
+        [("ledits / ledits (edit guidance 5–10)", 2), ("ledits / ledits (edit guidance 5–10)", 3)]
+    assert all(not axes.lines and not axes.collections for axes in missing)
+    combinations = list(ANALYSIS_BEST)  # the columns, in order; LEDITS++ only on the latent model
+    assert_one_coloured_curve_per_panel(
+        {axes: 7 if combinations[axes.get_subplotspec().colspan.start][0] == "latent" else 6
+         for axes in figure.axes if axes not in missing})
+    assert figure.get_size_inches()[0] * figure.dpi <= MAX_WIDTH
+
+
+def summary_rows(axes) -> list[tuple]:
+    """A best-settings panel's rows, top to bottom: (name, the text at its right, its dot's colour and x or None,
+    its interval's x ends or None)."""
+    from matplotlib.colors import to_hex
+    from matplotlib.container import ErrorbarContainer
+
+    renderer = axes.figure.canvas.get_renderer()
+    dots = {}
+    for container in axes.containers:
+        if isinstance(container, ErrorbarContainer):
+            line, _, bars = container.lines
+            (x,), (y,) = line.get_xdata(), line.get_ydata()
+            ends = tuple(sorted(bars[0].get_segments()[0][:, 0])) if bars else None
+            dots[round(y)] = (to_hex(line.get_color()), x, ends)
+    ticks = axes.get_yticks()  # the names, shown left of the first column only (shared y)
+    names = list(zip(axes.yaxis.get_major_formatter().format_ticks(ticks), ticks))
+    counts = [label.get_text() for label in axes.child_axes[0].get_yticklabels()]
+    heights = [label.get_window_extent(renderer).y0 for label in axes.child_axes[0].get_yticklabels()]
+    rows = [(name, count, *(dots.get(round(tick), (None, None, None))), height)
+            for (name, tick), count, height in zip(names, counts, heights)]
+    return [row[:-1] for row in sorted(rows, key=lambda row: -row[-1])]
+
+
+def test_best_settings_figure_ranks_by_fidelity_with_the_summarys_intervals():
+    """The default run's best-setting summary: one row per method / variant, most faithful first, a dot at 1 − the
+    mean distance with the interval (1 − hi, 1 − lo) in the curve's trade-off colour, inside [0, 1]; "edits 3 / 3
+    pairs" at the right, and finetune_only, which edits no pair, last with "edits 0 / 3 pairs" and no dot. The
+    title says what it shows, n and the threshold; the bands are the trade-off's; readable."""
+    best = best_of(DEFAULT_BEST)
+    figure = best_settings_figure(best, **DIGITS_OPTIONS)
+    assert_readable(figure)
+    (axes,) = figure.axes
+    rows = summary_rows(axes)
+    fidelity = {f"{m} / {v}": 1 - mean for (m, v), (_, _, mean, _, _) in DEFAULT_BEST.items()}
+    assert [row[0] for row in rows] == sorted(fidelity, key=lambda name: -np.nan_to_num(fidelity[name], nan=-1))
+    assert rows[-1][0] == "imagic / finetune_only" and rows[-1][1:] == ("edits 0 / 3 pairs", None, None, None)
+    tradeoff = tradeoff_figure(summary_of(DEFAULT_RUN), "t", **DIGITS_OPTIONS)
+    colours = {axes.get_title().replace("\n", " ").split(" (")[0]: panel_curves(axes)[0][0][0]
+               for axes in tradeoff.axes}
+    low, high = axes.get_xlim()
+    assert 0 <= low < high <= 1
+    for name, count, colour, x, ends in rows[:-1]:
+        n_pairs, n_edited, mean, lo, hi = DEFAULT_BEST[tuple(name.split(" / "))]
+        assert count == f"edits {n_edited} / {n_pairs} pairs" and colour == colours[name]
+        assert x == pytest.approx(1 - mean) and ends == pytest.approx((1 - hi, 1 - lo))
+        assert low <= ends[0] < x < ends[1] <= high
+    assert len([patch for patch in axes.patches if patch.get_label().endswith("(median, IQR)")]) == 3
+    title = figure.get_suptitle()
+    assert "keeps the input best while making the edit" in title and "n = 3 pairs" in title
+    assert "100 · P(target digit) ≥ 50" in title.replace("\n", " ")
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert [f"{band.label} (median, IQR)" for band in DIGITS_BANDS] == legend[1:]
+    assert figure.get_size_inches()[0] * figure.dpi <= MAX_WIDTH
+
+
+def test_best_settings_figure_has_a_panel_per_facet_combination_with_the_rows_aligned(tmp_path):
+    """config/analysis.yaml's shape: a panel per (model, edit kind), on a shared x axis, each with every method in
+    the same row (sorted by the mean fidelity over the panels where it edits); LEDITS++ "not run" on the pixel
+    model, "edits 0 / 4 pairs" without a dot where no pair edits, a dot without an interval from a single edited
+    pair; readable, and written as PNG."""
+    best = analysis_best()
+    figure = best_settings_figure(best, panels_by=["model", "edit_kind"], **DIGITS_OPTIONS)
+    assert_readable(figure)
+    assert [axes.get_title() for axes in figure.axes] == [f"model {m} · edit_kind {k}" for m, k in ANALYSIS_BEST]
+    panels = [summary_rows(axes) for axes in figure.axes]
+    names = [row[0] for row in panels[0]]
+    assert all([row[0] for row in rows] == names for rows in panels)  # aligned
+    fidelity = (1 - best["distance_mean"]).groupby(best["method"] + " / " + best["variant"]).mean()
+    assert names == list(fidelity.sort_values(ascending=False).index)
+    renderer = figure.canvas.get_renderer()
+    for a, b in ((0, 1), (2, 3)):  # side by side: the same heights
+        assert [label.get_window_extent(renderer).y0 for label in figure.axes[a].child_axes[0].get_yticklabels()] \
+            == [label.get_window_extent(renderer).y0 for label in figure.axes[b].child_axes[0].get_yticklabels()]
+    assert all(axes.get_shared_x_axes().joined(axes, figure.axes[0]) for axes in figure.axes)
+    by_panel = {key: {row[0]: row[1:] for row in rows} for key, rows in zip(ANALYSIS_BEST, panels)}
+    assert by_panel[("pixel", "attribute")]["ledits / ledits"] == ("not run", None, None, None)
+    assert by_panel[("pixel", "structure")]["imagic / tuned"] == ("edits 0 / 4 pairs", None, None, None)
+    count, _, x, ends = by_panel[("latent", "attribute")]["imagic / tuned_guidance1"]
+    assert count == "edits 1 / 4 pairs" and x == pytest.approx(1 - 0.021) and ends is None
+    low, high = figure.axes[0].get_xlim()
+    assert 0 <= low and high <= 1
+    for rows in panels:
+        assert all(low <= end <= high for row in rows if row[4] for end in row[4])
+    assert "n = 4 pairs" in figure.get_suptitle()
+    assert figure.get_size_inches()[0] * figure.dpi <= MAX_WIDTH
+    plot_best_settings(best, tmp_path / "best_settings.png", panels_by=["model", "edit_kind"], **DIGITS_OPTIONS)
+    with Image.open(tmp_path / "best_settings.png") as image:
+        assert image.format == "PNG" and image.size[0] <= MAX_WIDTH
 
 
 def test_crowded_tradeoff_drops_labels_rather_than_overlap_in_one_panel_and_in_panels():

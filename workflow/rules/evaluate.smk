@@ -1,5 +1,5 @@
 # Tables and figures from cached samples and scores: the sample table, then the evaluation (scores, summaries,
-# trade-off plots, best alphas, best edits, sweeps).
+# best-settings and trade-off plots, best alphas, best edits, sweeps).
 rule sample_table:
     """Every sample with its pair, variant, seed, alpha, parameters and path."""
     input:
@@ -39,6 +39,12 @@ rule evaluate:
             caption="../report/summary.rst",
             category="Evaluation",
             labels={"figure": "summary table"},
+        ),
+        best_settings=report(
+            f"{RESULTS}/figures/best_settings.png",
+            caption="../report/best_settings.rst",
+            category="Evaluation",
+            labels={"figure": "best settings"},
         ),
         tradeoff=report(
             f"{RESULTS}/figures/tradeoff.png",
