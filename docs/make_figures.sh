@@ -4,7 +4,7 @@
 #   bash docs/make_figures.sh --analysis  # and config/analysis.yaml's full run (429 jobs, ~26 min on 2 cores more)
 # The clone runs its own code (PYTHONPATH), so the figures are the committed code's: commit first. Each figure is
 # copied under the name the docs use, and docs/figures/README.md records where each came from (commit, date,
-# command). CORES (default 2) sets snakemake --cores.
+# command). CORES (default 2) sets snakemake --cores; KEEP=1 keeps the clone with its results (its path is printed).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 analysis=false
@@ -17,7 +17,7 @@ if [ -n "$(git -C "$repo" status --porcelain --untracked-files=no)" ]; then
     echo "note: uncommitted changes are not in the figures (they come from a clone of HEAD)" >&2
 fi
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+if [ "${KEEP:-0}" = 1 ]; then echo "the clone and its results stay in $work/clone"; else trap 'rm -rf "$work"' EXIT; fi
 git clone -q "$repo" "$work/clone"
 cd "$work/clone"
 commit=$(git rev-parse --short HEAD)
