@@ -387,5 +387,6 @@ def get_final_outputs():
     outputs += [f"{RESULTS}/montages/pairs/{pair.pair_id}.png" for pair in PAIRS]
     outputs += [f"{RESULTS}/montages/overview.png", f"{RESULTS}/tables/samples.csv"]
     outputs += [f"{RESULTS}/tables/summary.md", f"{RESULTS}/montages/best_edits.png"]
+    outputs += [f"{RESULTS}/figures/best_settings.png"]
     outputs += [f"{RESULTS}/finetune/{r.pair.pair_id}/{r.finetune_key}/preview.png" for r in RUNS]
     return sorted(set(outputs))

@@ -57,7 +57,7 @@ rule evaluate:
             patterns=["{pair}.png"],
             caption="../report/tradeoff_pair.rst",
             category="Evaluation",
-            labels={"figure": "trade-off {pair}"},
+            labels={"figure": "trade-off, pair {pair}"},
         ),
         best_alpha=f"{RESULTS}/tables/best_alpha.csv",
         best_summary_csv=f"{RESULTS}/tables/best_summary.csv",
@@ -65,7 +65,7 @@ rule evaluate:
             f"{RESULTS}/tables/best_summary.md",
             caption="../report/best_summary.rst",
             category="Evaluation",
-            labels={"figure": "best-setting summary"},
+            labels={"figure": "best settings, table"},
         ),
         best_edits=report(
             f"{RESULTS}/montages/best_edits.png",
