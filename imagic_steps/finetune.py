@@ -67,16 +67,64 @@ def trainable_unet(base_unet: torch.nn.Module, params: FinetuneParams) -> torch.
     return unet.train()
 
 
-def _autocast_and_scaler(device: torch.device, mixed_precision: str):
-    """Autocast context and gradient scaler for `mixed_precision`; fp16 is CUDA only and off elsewhere."""
-    if mixed_precision == "fp16" and device.type != "cuda":
+def _autocast_and_scaler(device: torch.device, mixed_precision: str, *, fp16_on_cpu: bool = False):
+    """Autocast context and gradient scaler for `mixed_precision`.
+
+    fp16 is for CUDA: elsewhere it is turned off with a warning and training runs in fp32 (PyTorch's half-precision
+    CPU kernels are slow: a tiny-preset step at 64 px took ~10x its fp32 time). `fp16_on_cpu=True` keeps fp16 autocast
+    and the gradient scaler on the CPU, so that the tests exercise the path a GPU user's fp16 run takes (torch's
+    autocast and GradScaler both run on the CPU). An explicit argument rather than an environment switch: it cannot
+    leak from a shell into a user's workflow jobs, and a test that wants it says so at the call.
+
+    The scaler unscales the gradients before the optimiser's update (fused Adam takes the scale and does it in its
+    kernel), so lr means the same as in fp32; there is no gradient clipping here, which would otherwise need an
+    explicit `scaler.unscale_(optimizer)` before it."""
+    if mixed_precision == "fp16" and device.type != "cuda" and not fp16_on_cpu:
         logger.warning("fp16 mixed precision needs CUDA; training in fp32 on %s", device.type)
         mixed_precision = "no"
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-    # GradScaler.step() unscales before the optimiser step, so lr means the same as in fp32.
     scaler = torch.amp.GradScaler(device.type, enabled=mixed_precision == "fp16")
     return autocast, scaler
+
+
+class SkippedSteps:
+    """Logs each step the fp16 gradient scaler skipped: a non-finite gradient (an overflow of the scaled fp16
+    backward pass) leaves the weights and Adam's state unchanged and halves the loss scale.
+
+    A skip is read from the scale dropping, without a host sync per step (`GradScaler.get_scale()` is one, and fused
+    Adam's scaler path otherwise has none): each step's scale stays on the device until `log()`, which the loop calls
+    every `check_every` steps, at checkpoints and at the end (as it reads the losses)."""
+
+    def __init__(self, scaler: torch.amp.GradScaler, device: torch.device, first_step: int, check_every: int = 50):
+        self.scaler = scaler
+        self.check_every = check_every
+        self.enabled = scaler.is_enabled()
+        self._one = torch.ones((), device=device)
+        self._last = scaler.scale(self._one) if self.enabled else None  # the scale in force (init or restored)
+        self._pending: list[torch.Tensor] = []
+        self._next_step = first_step  # the step of self._pending[0]
+        self.skipped: list[int] = []
+
+    def after_update(self) -> None:
+        if self.enabled:
+            self._pending.append(self.scaler.scale(self._one))  # a one-element device tensor: no sync
+            if len(self._pending) >= self.check_every:
+                self.log()
+
+    def log(self) -> None:
+        if not self._pending:
+            return
+        scales = torch.stack([self._last, *self._pending]).tolist()
+        for offset, (before, after) in enumerate(zip(scales, scales[1:])):
+            if after < before:
+                step = self._next_step + offset
+                self.skipped.append(step)
+                logger.info("finetune: step %d skipped: fp16 gradient overflow (inf/NaN gradient), weights "
+                            "unchanged; loss scale lowered from %g to %g", step, before, after)
+        self._last = self._pending[-1]
+        self._next_step += len(self._pending)
+        self._pending = []
 
 
 def finetune_unet(
@@ -87,13 +135,17 @@ def finetune_unet(
     preview: PreviewSpec | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
+    fp16_on_cpu: bool = False,
 ) -> FinetuneResult:
     """Run stage B: Adam on the denoising MSE of the image latents conditioned on e_opt.
 
     Noise and timesteps come from a generator seeded with `params.seed`. With `checkpoint_dir` and
     `params.checkpoint_every > 0`, the training state (weights, optimiser, generator, losses) is saved every
     N steps and training resumes from the latest checkpoint found there, ending bit-identical to an
-    uninterrupted run on the CPU.
+    uninterrupted run on the CPU (the fp16 gradient scaler's state included).
+
+    `fp16_on_cpu`: run `mixed_precision: fp16` on the CPU too rather than falling back to fp32 (for tests;
+    `_autocast_and_scaler`). A step the fp16 scaler skips (gradient overflow) is logged (`SkippedSteps`).
     """
     if params.steps == 0:
         return FinetuneResult(shared_weights_copy(components.unet), "base", params)
@@ -102,7 +154,7 @@ def finetune_unet(
     trainable = [p for p in unet.parameters() if p.requires_grad]
     # fused Adam updates in place: foreach would allocate a temporary copy of every trainable weight per step
     optimizer = torch.optim.Adam(trainable, lr=params.lr, fused=True)
-    autocast, scaler = _autocast_and_scaler(device, params.mixed_precision)
+    autocast, scaler = _autocast_and_scaler(device, params.mixed_precision, fp16_on_cpu=fp16_on_cpu)
     generator = torch.Generator().manual_seed(params.seed)
     latents = embed.image_latents.to(device)
     conditioning = embed.optimized.to(device)
@@ -112,6 +164,7 @@ def finetune_unet(
     if checkpoints is not None:
         start = checkpoints.restore(unet, optimizer, scaler, generator, restored)
     losses = LossHistory("finetune", restored)
+    skipped = SkippedSteps(scaler, device, start, losses.check_every)
 
     forward = components.unet_forward(unet)
     bar = tqdm(range(start, params.steps), desc=f"finetune ({params.mode})", disable=not progress, mininterval=1.0)
@@ -123,6 +176,7 @@ def finetune_unet(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        skipped.after_update()
         losses.append(loss)
         done = step + 1
         # the last step's grid is the final preview (run_finetune's `final_preview`), not drawn twice
@@ -130,8 +184,13 @@ def finetune_unet(
             losses.values()  # no grid of a diverged model
             write_preview(components, unet, embed, preview, params.seed, done)
         if checkpoints is not None and done % params.checkpoint_every == 0 and done < params.steps:
+            skipped.log()
             checkpoints.save(done, unet, optimizer, scaler, generator, losses.values(), params.mode)
     unet.eval()
+    skipped.log()
+    if skipped.skipped:
+        logger.info("finetune: fp16 loss scaling skipped %d of %d steps (gradient overflow)", len(skipped.skipped),
+                    params.steps - start)
     return FinetuneResult(unet, params.mode, params, losses.values())
 
 
