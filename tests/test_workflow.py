@@ -120,6 +120,12 @@ def test_gpu_jobs_request_the_estimated_memory_and_the_config_overrides_it(tmp_p
         sorted(2 * [expected["full"]["gpu_mem_mb"], expected["lora"]["gpu_mem_mb"]])
     assert all("gpu_mem_mb" in job and job["gpu"] == "1" for rule in ("embed", "sample") for job in jobs[rule])
     assert all("gpu_mem_mb" not in job for job in jobs["evaluate"])
+    # every job that loads a model asks for one GPU, the others for none: Snakemake's own scheduler then keeps the sum
+    # over running jobs within `--resources gpu=N`, so at most N model jobs run at once (and each claims a device of
+    # its own: tests/test_gpu_claims.py)
+    model_rules = {"embed", "finetune", "sample", "score"}
+    assert {rule for rule, planned in jobs.items() if any("gpu" in job for job in planned)} == model_rules
+    assert all(job["gpu"] == "1" for rule in model_rules for job in jobs[rule])
 
     write_config(tmp_path, model={"id": "tiny", "dtype": "fp32", "device": "cuda"},
                  resources={"finetune": {"gpu_mem_mb": 12345, "mem_mb": 999}})
