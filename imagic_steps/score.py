@@ -10,12 +10,21 @@ evaluation; the digits domain's classifier scorer is `imagic_steps.digits.classi
 `ScorerSpec(tiny=True)` builds random-weight scorers offline for tests and the tiny model; their
 numbers only check the plumbing, and every score row carries `ScorerSpec.name` so they are never
 mistaken for real ones.
+
+The real scorers' weights are downloaded on first use: CLIP's checkpoint into the hub cache (HF_HOME /
+HF_HUB_CACHE), LPIPS's torchvision backbone into `$TORCH_HOME/hub/checkpoints/` (its calibrated heads ship inside
+the lpips package). Offline and not downloaded, loading stops with one line (`ModelNotAvailableError`) naming the
+missing weights and the command that downloads them once: `python -m imagic_steps.score` on a machine with network
+access (it loads the default scorer, or the one its options name, through this very code).
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import lpips
@@ -26,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .errors import ModelNotAvailableError
 from .images import check_same_length, load_image
 from .io import atomic_path
 
@@ -92,6 +102,7 @@ class Scorers:
 def load_scorers(spec: ScorerSpec, device: str | torch.device = "cpu") -> Scorers:
     """Build (tiny) or load (real; may download) the CLIP model and the LPIPS module."""
     device = torch.device(device)
+    _check_lpips_backbone(spec)  # before CLIP's seconds of loading
     # Seed inside a forked RNG scope: random initialisation is reproducible from `spec.seed` and the
     # caller's global RNG state is left untouched.
     with torch.random.fork_rng(devices=[]):
@@ -117,19 +128,87 @@ def _build_clip(spec: ScorerSpec):
         tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=TINY_CLIP_CONFIG["text_cfg"]["context_length"])
         return model, preprocess, tokenizer
     pretrained = None if spec.random_weights else spec.clip_pretrained
-    model, _, preprocess = open_clip.create_model_and_transforms(spec.clip_arch, pretrained=pretrained)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(spec.clip_arch, pretrained=pretrained)
+    except (RuntimeError, OSError) as error:  # open_clip words a failed download as RuntimeError
+        if pretrained is None or Path(pretrained).is_file():
+            raise  # random weights or a local checkpoint: no download to advise
+        raise ModelNotAvailableError(_clip_unavailable(spec, error)) from error
     return model, preprocess, open_clip.get_tokenizer(spec.clip_arch)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def download_command(spec: ScorerSpec) -> str:
+    """The command that downloads `spec`'s weights once, through `load_scorers` itself."""
+    return (f"python -m imagic_steps.score --clip-arch {spec.clip_arch} --clip-pretrained "
+            f"{spec.clip_pretrained or 'none'} --lpips-net {spec.lpips_net}")
+
+
+def _clip_unavailable(spec: ScorerSpec, error: Exception) -> str:
+    """One line: CLIP's pretrained weights cannot be had, where a download would put them, and how to get them."""
+    from huggingface_hub import constants
+
+    hub = (open_clip.get_pretrained_cfg(spec.clip_arch, spec.clip_pretrained) or {}).get("hf_hub", "")
+    repo = "/".join(hub.split("/")[:2]) if hub.count("/") >= 2 else None  # open_clip's 'org/name/[file]'
+    if _offline():
+        what = f"{repo or 'the checkpoint'} is not in the hub cache {constants.HF_HUB_CACHE} (HF_HUB_OFFLINE is set)"
+    else:
+        what = _first_line(error)
+    return (f"scorer weights 'clip:{spec.clip_arch}/{spec.clip_pretrained}' are not available: {what}; download them "
+            f"once with `{download_command(spec)}` on a machine with access to the hub (into the HF_HOME / "
+            "HF_HUB_CACHE the jobs read), or set scorer.clip_pretrained to a local checkpoint file")
+
+
+# lpips' backbones: the torchvision ImageNet weights each `lpips_net` loads (`pretrained=True` in lpips 0.1.4)
+LPIPS_BACKBONE_WEIGHTS = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights"}
+
+
+def lpips_backbone_file(net: str) -> Path:
+    """Where torchvision keeps (and, online, downloads) the backbone weights of LPIPS `net`:
+    `$TORCH_HOME/hub/checkpoints/<the weights URL's file name>`, e.g. alexnet-owt-7be5be79.pth."""
+    import torchvision
+
+    url = getattr(torchvision.models, LPIPS_BACKBONE_WEIGHTS[net]).IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def _lpips_unavailable(spec: ScorerSpec, what: str) -> str:
+    return (f"scorer weights 'lpips:{spec.lpips_net}' (its torchvision ImageNet backbone) are not available: {what}; "
+            f"download them once with `{download_command(spec)}` on a machine with network access (into the "
+            "TORCH_HOME the jobs read), or copy the file there")
+
+
+def _check_lpips_backbone(spec: ScorerSpec) -> None:
+    """Offline, a missing LPIPS backbone is a one-line error: torch.hub knows nothing of HF_HUB_OFFLINE and would
+    try the network."""
+    if spec.tiny or spec.random_weights or not _offline():
+        return
+    if not (backbone := lpips_backbone_file(spec.lpips_net)).is_file():
+        raise ModelNotAvailableError(_lpips_unavailable(spec, f"{backbone} not found (HF_HUB_OFFLINE is set)"))
 
 
 def _build_lpips(spec: ScorerSpec) -> lpips.LPIPS:
     # The calibrated linear heads ship with the lpips package; only the ImageNet backbone would be
     # downloaded, so the tiny preset keeps the heads and randomly initialises the backbone.
+    random_backbone = spec.tiny or spec.random_weights
     with warnings.catch_warnings():
         # lpips still calls torchvision with the deprecated `pretrained=` argument.
         warnings.filterwarnings("ignore", message=".*pretrained.*", category=UserWarning)
         warnings.filterwarnings("ignore", message=".*weight enum.*", category=UserWarning)
-        return lpips.LPIPS(net=spec.lpips_net, pretrained=True, pnet_rand=spec.tiny or spec.random_weights,
-                           verbose=False)
+        try:
+            return lpips.LPIPS(net=spec.lpips_net, pretrained=True, pnet_rand=random_backbone, verbose=False)
+        except OSError as error:  # a failed download (URLError is an OSError)
+            if random_backbone:
+                raise
+            raise ModelNotAvailableError(_lpips_unavailable(spec, _first_line(error))) from error
 
 
 def _batches(n: int, batch_size: int) -> list[slice]:
@@ -311,3 +390,26 @@ def score_sample_files(
         table.to_csv(tmp, index=False)
     return table
 
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m imagic_steps.score`: load a real scorer once (downloading its weights where they are missing), so
+    that offline jobs later find them; prints the scorer's label and where the weights are."""
+    parser = argparse.ArgumentParser(prog="python -m imagic_steps.score", description=main.__doc__)
+    defaults = ScorerSpec()
+    parser.add_argument("--clip-arch", default=defaults.clip_arch)
+    parser.add_argument("--clip-pretrained", default=defaults.clip_pretrained,
+                        help="an open_clip pretrained tag (default %(default)s) or 'none' (LPIPS's backbone only)")
+    parser.add_argument("--lpips-net", default=defaults.lpips_net, choices=LPIPS_NETS)
+    args = parser.parse_args(argv)
+    pretrained = None if args.clip_pretrained.lower() == "none" else args.clip_pretrained
+    spec = ScorerSpec(clip_arch=args.clip_arch, clip_pretrained=pretrained, lpips_net=args.lpips_net)
+    load_scorers(spec)
+    from huggingface_hub import constants
+
+    print(f"{spec.name}: CLIP weights in the hub cache {constants.HF_HUB_CACHE}, LPIPS backbone "
+          f"{lpips_backbone_file(spec.lpips_net)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,8 +1,11 @@
 """Test set-up: offline hub, a per-session preset cache, single-threaded torch for speed and determinism."""
 
+import hashlib
 import os
 import re
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
@@ -99,6 +102,29 @@ def cat_tensor(cat_image_path):
 def random_image(seed: int, size: int = 64) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def hub_snapshot(hub: Path, repo_id: str, commit: str, source: Path, move: bool = False) -> Path:
+    """Lay `source`'s files into the hub cache `hub` as huggingface_hub writes a download of `repo_id` at `commit`:
+    `models--org--name/blobs/<sha256>`, `snapshots/<commit>/<path>` a relative symlink to its blob, `refs/main`
+    naming the commit. `move` moves the files instead of copying them. Returns the snapshot folder."""
+    repo = hub / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    for path in sorted(p for p in Path(source).rglob("*") if p.is_file()):
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+        blob = repo / "blobs" / digest.hexdigest()
+        if not blob.exists():
+            (os.replace if move else shutil.copyfile)(path, blob)
+        link = snapshot / path.relative_to(source)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
 
 
 # Shared by the stage tests (test_embed, test_finetune, test_finetune_artefact, test_sample, test_edit_pipeline):

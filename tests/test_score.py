@@ -1,12 +1,20 @@
-"""Tests of imagic_steps.score with the offline tiny (random-weight) scorers."""
+"""Tests of imagic_steps.score with the offline tiny (random-weight) scorers, and the real scorers' loading code on
+stand-in weight files laid where a download puts them."""
 
+import hashlib
+import os
+import shutil
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from conftest import hub_snapshot, random_image
+from imagic_steps import score
+from imagic_steps.errors import ModelNotAvailableError
 from imagic_steps.images import check_same_length
 from imagic_steps.score import (
     ScorerSpec,
@@ -16,7 +24,9 @@ from imagic_steps.score import (
     encode_images,
     encode_texts,
     load_scorers,
+    lpips_backbone_file,
     lpips_distance,
+    score_sample_files,
     score_samples,
 )
 
@@ -230,3 +240,144 @@ def test_tiny_scorers_load_offline(monkeypatch, images):
     monkeypatch.setattr(socket, "create_connection", refuse)
     offline = load_scorers(ScorerSpec(tiny=True, lpips_net="vgg"))
     assert np.isfinite(lpips_distance(offline, images[:1], images[1:2], resolution=64)).all()
+
+
+# ---- the real scorers' loading code, on stand-in weights --------------------------------------------------------
+# What a connected user's first score job downloads, laid where the download puts it, with seeded random weights of
+# the right architectures (built here: no network): open_clip's checkpoint for ViT-B-32 / laion2b_s34b_b79k in the
+# hub cache, and LPIPS's torchvision AlexNet backbone under $TORCH_HOME/hub/checkpoints/ (LPIPS's calibrated heads
+# ship inside the lpips package). The score job then runs exactly the code it runs online, offline.
+
+REAL = {"clip_arch": "ViT-B-32", "clip_pretrained": "laion2b_s34b_b79k", "lpips_net": "alex"}
+STANDIN_RECIPE = "1"  # bump when the stand-ins' recipe below changes: cached copies are then rebuilt
+STANDIN_SEED = 123  # not the scorers' own seed 0: loaded weights equal to the stand-in's came from the file
+STANDIN_COMMIT = hashlib.sha1(b"stand-in CLIP checkpoint").hexdigest()
+
+
+def clip_download(arch: str, tag: str) -> tuple[str, str]:
+    """(hub repo id, file name) open_clip asks the hub for first for `arch` / `tag`: the repo of the tag's pretrained
+    config ('org/name/' with open_clip's default file) and the safetensors version of that file, which
+    `open_clip.pretrained.download_pretrained_from_hf` tries before the pickle (open_clip_pytorch_model.bin)."""
+    import open_clip
+
+    repo_id, filename = os.path.split(open_clip.get_pretrained_cfg(arch, tag)["hf_hub"])
+    assert filename == "", "a tag whose config names its file: lay that file instead"
+    return repo_id, open_clip.constants.HF_SAFE_WEIGHTS_NAME
+
+
+def build_standins(root: Path) -> None:
+    """The stand-in files under `root`: hub/ (an HF_HUB_CACHE) and torch/ (a TORCH_HOME)."""
+    import open_clip
+    import torchvision
+    from safetensors.torch import save_file
+
+    staging = root / "staging"
+    staging.mkdir(parents=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(STANDIN_SEED)
+        clip = open_clip.create_model(REAL["clip_arch"])  # random init: no pretrained tag
+        alexnet = torchvision.models.alexnet()
+    repo_id, filename = clip_download(REAL["clip_arch"], REAL["clip_pretrained"])
+    save_file({name: tensor.contiguous() for name, tensor in clip.state_dict().items()}, staging / filename)
+    hub_snapshot(root / "hub", repo_id, STANDIN_COMMIT, staging, move=True)
+    staging.rmdir()
+    checkpoints = root / "torch/hub/checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(alexnet.state_dict(), checkpoints / Path(torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url).name)
+
+
+@pytest.fixture(scope="session")
+def standin_weights(preset_cache) -> Path:
+    """The stand-ins, built once into the test cache (IMAGIC_STEPS_TEST_CACHE keeps them across sessions), ~850 MB."""
+    root = Path(preset_cache) / f"standin_scorer_weights_v{STANDIN_RECIPE}"
+    if not root.is_dir():
+        building = root.with_name(f"{root.name}.building-{os.getpid()}")
+        shutil.rmtree(building, ignore_errors=True)
+        build_standins(building)
+        try:
+            os.rename(building, root)  # atomic: a concurrent worker's finished copy wins
+        except OSError:
+            shutil.rmtree(building)
+    return root
+
+
+def point_at(monkeypatch, hub: Path, torch_home: Path) -> None:
+    """This process's hub cache and torch home, as HF_HUB_CACHE and TORCH_HOME set before start-up would give."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))  # read from the environment at import
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))  # read by torch.hub at every call
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.mark.slow  # ~4 s to build the stand-ins (once per test cache) and ~4 s to load and score
+def test_the_real_scorer_loads_downloaded_weights_offline_and_scores(standin_weights, monkeypatch, no_network,
+                                                                     tmp_path, cat_image_path):
+    from safetensors import safe_open
+
+    point_at(monkeypatch, standin_weights / "hub", standin_weights / "torch")
+    loaded = []
+    real_load = score.load_scorers
+    monkeypatch.setattr(score, "load_scorers", lambda *args, **kwargs: loaded.append(real_load(*args, **kwargs))
+                        or loaded[-1])
+    sample = tmp_path / "seed0_alpha1.png"
+    random_image(0).save(sample)
+    # the score job's own call (workflow/scripts/score.py), with the scorer block a config gives
+    table = score_sample_files(REAL, "cpu", cat_image_path, [str(sample)], "a photo of a dog", "a photo of a cat",
+                               tmp_path / "scores.csv")
+    assert (tmp_path / "scores.csv").is_file() and len(table) == 1
+    assert table["scorer"][0] == "clip:ViT-B-32/laion2b_s34b_b79k+lpips:alex"  # names the pretrained tag
+    assert table[["text_alignment", "distance", "image_similarity", "directional_similarity"]].notna().all(axis=None)
+    # the weights came from the laid files (the scorers' own random init is seeded otherwise)
+    (scorers,) = loaded
+    repo_id, filename = clip_download(REAL["clip_arch"], REAL["clip_pretrained"])
+    checkpoint = (standin_weights / "hub" / f"models--{repo_id.replace('/', '--')}" / "snapshots" / STANDIN_COMMIT
+                  / filename)
+    with safe_open(checkpoint, "pt") as stored:
+        for name, tensor in scorers.clip_model.state_dict().items():
+            assert torch.equal(tensor, stored.get_tensor(name)), name
+    backbone = torch.load(lpips_backbone_file("alex"), weights_only=True)
+    assert lpips_backbone_file("alex").is_relative_to(standin_weights)
+    assert torch.equal(scorers.lpips_model.net.slice1[0].weight, backbone["features.0.weight"])
+    heads = torch.load(Path(score.lpips.__file__).parent / "weights/v0.1/alex.pth", map_location="cpu",
+                       weights_only=True)
+    assert torch.equal(scorers.lpips_model.lin0.model[1].weight, heads["lin0.model.1.weight"])  # shipped heads
+
+
+def test_missing_scorer_weights_offline_say_how_to_download_them_once(monkeypatch, no_network, tmp_path,
+                                                                      cat_image_path):
+    """Offline, before any weights are read: the LPIPS backbone is checked first (torch.hub would try the network),
+    then open_clip's hub download fails; one line each, naming the command that downloads both scorers' weights."""
+    command = ("python -m imagic_steps.score --clip-arch ViT-B-32 --clip-pretrained laion2b_s34b_b79k "
+               "--lpips-net alex")
+    with_backbone = tmp_path / "torch_home"
+    (with_backbone / "hub/checkpoints").mkdir(parents=True)
+    (with_backbone / "hub/checkpoints/alexnet-owt-7be5be79.pth").touch()  # only its presence is checked first
+    cases = {  # (hub cache, torch home) -> how the one line starts
+        "nothing downloaded": (tmp_path / "empty_hub", tmp_path / "empty_torch",
+                               "scorer weights 'lpips:alex' (its torchvision ImageNet backbone) are not available: "
+                               f"{tmp_path}/empty_torch/hub/checkpoints/alexnet-owt-7be5be79.pth not found"),
+        "no CLIP checkpoint": (tmp_path / "empty_hub", with_backbone,
+                               "scorer weights 'clip:ViT-B-32/laion2b_s34b_b79k' are not available: "
+                               f"laion/CLIP-ViT-B-32-laion2B-s34B-b79K is not in the hub cache {tmp_path}/empty_hub"),
+    }
+    sample = tmp_path / "seed0_alpha1.png"
+    random_image(0).save(sample)
+    for name, (hub, torch_home, expected) in cases.items():
+        point_at(monkeypatch, hub, torch_home)
+        with pytest.raises(ModelNotAvailableError) as error:
+            score_sample_files(REAL, "cpu", cat_image_path, [str(sample)], "a dog", "", tmp_path / "s.csv")
+        message = str(error.value)
+        assert message.startswith(expected) and f"download them once with `{command}`" in message, name
+        assert "(HF_HUB_OFFLINE is set)" in message and "\n" not in message, name
+    assert not (tmp_path / "s.csv").exists()

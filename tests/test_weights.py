@@ -1,6 +1,7 @@
 """The weights' identity in the cache keys (imagic_steps.weights): content digests of folders, hub snapshot
-commits, the scorer's weights, and the plan keys they change. The end-to-end check (a changed tensor in a local
-model folder replans every stage; touching the folder replans nothing) is in test_workflow.py's end-to-end run."""
+commits, the scorer's weights, and the plan keys they change. The end-to-end checks (a changed tensor in a local
+model folder replans every stage; touching the folder replans nothing; a hub id resolved offline from the hub cache
+and keyed by its snapshot commit) are in test_workflow.py's end-to-end runs."""
 
 import json
 import os
@@ -8,6 +9,7 @@ import shutil
 
 import pytest
 
+from conftest import hub_snapshot
 from imagic_steps import weights
 from imagic_steps.locations import DIGITS_CLASSIFIER_FOLDER, TINY_VERSION
 from imagic_steps.plan import Pair, plan_baselines, plan_experiment
@@ -93,10 +95,8 @@ def test_a_hub_id_is_keyed_by_the_snapshot_the_local_cache_resolves_it_to(tmp_pa
     from huggingface_hub import constants
 
     hub = tmp_path / "hub"
-    repo = hub / "models--org--model"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs/main").write_text(COMMIT)
-    model_folder(repo / "snapshots" / COMMIT)
+    snapshot = hub_snapshot(hub, "org/model", COMMIT, model_folder(tmp_path / "download"))
+    assert (snapshot / "unet/diffusion_pytorch_model.safetensors").is_symlink()
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
     assert model_weights("org/model", None) == ({"hub_commit": COMMIT}, None)
     # not downloaded, offline (as every test is): keyed by the revision name until downloaded, and said so
