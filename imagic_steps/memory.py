@@ -478,7 +478,7 @@ def planning_model_size(model: str, revision: str | None = None) -> tuple[ModelS
     if size is not None:
         return size, None
     preset = MODEL_PRESETS.get(model)
-    download = "download it first (huggingface-cli download) for figures from its own weights"
+    download = "download it first (hf download) for figures from its own weights"
     if preset is None and model in KNOWN_MODELS:
         return ARCHITECTURE_SIZES[KNOWN_MODELS[model]], (
             f"model '{model}' is not on this machine yet, so job memory resources assume its architecture's "

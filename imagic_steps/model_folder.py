@@ -110,7 +110,7 @@ def model_folder_problem(model_folder: str | Path) -> str | None:
     would run code) and readable safetensors headers."""
     folder = Path(model_folder)
     name = f"model folder '{model_folder}'"
-    fix = "point model.id at a diffusers folder (`huggingface-cli download ID --local-dir DIR` writes one)"
+    fix = "point model.id at a diffusers folder (`hf download ID --local-dir DIR` writes one)"
     if not (folder / "model_index.json").is_file():
         return f"{name} (model_index.json): not found; {fix}"
     required = required_components(read_model_index(folder))

@@ -100,7 +100,7 @@ def unavailable_message(model: str, error: Exception, preset: str = TINY_PRESET,
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     hint = (
-        f"download it once with `huggingface-cli download {model} --local-dir DIR` on a machine with access to "
+        f"download it once with `hf download {model} --local-dir DIR` on a machine with access to "
         f"the hub and set `{option}DIR` (a local diffusers folder), or use the offline preset `{option}{preset}`"
     )
     where = " (HF_HUB_OFFLINE is set)" if offline else ""

@@ -132,8 +132,9 @@ def hub_snapshot(model: str, revision: str | None) -> tuple[dict[str, str], str 
             reason = f"the hub could not be asked ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
     return {"hub_revision": revision or "main"}, (
         f"model '{model}' is not in the local hub cache and {reason}, so its weights' snapshot is not known: its "
-        f"caches are keyed by revision '{revision or 'main'}' until it is downloaded "
-        f"(hf download {model}{f' --revision {revision}' if revision else ''})")
+        f"caches are keyed by revision '{revision or 'main'}' until it is downloaded; download it once with "
+        f"`hf download {model}{f' --revision {revision}' if revision else ''}` on a machine with access to the hub "
+        "(into the HF_HOME the jobs read)")
 
 
 def _version(package: str) -> str | None:

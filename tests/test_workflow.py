@@ -17,7 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import planned_resources_of
+from conftest import hub_snapshot, planned_resources_of
 from imagic_steps.locations import TINY_PRESET, preset_folder
 from safetensors.torch import load_file, save_file
 
@@ -75,9 +75,9 @@ def shared_umask() -> None:
     os.umask(0o022)
 
 
-def planned_jobs(workdir: Path) -> dict[str, list[str]]:
-    """Dry run -> {rule: [first output of each job]}."""
-    done = snakemake(workdir, "--dry-run")
+def planned_jobs(workdir: Path, *targets: str) -> dict[str, list[str]]:
+    """Dry run (of `targets`; none: the whole workflow) -> {rule: [first output of each job]}."""
+    done = snakemake(workdir, "--dry-run", *targets)
     text = done.stdout + done.stderr
     jobs: dict[str, list[str]] = {}
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
@@ -389,6 +389,54 @@ def test_end_to_end_interrupted_then_cached_reruns(tmp_path, tiny):
     jobs = planned_jobs(tmp_path)
     assert counts(jobs) == {"finetune": 2, "sample": 4, "score": 2, "pair_montage": 2, "overview_montage": 1,
                             "sample_table": 1, "evaluate": 1, "experiment_plan": 1}
+
+
+@pytest.mark.slow
+def test_a_model_given_by_hub_id_runs_offline_from_the_hub_cache_keyed_by_its_snapshot(tmp_path, tiny, monkeypatch):
+    """`model: {id: org/name}` with HF_HUB_OFFLINE=1 and the model in the hub cache as a download lays it (the tiny
+    preset's files as blobs, a snapshot of symlinks, refs/main): the stages load it offline, plan.json, each job's
+    provenance and every cache key name the snapshot commit, and a moved refs/main replans. A hub id that is not
+    downloaded: planning says how to download it once, and the first job stops with one line saying the same."""
+    hub = tmp_path / "hub"
+    commit, moved = "c0ffee" + "0" * 34, "c0ffee" + "1" * 34
+    for snapshot in (commit, moved):  # the same files at two commits; refs/main names the last laid
+        hub_snapshot(hub, "org/tiny-sd", snapshot, preset_folder(TINY_PRESET))
+    (hub / "models--org--tiny-sd/refs/main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    steps = {"embed": {"steps": 1}, "finetune": {"steps": 1}, "sample": {"steps": 1}}
+    write_config(tmp_path, model={"id": "org/tiny-sd", "dtype": "fp32", "device": "cpu"}, alphas=[1.0],
+                 variants={"full": {"preset": "original", **steps}})
+    (tmp_path / "pairs.tsv").write_text("pair_id\timage\tprompt\ncat\timages/cat.png\ta photo of a gray cat\n")
+    targets = [*planned_jobs(tmp_path)["score"], "results/plan.json"]
+    done = snakemake(tmp_path, *targets)
+    assert "not in the local hub cache" not in done.stderr  # resolved from the cache, offline
+    results = tmp_path / "results"
+    plan = json.loads((results / "plan.json").read_text())
+    assert plan["weights"]["models"]["org/tiny-sd"] == {"hub_commit": commit}
+    assert plan["models"]["org/tiny-sd"]["revision"] == commit  # the jobs load that very snapshot
+    records = [json.loads(path.read_text()) for pattern in ("*/cat/*/provenance.json", "samples/cat/*/alpha*.json")
+               for path in results.glob(pattern)]
+    assert len(records) == 3  # embed, fine-tune, sample
+    assert all(r["model"]["model"] == "org/tiny-sd" and r["model"]["revision"] == commit for r in records)
+    assert planned_jobs(tmp_path, *targets) == {}
+    (hub / "models--org--tiny-sd/refs/main").write_text(moved)  # `main` moved to another snapshot
+    replanned = planned_jobs(tmp_path)  # every stage key names the commit: new keys, new paths
+    assert {rule: len(replanned[rule]) for rule in ("embed", "finetune", "sample", "score")} == dict.fromkeys(
+        ("embed", "finetune", "sample", "score"), 1) and replanned["score"] != targets[:1]
+    (hub / "models--org--tiny-sd/refs/main").write_text(commit)
+    assert planned_jobs(tmp_path, *targets) == {}
+
+    write_config(tmp_path, model={"id": "org/not-downloaded", "dtype": "fp32", "device": "cpu"}, alphas=[1.0],
+                 variants={"full": {"preset": "original", **steps}}, warm_worker=False)
+    done = snakemake(tmp_path, "--until", "embed", check=False)
+    assert done.returncode != 0
+    assert ("model 'org/not-downloaded' is not in the local hub cache and HF_HUB_OFFLINE is set" in done.stderr
+            and "download it once with `hf download org/not-downloaded`" in done.stderr)
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("error: ")]
+    assert errors and errors[0].startswith("error: model 'org/not-downloaded' is not available (HF_HUB_OFFLINE is set)")
+    assert "download it once with `hf download org/not-downloaded --local-dir DIR`" in errors[0]
+    assert not list(results.glob("embed/cat/*/embed.safetensors"))[1:]  # only the hub model's own embed
 
 
 @pytest.mark.slow
