@@ -46,8 +46,8 @@ def estimated_peak_bytes(stage: str, config: BenchConfig, device_type: str) -> i
     """What `imagic_steps.memory` predicts for this process's peak while it runs `stage` (ours only; None for the
     reference's stages and for models the workflow plans no size for, such as an unbuilt `tiny`).
 
-    CPU: the peak RSS, i.e. the libraries plus the stage's host estimate; this process loads the text encoder for
-    every stage (a workflow's fine-tune and sample jobs do not), so it is added back. GPU: the device estimate.
+    This process loads the text encoder for every stage (a workflow's fine-tune and sample jobs do not), so it is
+    added back. CPU: the peak RSS, i.e. the libraries plus the stage's host estimate. GPU: the device estimate.
     The sample stage samples with a full fp32 copy of the UNet in one batch of every seed x alpha.
     """
     size, _ = planning_model_size(config.model)
@@ -58,9 +58,9 @@ def estimated_peak_bytes(stage: str, config: BenchConfig, device_type: str) -> i
                      "sample": ("sample", FinetuneParams(steps=1, mode="full"))}[stage]
     estimate = stage_estimate(job, size, config.dtype, config.resolution, finetune,
                               sample_batch=len(config.alphas) * len(config.seeds))
-    if device_type == "cuda":
-        return round(estimate.device_total * GIB)
     text_encoder = 0 if job == "embed" else DTYPE_BYTES[config.dtype] * size.text_encoder / GIB
+    if device_type == "cuda":
+        return round((estimate.device_total + text_encoder) * GIB)
     return round((LIBRARY_RSS_GIB + estimate.total + text_encoder) * GIB)
 
 

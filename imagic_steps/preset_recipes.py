@@ -12,6 +12,7 @@ ship as folders under imagic_steps/presets/.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import logging
 import os
@@ -389,10 +390,14 @@ def write_clip_bpe_files(folder: Path) -> None:
     This is the construction of OpenAI's CLIP tokenizer: 256 byte symbols, the same with the end-of-word
     marker, one token per merge, then the two special tokens; 49,408 tokens in all.
     """
-    import open_clip
-    from open_clip.tokenizer import bytes_to_unicode
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    bpe_path = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    # open_clip's file, found without importing open_clip, whose imports need torchvision and ftfy: a machine that
+    # has only the open_clip wheel's files (benchmarks/README.md, "The first GPU machine") builds presets too
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("building a preset needs open_clip's BPE vocabulary: pip install open-clip-torch")
+    bpe_path = Path(spec.submodule_search_locations[0]) / "bpe_simple_vocab_16e6.txt.gz"
     lines = gzip.open(bpe_path).read().decode("utf-8").split("\n")
     merges = lines[1 : 49152 - 256 - 2 + 1]
     symbols = list(bytes_to_unicode().values())

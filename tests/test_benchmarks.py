@@ -3,10 +3,19 @@ pipeline's costs: stages A and B agree with ours given the same random draws, st
 every sample re-encodes the empty prompt and resets the scheduler, and the in-place fine-tune is undone."""
 
 import copy
+import importlib.metadata
+import json
+import os
+import re
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from benchmarks import reference
 from conftest import PROMPT, state_equal
@@ -17,6 +26,7 @@ from imagic_steps.variants import EmbedParams, FinetuneParams, SampleParams
 
 STEPS = 4
 SEED = 3
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
@@ -199,7 +209,7 @@ def test_run_with_no_repeats_writes_the_per_stage_table_with_memory_estimates(tm
 def test_stage_memory_estimate_counts_the_loaded_text_encoder_and_the_sampling_batch(preset_cache):
     from benchmarks.common import bench_settings
     from benchmarks.stage_worker import estimated_peak_bytes
-    from imagic_steps.memory import GIB, SD15
+    from imagic_steps.memory import DTYPE_BYTES, GIB, SD15, planning_model_size, stage_estimate
 
     config = replace(bench_settings()["original"], model="sd15-shaped", resolution=256)  # planned as SD-1.5, unbuilt
     full = estimated_peak_bytes("finetune-full", config, "cpu")
@@ -207,6 +217,98 @@ def test_stage_memory_estimate_counts_the_loaded_text_encoder_and_the_sampling_b
     assert full - lora > 12 * SD15.unet  # fp32 copy + gradients + Adam moments, less LoRA's few weights
     assert full - estimated_peak_bytes("finetune-full", config, "cuda") > 0.9 * GIB  # host: libraries + loading
     # on the device the sampling batch shows (on the host, mapping the UNet's file outweighs 8 samples at 256 px)
+    # this process holds the text encoder on the device as well (a workflow's fine-tune job does not load it)
+    size, _ = planning_model_size(config.model)
+    device = stage_estimate("finetune", size, "fp32", 256, config.finetune_params("full")).device_total
+    assert estimated_peak_bytes("finetune-full", config, "cuda") == round(
+        (device + DTYPE_BYTES["fp32"] * size.text_encoder / GIB) * GIB)
     one = estimated_peak_bytes("sample", replace(config, alphas=(1.0,), seeds=(0,)), "cuda")
     assert estimated_peak_bytes("sample", config, "cuda") > one  # 8 samples' activations vs 1
     assert estimated_peak_bytes("sample-reference", config, "cpu") is None
+
+
+# ---- benchmarks.gpu_check: the first GPU machine's check ----------------------------------------------------------
+
+def requirement_closure(names: list[str]) -> dict[str, importlib.metadata.Distribution]:
+    """The installed distributions `names` need: themselves and their requirements, recursively (no extras)."""
+    found: dict[str, importlib.metadata.Distribution] = {}
+    todo = list(names)
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in found:
+            continue
+        try:
+            found[name] = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # a requirement for another platform
+        for text in found[name].requires or []:
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return found
+
+
+def site_packages_view(folder: Path, distributions: list[importlib.metadata.Distribution]) -> Path:
+    """A folder holding only `distributions` (links to their top-level packages and metadata): site-packages as a
+    machine with only those installed has it."""
+    folder.mkdir()
+    for distribution in distributions:
+        root = Path(distribution.locate_file(""))
+        for top in {Path(str(file)).parts[0] for file in distribution.files or [] if not str(file).startswith("..")}:
+            if (root / top).exists() and not (folder / top).exists():
+                (folder / top).symlink_to(root / top)
+    return folder
+
+
+def readme_wheels() -> list[str]:
+    """The packages benchmarks/README.md's `pip download` commands bring to the GPU machine (each pinned: NAME==V)."""
+    text = (REPO / "benchmarks/README.md").read_text()
+    section = text[text.index("## The first GPU machine"):text.index("## GPU plan")].replace("\\\n", " ")
+    commands = re.findall(r"^pip download (.+)$", section, re.M)
+    assert len(commands) == 2, commands
+    return [token.split("==")[0] for command in commands for token in command.split() if "==" in token]
+
+
+def test_gpu_check_needs_a_gpu_unless_a_dry_run(capsys):
+    from benchmarks import gpu_check
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    with pytest.raises(SystemExit):
+        gpu_check.main([])
+    assert "no CUDA device: run on the GPU machine, or give --dry-run" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # the whole check on the tiny model in a fresh process: 15-30 s
+def test_gpu_check_dry_run_prints_every_section_from_the_checkout_with_only_the_listed_packages(tmp_path,
+                                                                                                 preset_cache):
+    """`python -m benchmarks.gpu_check --dry-run` as the GPU machine runs it: from the checkout's root with no
+    site-packages (`-S`: no `pip install -e .`), only torch, transformers and their requirements installed, plus
+    what benchmarks/README.md's commands bring (files only: `--no-deps`). Every section is printed, in order."""
+    from benchmarks.gpu_check import SECTIONS
+
+    wheels = readme_wheels()
+    assert {"diffusers", "peft", "accelerate", "open-clip-torch"} <= set(wheels)
+    installed = list(requirement_closure(["torch", "transformers"]).values())
+    installed += [importlib.metadata.distribution(name) for name in wheels]
+    view = site_packages_view(tmp_path / "site-packages", installed)
+    out = tmp_path / "gpu_check.json"
+    done = subprocess.run([sys.executable, "-S", "-m", "benchmarks.gpu_check", "--dry-run", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(view), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("gpu_check: cpu") and "model tiny at 64 px" in lines[0]
+    headers = [line.removeprefix("== ") for line in lines if line.startswith("== ")]
+    assert headers == list(SECTIONS)
+    assert lines[-1].startswith("gpu_check done in") and out.is_file()
+    record = json.loads(out.read_text())
+    assert record["versions"]["imagic_steps_from"] == str(REPO / "imagic_steps")
+    stages = {row["stage"]: row for row in record["stages"]}
+    assert set(stages) == {"ours A", "reference A", "ours B full", "reference B full", "ours B LoRA",
+                           "ours C 8 alphas", "reference C 8 alphas", "ours C 1 alpha", "reference C 1 alpha",
+                           "ours B full bf16 autocast"}
+    assert all(row["s_per_step"] > 0 and row["peak_bytes"] > 0 for row in stages.values())
+    assert all(stages[name]["estimated_peak_bytes"] for name in ("ours A", "ours B full", "ours B LoRA",
+                                                                   "ours C 8 alphas"))
+    assert record["projected_edit_s"]["reference"] > 0
