@@ -67,7 +67,7 @@ def trainable_unet(base_unet: torch.nn.Module, params: FinetuneParams) -> torch.
     return unet.train()
 
 
-def _autocast_and_scaler(device: torch.device, mixed_precision: str, *, fp16_on_cpu: bool = False):
+def autocast_and_scaler(device: torch.device, mixed_precision: str, *, fp16_on_cpu: bool = False):
     """Autocast context and gradient scaler for `mixed_precision`.
 
     fp16 is for CUDA: elsewhere it is turned off with a warning and training runs in fp32 (PyTorch's half-precision
@@ -145,7 +145,7 @@ def finetune_unet(
     uninterrupted run on the CPU (the fp16 gradient scaler's state included).
 
     `fp16_on_cpu`: run `mixed_precision: fp16` on the CPU too rather than falling back to fp32 (for tests;
-    `_autocast_and_scaler`). A step the fp16 scaler skips (gradient overflow) is logged (`SkippedSteps`).
+    `autocast_and_scaler`). A step the fp16 scaler skips (gradient overflow) is logged (`SkippedSteps`).
     """
     if params.steps == 0:
         return FinetuneResult(shared_weights_copy(components.unet), "base", params)
@@ -154,7 +154,7 @@ def finetune_unet(
     trainable = [p for p in unet.parameters() if p.requires_grad]
     # fused Adam updates in place: foreach would allocate a temporary copy of every trainable weight per step
     optimizer = torch.optim.Adam(trainable, lr=params.lr, fused=True)
-    autocast, scaler = _autocast_and_scaler(device, params.mixed_precision, fp16_on_cpu=fp16_on_cpu)
+    autocast, scaler = autocast_and_scaler(device, params.mixed_precision, fp16_on_cpu=fp16_on_cpu)
     generator = torch.Generator().manual_seed(params.seed)
     latents = embed.image_latents.to(device)
     conditioning = embed.optimized.to(device)

@@ -34,7 +34,7 @@ def small(tiny, cat_image_path):
 def runs(monkeypatch):
     """Each fine-tune's training UNet and gradient scaler, in order (`runs["unet"][-1]`: the last run's)."""
     seen = {"unet": [], "scaler": []}
-    real_unet, real_scaler = finetune_module.trainable_unet, finetune_module._autocast_and_scaler
+    real_unet, real_scaler = finetune_module.trainable_unet, finetune_module.autocast_and_scaler
 
     def trainable_unet(*args, **kwargs):
         seen["unet"].append(real_unet(*args, **kwargs))
@@ -46,7 +46,7 @@ def runs(monkeypatch):
         return autocast, scaler
 
     monkeypatch.setattr(finetune_module, "trainable_unet", trainable_unet)
-    monkeypatch.setattr(finetune_module, "_autocast_and_scaler", autocast_and_scaler)
+    monkeypatch.setattr(finetune_module, "autocast_and_scaler", autocast_and_scaler)
     return seen
 
 
