@@ -50,13 +50,12 @@ from . import freed_memory
 
 SOCKET_ENV = "IMAGIC_STEPS_WORKER"  # the socket's path, set by start_worker for the jobs Snakemake starts
 SERVED_BY_ENV = "IMAGIC_STEPS_SERVED_BY"  # in a job run by the worker: the worker's pid (the job log says so)
-# What the stage scripts import (and `configuration` and `model_loading`, which `WorkflowJob.model` imports after the
-# hand-over: loading pulls in the preset recipes' transformers tokenizers and configs); the worker imports it once,
-# before its first fork.
-PRELOAD = ("imagic_steps.execution.workflow_job", "imagic_steps.configuration", "imagic_steps.model_loading",
-           "imagic_steps.embed", "imagic_steps.finetune", "imagic_steps.sample", "imagic_steps.sdedit",
-           "imagic_steps.ledits", "imagic_steps.ddim_inversion", "imagic_steps.score", "imagic_steps.evaluate",
-           "imagic_steps.figures", "snakemake.iocontainers", "snakemake.logging", "snakemake.shell")
+# What the stage scripts import (and `configuration`, which `WorkflowJob.model` imports after the hand-over); the
+# worker imports it once, before its first fork.
+PRELOAD = ("imagic_steps.execution.workflow_job", "imagic_steps.configuration", "imagic_steps.embed",
+           "imagic_steps.finetune", "imagic_steps.sample", "imagic_steps.sdedit", "imagic_steps.ledits",
+           "imagic_steps.ddim_inversion", "imagic_steps.score", "imagic_steps.evaluate", "imagic_steps.figures",
+           "snakemake.iocontainers", "snakemake.logging", "snakemake.shell")
 MAX_REQUEST_BYTES = 1 << 22
 START_SECONDS = 10
 READY_SECONDS = 300  # a job waits this long for the worker (its imports, a busy machine), then starts cold
