@@ -3,6 +3,8 @@
 Kept free of heavy imports so light jobs (tables, figures) can recognise them without loading torch.
 """
 
+import os
+
 
 class ImageError(ValueError):
     """An input image that cannot be used; names the file and the fix."""
@@ -25,3 +27,15 @@ class NonFiniteLossError(FloatingPointError):
 
 
 USER_ERRORS = (ImageError, VariantError, PlanError, ModelNotAvailableError, NonFiniteLossError)
+
+
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE is set (as huggingface_hub reads it: any value but empty or 0), read now, so that
+    the words of a "not available" message follow the job's environment."""
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none): what a one-line error quotes."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -21,7 +21,6 @@ SentencePiece model, `text_encoder/` a T5EncoderModel, no `vae/`) for fast tests
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
@@ -29,7 +28,7 @@ from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
 from .components import DTYPES, SDComponents
-from .errors import ModelNotAvailableError
+from .errors import ModelNotAvailableError, first_line, hub_offline
 from .families import detect_family
 from .locations import MODEL_PRESETS, TINY_PRESET, is_random_preset, preset_folder
 from .preset_recipes import ensure_preset
@@ -97,11 +96,9 @@ def unavailable_message(model: str, error: Exception, preset: str = TINY_PRESET,
     """One line: `model` cannot be loaded (the error's first line), and how to get it or which offline `preset` to
     use instead; `option` is the setting that names the model (`model: ` in a config, `--upscale ` on the
     command line)."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     hint = (
         f"download it once with `hf download {model} --local-dir DIR` on a machine with access to "
         f"the hub and set `{option}DIR` (a local diffusers folder), or use the offline preset `{option}{preset}`"
     )
-    where = " (HF_HUB_OFFLINE is set)" if offline else ""
-    return f"model '{model}' is not available{where}: {first_line}; {hint}"
+    where = " (HF_HUB_OFFLINE is set)" if hub_offline() else ""
+    return f"model '{model}' is not available{where}: {first_line(error)}; {hint}"

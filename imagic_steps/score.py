@@ -21,7 +21,6 @@ access (it loads the default scorer, or the one its options name, through this v
 from __future__ import annotations
 
 import argparse
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .errors import ModelNotAvailableError
+from .errors import ModelNotAvailableError, first_line, hub_offline
 from .images import check_same_length, load_image
 from .io import atomic_path
 
@@ -137,15 +136,6 @@ def _build_clip(spec: ScorerSpec):
     return model, preprocess, open_clip.get_tokenizer(spec.clip_arch)
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def download_command(spec: ScorerSpec) -> str:
     """The command that downloads `spec`'s weights once, through `load_scorers` itself."""
     return (f"python -m imagic_steps.score --clip-arch {spec.clip_arch} --clip-pretrained "
@@ -158,10 +148,10 @@ def _clip_unavailable(spec: ScorerSpec, error: Exception) -> str:
 
     hub = (open_clip.get_pretrained_cfg(spec.clip_arch, spec.clip_pretrained) or {}).get("hf_hub", "")
     repo = "/".join(hub.split("/")[:2]) if hub.count("/") >= 2 else None  # open_clip's 'org/name/[file]'
-    if _offline():
+    if hub_offline():
         what = f"{repo or 'the checkpoint'} is not in the hub cache {constants.HF_HUB_CACHE} (HF_HUB_OFFLINE is set)"
     else:
-        what = _first_line(error)
+        what = first_line(error)
     return (f"scorer weights 'clip:{spec.clip_arch}/{spec.clip_pretrained}' are not available: {what}; download them "
             f"once with `{download_command(spec)}` on a machine with access to the hub (into the HF_HOME / "
             "HF_HUB_CACHE the jobs read), or set scorer.clip_pretrained to a local checkpoint file")
@@ -189,7 +179,7 @@ def _lpips_unavailable(spec: ScorerSpec, what: str) -> str:
 def _check_lpips_backbone(spec: ScorerSpec) -> None:
     """Offline, a missing LPIPS backbone is a one-line error: torch.hub knows nothing of HF_HUB_OFFLINE and would
     try the network."""
-    if spec.tiny or spec.random_weights or not _offline():
+    if spec.tiny or spec.random_weights or not hub_offline():
         return
     if not (backbone := lpips_backbone_file(spec.lpips_net)).is_file():
         raise ModelNotAvailableError(_lpips_unavailable(spec, f"{backbone} not found (HF_HUB_OFFLINE is set)"))
@@ -208,7 +198,7 @@ def _build_lpips(spec: ScorerSpec) -> lpips.LPIPS:
         except OSError as error:  # a failed download (URLError is an OSError)
             if random_backbone:
                 raise
-            raise ModelNotAvailableError(_lpips_unavailable(spec, _first_line(error))) from error
+            raise ModelNotAvailableError(_lpips_unavailable(spec, first_line(error))) from error
 
 
 def _batches(n: int, batch_size: int) -> list[slice]:
