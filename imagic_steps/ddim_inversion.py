@@ -66,11 +66,12 @@ def invert(components: SDComponents, image: torch.Tensor, source_conditioning: C
                                                   if key in known or key.startswith("_")})
     scheduler.set_timesteps(params.steps, device=components.device)
     unet = components.unet_forward(components.unet)
-    unet_inputs = source_conditioning.to(components.device).unet_inputs(unet.dtype)
+    dtype = components.unet.dtype  # read once: diffusers' `unet.dtype` walks every submodule
+    unet_inputs = source_conditioning.to(components.device).unet_inputs(dtype)
     latents = encode_image(components, image, "mean", torch.Generator())
     for t in scheduler.timesteps:
         model_input = scheduler.scale_model_input(latents, t)
-        output = unet(model_input.to(unet.dtype), t, **unet_inputs).sample.float()
+        output = unet(model_input.to(dtype), t, **unet_inputs).sample.float()
         prediction, _ = split_prediction(output, latents.shape[1])
         latents = scheduler.step(prediction, t, latents).prev_sample
     return latents

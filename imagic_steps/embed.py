@@ -113,13 +113,14 @@ def optimize_embedding(
     optimizer = torch.optim.Adam(optimized.optimised_tensors(), lr=params.lr)
     # Disabled (a pass-through) unless the UNet computes in fp16; step() unscales before Adam, so lr means
     # the same as in fp32.
-    scaler = torch.amp.GradScaler(components.device.type, enabled=components.unet.dtype == torch.float16)
+    dtype = components.unet.dtype  # read once: diffusers' `unet.dtype` walks every submodule
+    scaler = torch.amp.GradScaler(components.device.type, enabled=dtype == torch.float16)
     unet = components.unet_forward(components.unet)
     losses = LossHistory("embed")
     skipped = 0
     for _ in tqdm(range(params.steps), desc="embed", disable=not progress, mininterval=1.0):
         noise, timesteps = draw_noise_and_timesteps(latents, components.scheduler, generator)
-        loss = denoising_loss(unet, components.scheduler, latents, optimized, noise, timesteps)
+        loss = denoising_loss(unet, components.scheduler, latents, optimized, noise, timesteps, dtype)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scale = scaler.get_scale()

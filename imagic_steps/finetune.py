@@ -167,11 +167,12 @@ def finetune_unet(
     skipped = SkippedSteps(scaler, device, start, losses.check_every)
 
     forward = components.unet_forward(unet)
+    dtype = unet.dtype
     bar = tqdm(range(start, params.steps), desc=f"finetune ({params.mode})", disable=not progress, mininterval=1.0)
     for step in bar:
         noise, timesteps = draw_noise_and_timesteps(latents, components.scheduler, generator)
         with autocast:
-            loss = denoising_loss(forward, components.scheduler, latents, conditioning, noise, timesteps)
+            loss = denoising_loss(forward, components.scheduler, latents, conditioning, noise, timesteps, dtype)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

@@ -122,13 +122,14 @@ def denoise(
 
     guided = params.guidance_scale != 1.0
     embeddings = Conditioning.cat([unconditional.expand(batch), conditional]) if guided else conditional
-    unet_inputs = embeddings.unet_inputs(unet.dtype)
+    dtype = unet.dtype  # read once: diffusers' `unet.dtype` walks every submodule
+    unet_inputs = embeddings.unet_inputs(dtype)
     # A learned variance (IF) goes to the schedulers that use it (DDPM), the text branch's as in IFPipeline
     uses_variance = scheduler.config.get("variance_type") in ("learned", "learned_range")
     for t in tqdm(timesteps, desc="sample", disable=not progress, leave=False):
         model_input = torch.cat([latents, latents]) if guided else latents
         model_input = scheduler.scale_model_input(model_input, t)
-        output = unet(model_input.to(unet.dtype), t, **unet_inputs).sample.float()
+        output = unet(model_input.to(dtype), t, **unet_inputs).sample.float()
         prediction, variance = split_prediction(output, latents.shape[1])
         if guided:
             uncond_pred, cond_pred = prediction.chunk(2)
