@@ -10,7 +10,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from dataclasses import asdict, dataclass
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -136,6 +139,7 @@ def finetune_unet(
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
     fp16_on_cpu: bool = False,
+    at_steps: Mapping[int, Callable[[torch.nn.Module, list[float]], None]] | None = None,
 ) -> FinetuneResult:
     """Run stage B: Adam on the denoising MSE of the image latents conditioned on e_opt.
 
@@ -146,6 +150,9 @@ def finetune_unet(
 
     `fp16_on_cpu`: run `mixed_precision: fp16` on the CPU too rather than falling back to fp32 (for tests;
     `autocast_and_scaler`). A step the fp16 scaler skips (gradient overflow) is logged (`SkippedSteps`).
+
+    `at_steps`: {step: callback(unet, losses so far)} called once that many steps are done (a shared trajectory's
+    stops, `run_finetune`); the callback must leave the weights and the training mode as it found them.
     """
     if params.steps == 0:
         return FinetuneResult(shared_weights_copy(components.unet), "base", params)
@@ -184,6 +191,8 @@ def finetune_unet(
         if preview is not None and params.preview_every and done % params.preview_every == 0 and done < params.steps:
             losses.values()  # no grid of a diverged model
             write_preview(components, unet, embed, preview, params.seed, done)
+        if at_steps and done in at_steps:
+            at_steps[done](unet, losses.values())
         if checkpoints is not None and done % params.checkpoint_every == 0 and done < params.steps:
             skipped.log()
             checkpoints.save(done, unet, optimizer, scaler, generator, losses.values(), params.mode)
@@ -258,6 +267,14 @@ class ResumeCheckpoints:
             return None
         return int(read_json(marker)["step"])
 
+    def resume_step(self) -> int:
+        """The step `restore` would continue from: the latest checkpoint's, if made with these parameters; else 0."""
+        marker = self.folder / "latest.json"
+        if not marker.exists():
+            return 0
+        record = read_json(marker)
+        return int(record["step"]) if record.get("params") == self.params else 0
+
     def restore(self, unet, optimizer, scaler, generator, losses: list[float]) -> int:
         """Load the latest checkpoint into the given objects; returns the step to continue from (0 if none)."""
         marker = self.folder / "latest.json"
@@ -306,6 +323,7 @@ def run_finetune(
     record,
     final_preview=None,
     checkpoint_dir=None,
+    stops: Sequence[tuple[int, str | Path]] = (),
     pair_id: str = "",
     progress: bool = True,
 ) -> FinetuneResult:
@@ -313,18 +331,114 @@ def run_finetune(
 
     `final_preview` (optional path) gets a preview grid of the finished model.
 
+    `stops`: (steps, folder) of shorter fine-tunes with these settings (a shared trajectory,
+    `plan.SharedTrajectory`): when training passes a stop's step count, that run's files are written into its
+    folder under the names of this run's (`adopt_trajectory_stop` moves them into the shorter run's own outputs),
+    each as a separate run of that length would write it.
+
     Resume checkpoints live in `checkpoint_dir` while training and are removed once the artefact exists.
     """
     embed = EmbedResult.load(embed_artefact, components.device)
     Path(previews_dir).mkdir(parents=True, exist_ok=True)
     preview = PreviewSpec(Path(previews_dir), preview_sample, params.preview_steps, resolution, resolution)
-    result = finetune_unet(components, embed, params, preview=preview, checkpoint_dir=checkpoint_dir, progress=progress)
-    save_finetuned(artefact, result, params.save_dtype)
-    if final_preview:
-        write_preview(components, result.unet, embed, preview, params.seed, params.steps, final_preview)
-    write_loss_curve(result.losses, losses_csv, loss_plot, f"stage B (fine-tune, {result.mode}) {pair_id}")
-    write_json(record, provenance("finetune", asdict(params), components.provenance(), pair_id=pair_id,
-                                  embed=str(embed_artefact), preview_sample=asdict(preview_sample)))
+    outputs = FinetuneOutputs(Path(artefact), Path(losses_csv), Path(loss_plot), Path(previews_dir), Path(record),
+                              Path(final_preview) if final_preview else None)
+    record_fields = {"pair_id": pair_id, "embed": str(embed_artefact), "preview_sample": asdict(preview_sample)}
+    at_steps = {}
+    if stops:
+        start = ResumeCheckpoints(checkpoint_dir, params).resume_step() if checkpoint_dir else 0
+        stop_folders = {int(steps): Path(folder) for steps, folder in stops}
+        for steps, folder in stop_folders.items():
+            if steps > start:  # not reached by the checkpoint resumed from: written again on the way
+                shutil.rmtree(folder, ignore_errors=True)
+
+        def write_stop(unet, losses, steps):
+            stop_params = replace(params, steps=steps)
+            write_finetune_outputs(components, FinetuneResult(unet, params.mode, stop_params, list(losses)), embed,
+                                   preview, outputs.moved_to(stop_folders[steps]), record_fields,
+                                   trajectory={"trained_by": str(outputs.artefact.parent), "stopped_at": steps},
+                                   previews_before=steps)
+
+        at_steps = {steps: (lambda unet, losses, steps=steps: write_stop(unet, losses, steps)) for steps in stop_folders}
+    result = finetune_unet(components, embed, params, preview=preview, checkpoint_dir=checkpoint_dir,
+                           progress=progress, at_steps=at_steps)
+    stop_record = [{"steps": int(steps), "folder": Path(folder).name} for steps, folder in stops]
+    write_finetune_outputs(components, result, embed, preview, outputs, record_fields,
+                           **({"trajectory_stops": stop_record} if stops else {}))
     if checkpoint_dir:
         ResumeCheckpoints(checkpoint_dir, params).remove()
     return result
+
+
+@dataclass(frozen=True)
+class FinetuneOutputs:
+    """The files a fine-tune writes (the finetune rule's outputs)."""
+
+    artefact: Path
+    losses_csv: Path
+    loss_plot: Path
+    previews_dir: Path
+    record: Path
+    final_preview: Path | None = None
+
+    def moved_to(self, folder: Path) -> "FinetuneOutputs":
+        """The same file names in `folder` (a trajectory stop's)."""
+        return FinetuneOutputs(*(None if path is None else folder / path.name for path in (
+            self.artefact, self.losses_csv, self.loss_plot, self.previews_dir, self.record, self.final_preview)))
+
+    def paths(self) -> list[Path]:
+        return [p for p in (self.artefact, self.losses_csv, self.loss_plot, self.previews_dir, self.record,
+                            self.final_preview) if p is not None]
+
+
+def write_finetune_outputs(components: SDComponents, result: FinetuneResult, embed: EmbedResult,
+                           preview: PreviewSpec, outputs: FinetuneOutputs, record_fields: dict, *,
+                           previews_before: int | None = None, **record_extra) -> None:
+    """A fine-tune's files for `result` (the weights as they are now): artefact, final preview grid, loss curve,
+    provenance. `previews_before`: also link the grids `preview.folder` holds for earlier steps into
+    `outputs.previews_dir` (a trajectory stop: its own run would have drawn exactly those)."""
+    params = result.params
+    if previews_before is not None:
+        outputs.previews_dir.mkdir(parents=True, exist_ok=True)
+        for grid in sorted(Path(preview.folder).glob("step_*.png")):
+            if int(grid.stem.removeprefix("step_")) < previews_before:
+                link_or_copy(grid, outputs.previews_dir / grid.name)
+    save_finetuned(outputs.artefact, result, params.save_dtype)
+    if outputs.final_preview:
+        write_preview(components, result.unet, embed, preview, params.seed, params.steps, outputs.final_preview)
+    write_loss_curve(result.losses, outputs.losses_csv, outputs.loss_plot,
+                     f"stage B (fine-tune, {result.mode}) {record_fields['pair_id']}")
+    write_json(outputs.record, provenance("finetune", asdict(params), components.provenance(), **record_fields,
+                                          **record_extra))
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """`target` as a hard link to `source` (no second copy of the bytes), or a copy where links are not possible."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def adopt_trajectory_stop(folder: str | Path, outputs: FinetuneOutputs) -> bool:
+    """Move the files a shared trajectory wrote for this fine-tune (`folder`, named as `outputs`) into `outputs`;
+    False, moving nothing, if any is missing (the trajectory ran before this stop was planned, or the files were
+    adopted and then deleted): the fine-tune then trains itself."""
+    staged = outputs.moved_to(Path(folder))
+    if not all(path.exists() for path in staged.paths()):
+        logger.info("no complete files of this fine-tune in its shared trajectory's folder %s: training it here",
+                    folder)
+        return False
+    outputs.previews_dir.mkdir(parents=True, exist_ok=True)
+    for grid in staged.previews_dir.iterdir():
+        os.replace(grid, outputs.previews_dir / grid.name)
+    for source, target in zip(staged.paths(), outputs.paths()):
+        if source != staged.previews_dir:
+            os.replace(source, target)
+    shutil.rmtree(folder)
+    with contextlib.suppress(OSError):  # the trajectory's folder, once its last stop has moved out
+        Path(folder).parent.rmdir()
+    logger.info("fine-tune written by its shared trajectory at step %s (%s): moved into place, nothing trained",
+                read_json(outputs.record).get("trajectory", {}).get("stopped_at"), folder)
+    return True

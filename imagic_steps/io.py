@@ -95,12 +95,30 @@ def _pil_format(path: Path) -> str:
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
-    """Save tensors as safetensors (contiguous CPU copies), atomically."""
+    """Save tensors as safetensors (contiguous CPU copies), atomically; equal inputs give equal bytes."""
     from safetensors.torch import save_file
 
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(cpu, str(tmp), metadata=metadata)
+        if metadata and len(metadata) > 1:
+            _sort_metadata_in_header(tmp)
+
+
+def _sort_metadata_in_header(path: Path) -> None:
+    """Rewrite a safetensors file's header with its `__metadata__` keys sorted, in place. safetensors 0.8 writes
+    the metadata from a hash map, in an order that changes from call to call: two saves of the same LoRA weights
+    differed in their bytes. Only the order changes, so the header keeps its length and the tensors their offsets."""
+    with open(path, "r+b") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        raw = handle.read(length)
+        header = json.loads(raw)
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > length:  # cannot happen for a reordering; keep the file as written rather than break it
+            return
+        handle.seek(8)
+        handle.write(text.ljust(length, b" "))  # safetensors pads its header with spaces
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:

@@ -7,7 +7,9 @@ Each stage's output folder is named by a short hash of exactly the parameters th
   sample    the finetune key + sampling params (not batch size), then one file per seed and alpha
 
 so two variants with equal embed parameters share one embed output, and changing a fine-tune parameter
-leaves the embed output alone. Baselines are keyed the same way (model, image, prompts, parameters). The model's
+leaves the embed output alone. Fine-tunes of a pair that differ only in their step count (a `finetune.steps` sweep)
+share one training run (`shared_trajectories`): the longest trains and writes each shorter one's outputs as it passes
+that step, under the shorter one's own key. Baselines are keyed the same way (model, image, prompts, parameters). The model's
 weights are part of the key: a retrained or overwritten model replans everything made with it.
 """
 
@@ -18,7 +20,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .errors import PlanError
 from .model_folder import FAMILY_NAMES, LEDITS_FAMILIES
@@ -95,6 +97,68 @@ def sample_identity(variant: Variant) -> dict[str, Any]:
     for name in NON_RESULT_SAMPLE_FIELDS:
         params.pop(name)
     return {"sample": params, "resolution": variant.resolution}
+
+
+@dataclass(frozen=True)
+class SharedTrajectory:
+    """Fine-tunes of one pair that differ only in their step count, served by one training run.
+
+    With one seeded generator and a constant learning rate, an N-step fine-tune is the first N steps of any longer one
+    with the same settings, bit for bit on the CPU, so the longest run (`owner_key`, `owner_steps`) writes each
+    shorter one's outputs when it passes that step (`stops`: (steps, finetune key), ascending), and the shorter runs'
+    jobs only move those files into their own folders (each keeps its own key: results and provenance read as a
+    separate run's)."""
+
+    pair_id: str
+    owner_key: str
+    owner_steps: int
+    stops: tuple[tuple[int, str], ...]
+
+
+def finetune_jobs(runs: Sequence[PlannedRun]) -> dict[tuple[str, str], PlannedRun]:
+    """One fine-tune job per (pair id, finetune key): runs with equal keys share it, and the last of them stands for
+    it (its preview settings and sampler draw the job's preview grids)."""
+    return {(run.pair.pair_id, run.finetune_key): run for run in runs}
+
+
+def trajectory_identity(run: PlannedRun) -> dict[str, Any]:
+    """What fine-tunes sharing a trajectory have in common: the pair, the embed output and every fine-tune parameter
+    except the step count, including the preview cadence and the preview's sampler (a shorter run's preview grids
+    are the longer run's), and the resolution."""
+    params = asdict(run.variant.finetune)
+    params.pop("steps")
+    params.pop("checkpoint_every")  # changes no file
+    return {"pair": run.pair.pair_id, "embed": run.embed_key, "finetune": params,
+            **sample_identity(run.variant)}
+
+
+def shared_trajectories(
+    runs: Sequence[PlannedRun], finished_stops: Callable[[str, str], list[tuple[int, str]] | None] = lambda p, k: None
+) -> list[SharedTrajectory]:
+    """The fine-tunes of `runs` (`finetune_jobs`) that share a training run, grouped by `trajectory_identity`. Zero-step fine-tunes train nothing and stay out.
+
+    `finished_stops(pair_id, finetune_key)`: the stops a finished fine-tune was run with (its provenance), or None if
+    it has not run. A finished run keeps its stops, so Snakemake sees the parameters it ran with and does not
+    retrain it; a shorter run added to a sweep afterwards trains in its own job (from scratch: the optimiser's state
+    at the steps passed is not kept, which for a full SD-1.5 fine-tune would be 6.9 GB per step)."""
+    groups: dict[str, list[PlannedRun]] = {}
+    for run in finetune_jobs(runs).values():
+        if run.variant.finetune.steps > 0:
+            groups.setdefault(stage_key(trajectory_identity(run)), []).append(run)
+    trajectories = []
+    for members in groups.values():
+        members.sort(key=lambda r: r.variant.finetune.steps)
+        owner = members[-1]
+        pair_id = owner.pair.pair_id
+        recorded = finished_stops(pair_id, owner.finetune_key)
+        if recorded is not None:
+            stops = tuple((int(steps), key) for steps, key in recorded)
+        else:  # a shorter run that has already run on its own stays as it is
+            stops = tuple((r.variant.finetune.steps, r.finetune_key) for r in members[:-1]
+                          if finished_stops(pair_id, r.finetune_key) is None)
+        if stops:
+            trajectories.append(SharedTrajectory(pair_id, owner.finetune_key, owner.variant.finetune.steps, stops))
+    return trajectories
 
 
 # Snakemake's cluster executors (e.g. the SLURM plugin) put input paths into a shell command line: a path with

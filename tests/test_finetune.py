@@ -1,8 +1,10 @@
 """Stage B on the tiny preset: training lowers the loss, never touches the base UNet, trains in fp32, stops on a
-non-finite loss, writes previews without changing the result, resumes bit for bit, and shares LoRA's frozen weights."""
+non-finite loss, writes previews without changing the result, resumes bit for bit, shares LoRA's frozen weights, and
+writes a shared trajectory's shorter runs byte for byte as they would be written alone."""
 
 import copy
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -11,7 +13,8 @@ from conftest import FAST_SAMPLE, PROMPT, make_probe_set, probe_loss, state_equa
 from imagic_steps import finetune as finetune_module
 from imagic_steps.diffusion import LossHistory, NonFiniteLossError
 from imagic_steps.embed import optimize_embedding
-from imagic_steps.finetune import PreviewSpec, finetune_unet
+from imagic_steps.finetune import (FinetuneOutputs, PreviewSpec, adopt_trajectory_stop, finetune_unet,
+                                   run_finetune)
 from imagic_steps.finetune_artefact import load_finetuned_unet, save_finetuned, trainable_state
 from imagic_steps.variants import EmbedParams, FinetuneParams
 
@@ -129,3 +132,78 @@ def test_lora_training_shares_the_frozen_weights_with_the_base(tiny, embedded, t
     assert {n.replace(".base_layer", ""): p.data_ptr() for n, p in loaded.named_parameters() if "lora" not in n} == base
     full = trainable_unet(tiny.unet, FinetuneParams(mode="full"))
     assert not set(p.data_ptr() for p in full.parameters()) & set(base.values())  # full mode trains a real copy
+
+
+def run_to_folder(components, embed_file, params, folder, stops=()):
+    """run_finetune writing the finetune rule's files into `folder`; returns where they are."""
+    outputs = FinetuneOutputs(folder / "finetune.safetensors", folder / "losses.csv", folder / "losses.png",
+                              folder / "previews", folder / "provenance.json", folder / "preview.png")
+    run_finetune(components, embed_file, params, preview_sample=FAST_SAMPLE, resolution=None,
+                 artefact=outputs.artefact, losses_csv=outputs.losses_csv, loss_plot=outputs.loss_plot,
+                 previews_dir=outputs.previews_dir, record=outputs.record, final_preview=outputs.final_preview,
+                 checkpoint_dir=folder.parent / f"{folder.name}_resume", stops=stops, pair_id="cat", progress=False)
+    return outputs
+
+
+def same_files(first: FinetuneOutputs, second: FinetuneOutputs) -> None:
+    for a, b in zip(first.paths(), second.paths()):
+        if a == first.previews_dir:
+            assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+            for grid in a.iterdir():
+                assert grid.read_bytes() == (b / grid.name).read_bytes(), grid.name
+        elif a != first.record:  # the records differ by design (time, the trajectory)
+            assert a.read_bytes() == b.read_bytes(), a.name
+
+
+@pytest.mark.parametrize("mode,lr", [("full", 1e-3), ("lora", 1e-2)])
+def test_a_shared_trajectory_writes_each_stop_as_a_separate_run_would(tiny, embedded, tmp_path, mode, lr):
+    """One run to 6 steps with stops at 3 and 4: the 4-step stop's files, moved into place, are byte for byte a
+    separate 4-step run's (artefact, losses, loss curve, final and intermediate preview grids)."""
+    embed_file = tmp_path / "embed.safetensors"
+    embedded.save(embed_file)
+    params = FinetuneParams(steps=6, lr=lr, mode=mode, preview_every=2, preview_steps=2)
+    stops = [(3, tmp_path / "long/trajectory/k3"), (4, tmp_path / "long/trajectory/k4")]
+    long = run_to_folder(tiny, embed_file, params, tmp_path / "long", stops)
+    alone = run_to_folder(tiny, embed_file, dataclasses.replace(params, steps=4), tmp_path / "alone")
+    adopted = FinetuneOutputs(*(tmp_path / "adopted" / p.name for p in alone.paths()))
+    assert adopt_trajectory_stop(stops[1][1], adopted)
+    same_files(alone, adopted)
+    assert sorted(p.name for p in adopted.previews_dir.iterdir()) == ["step_000002.png"]
+    assert not stops[1][1].exists()
+    record = json.loads(adopted.record.read_text())
+    assert record["params"]["steps"] == 4 and record["trajectory"]["stopped_at"] == 4
+    assert json.loads(long.record.read_text())["trajectory_stops"] == [{"steps": 3, "folder": "k3"},
+                                                                       {"steps": 4, "folder": "k4"}]
+    # a stop missing a file is not adopted, and nothing is moved: the fine-tune then trains itself
+    (stops[0][1] / "losses.png").unlink()
+    elsewhere = FinetuneOutputs(*(tmp_path / "elsewhere" / p.name for p in alone.paths()))
+    assert not adopt_trajectory_stop(stops[0][1], elsewhere)
+    assert (stops[0][1] / "finetune.safetensors").exists() and not elsewhere.artefact.exists()
+
+
+def test_a_trajectory_resumed_after_a_kill_keeps_the_stops_it_had_passed(tiny, embedded, tmp_path, monkeypatch):
+    """Killed at step 5 of 6 after a checkpoint at 4: the stops at 2 and 4 written before the kill are kept (the
+    resumed run does not pass them again) and still equal separate runs' files."""
+    embed_file = tmp_path / "embed.safetensors"
+    embedded.save(embed_file)
+    params = FinetuneParams(steps=6, lr=1e-3, checkpoint_every=4, preview_every=2, preview_steps=2)
+    stops = [(2, tmp_path / "long/trajectory/k2"), (4, tmp_path / "long/trajectory/k4")]
+    real_loss = finetune_module.denoising_loss
+    calls = {"n": 0}
+
+    def crash_at_step_five(*args):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("simulated kill")
+        return real_loss(*args)
+
+    monkeypatch.setattr(finetune_module, "denoising_loss", crash_at_step_five)
+    with pytest.raises(KeyboardInterrupt):
+        run_to_folder(tiny, embed_file, params, tmp_path / "long", stops)
+    monkeypatch.setattr(finetune_module, "denoising_loss", real_loss)
+    written = {path: path.stat().st_mtime_ns for path in stops[1][1].rglob("*")}
+    run_to_folder(tiny, embed_file, params, tmp_path / "long", stops)
+    assert {path: path.stat().st_mtime_ns for path in stops[1][1].rglob("*")} == written  # kept, not redone
+    for steps, folder in stops:
+        alone = run_to_folder(tiny, embed_file, dataclasses.replace(params, steps=steps), tmp_path / f"alone{steps}")
+        same_files(alone, FinetuneOutputs(*(folder / p.name for p in alone.paths())))

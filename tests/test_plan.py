@@ -13,6 +13,7 @@ from imagic_steps.plan import (
     plan_baselines,
     read_pairs_sheet,
     read_tedbench,
+    shared_trajectories,
     tedbench_pair_id,
 )
 
@@ -162,3 +163,41 @@ def test_a_sheet_with_a_byte_order_mark_and_quotes_reads_literally(tmp_path):
     sheet.write_bytes("\ufeffpair_id\timage\tprompt\ncat\tc.png\t\"big\" gray cat \"unclosed\n".encode("utf-8"))
     (pair,) = read_pairs_sheet(sheet)
     assert pair.pair_id == "cat" and pair.prompt == '"big" gray cat "unclosed'
+
+
+def test_fine_tunes_differing_only_in_steps_share_one_trajectory_per_pair():
+    """A steps sweep [0, 2, 4, 8] over `base` (8 steps): per pair one trajectory, owned by the 8-step run, stopping
+    at 2 and 4 (0 trains nothing); another learning rate is a trajectory apart; a finished owner keeps the stops it
+    ran with (a value added later trains alone, and Snakemake does not retrain the owner); a shorter run that has
+    already run alone stays alone."""
+    specs, _ = expand_sweeps({"base": {"preset": "original", "finetune": {"steps": 8}},
+                              "other_lr": {"preset": "original", "finetune": {"steps": 3, "lr": 1e-5}},
+                              "other_lr_long": {"preset": "original", "finetune": {"steps": 6, "lr": 1e-5}}},
+                             {"s": {"variant": "base", "field": "finetune.steps", "values": [0, 2, 4, 8]}})
+    runs = plan_experiment(MODEL, PAIRS, specs, [0.0, 1.0], [0])
+    key = keys(runs, "finetune_key")
+    trajectories = {(t.pair_id, t.owner_key): t for t in shared_trajectories(runs)}
+    assert len(trajectories) == 4  # two pairs x (the base sweep, the other learning rate)
+    base = trajectories[("cat", key[("cat", "base")])]
+    assert base.owner_key == key[("cat", "s-8")] and base.owner_steps == 8
+    assert base.stops == ((2, key[("cat", "s-2")]), (4, key[("cat", "s-4")]))
+    assert trajectories[("cat", key[("cat", "other_lr_long")])].stops == ((3, key[("cat", "other_lr")]),)
+
+    # the owner finished with only the stop at 4: 2 is not added to it (it trains alone)
+    def finished(pair_id, finetune_key):
+        return [(4, key[("cat", "s-4")])] if (pair_id, finetune_key) == ("cat", base.owner_key) else None
+
+    replanned = {(t.pair_id, t.owner_key): t for t in shared_trajectories(runs, finished)}
+    assert replanned[("cat", base.owner_key)].stops == ((4, key[("cat", "s-4")]),)
+    assert replanned[("dog", key[("dog", "base")])].stops == base_stops("dog", key)
+
+    # the 2-step run already ran alone: it is no stop of the unfinished trajectory
+    def ran_alone(pair_id, finetune_key):
+        return [] if (pair_id, finetune_key) == ("cat", key[("cat", "s-2")]) else None
+
+    assert {t.owner_key: t.stops for t in shared_trajectories(runs, ran_alone)}[base.owner_key] == (
+        (4, key[("cat", "s-4")]),)
+
+
+def base_stops(pair_id, key):
+    return (2, key[(pair_id, "s-2")]), (4, key[(pair_id, "s-4")])

@@ -29,6 +29,7 @@ from imagic_steps.plan import (
     PAIR_ID_PATTERN,
     PlanError,
     expand_sweeps,
+    finetune_jobs,
     format_alpha,
     plan_baselines,
     plan_experiment,
@@ -36,6 +37,7 @@ from imagic_steps.plan import (
     read_pairs_sheet,
     supports,
     read_tedbench,
+    shared_trajectories,
     stage_key,
 )
 from imagic_steps.provenance import code_version
@@ -187,7 +189,7 @@ if SAMPLE_JOBS == "per_variant":
             )
 
 EMBED_RUNS = {(r.pair.pair_id, r.embed_key): r for r in RUNS}
-FINETUNE_RUNS = {(r.pair.pair_id, r.finetune_key): r for r in RUNS}
+FINETUNE_RUNS = finetune_jobs(RUNS)
 SAMPLE_RUNS = {(r.pair.pair_id, r.sample_key): r for r in RUNS}
 BASELINE_BY_KEY = {(r.pair.pair_id, r.key): r for r in BASELINE_RUNS}
 # each baseline's setting grid (the config block's), which its rule's output patterns expand
@@ -220,6 +222,10 @@ wildcard_constraints:
 
 # ---- paths: imagic_steps.results_layout is their one home ------------------------------------------------
 LAYOUT = ResultsLayout(RESULTS, SCORER_KEY, SAMPLE_JOBS)
+# fine-tunes that differ only in their step count share one training run (imagic_steps.plan.SharedTrajectory)
+TRAJECTORIES = shared_trajectories(RUNS, LAYOUT.finished_trajectory_stops)
+TRAJECTORY_STOPS = {(t.pair_id, t.owner_key): t.stops for t in TRAJECTORIES}
+TRAJECTORY_OWNERS = {(t.pair_id, key): t.owner_key for t in TRAJECTORIES for _, key in t.stops}
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmark"
 
@@ -297,8 +303,25 @@ def get_image(wildcards):
     return get_embed_run(wildcards).pair.image
 
 
-def get_embed_for_finetune(wildcards):
-    return LAYOUT.embed_artefact(get_finetune_run(wildcards))
+def get_finetune_inputs(wildcards):
+    """The embed artefact; for a stop of a shared trajectory also the trajectory's artefact (it writes the stop's)."""
+    inputs = {"embed": LAYOUT.embed_artefact(get_finetune_run(wildcards))}
+    owner = TRAJECTORY_OWNERS.get((wildcards.pair, wildcards.fkey))
+    if owner:
+        inputs["trajectory"] = f"{LAYOUT.finetune_folder(wildcards.pair, owner)}/finetune.safetensors"
+    return inputs
+
+
+def get_trajectory_stops(wildcards):
+    """[steps, folder] of each shorter fine-tune this one's training writes on its way (a shared trajectory)."""
+    stops = TRAJECTORY_STOPS.get((wildcards.pair, wildcards.fkey), ())
+    return [[steps, LAYOUT.trajectory_stop(wildcards.pair, wildcards.fkey, key)] for steps, key in stops]
+
+
+def get_trajectory_stop(wildcards):
+    """Where a shared trajectory wrote this fine-tune's files ('' if it trains itself)."""
+    owner = TRAJECTORY_OWNERS.get((wildcards.pair, wildcards.fkey))
+    return LAYOUT.trajectory_stop(wildcards.pair, owner, wildcards.fkey) if owner else ""
 
 
 def get_sample_job_images():

@@ -1,7 +1,9 @@
 rule finetune:
-    """Stage B: fine-tune the UNet with e_opt fixed (full or LoRA); resumable from checkpoints."""
+    """Stage B: fine-tune the UNet with e_opt fixed (full or LoRA); resumable from checkpoints. Fine-tunes that differ
+    only in their step count share one training run: the longest writes the shorter ones' files on its way, and
+    their jobs move them into place."""
     input:
-        embed=get_embed_for_finetune,
+        unpack(get_finetune_inputs),
     output:
         artefact=get_finetune_output(f"{LAYOUT.finetune_dir}/finetune.safetensors"),
         losses=f"{LAYOUT.finetune_dir}/losses.csv",
@@ -35,6 +37,8 @@ rule finetune:
         preview_sample=lambda w: dataclasses.asdict(get_finetune_run(w).variant.sample),
         resolution=lambda w: get_finetune_run(w).variant.resolution,
         checkpoint_dir=f"{RESULTS}/resume/finetune/{{pair}}/{{fkey}}",
+        trajectory_stops=get_trajectory_stops,
+        trajectory_stop=get_trajectory_stop,
         code=code_version("finetune"),
     script:
         "../scripts/finetune.py"
