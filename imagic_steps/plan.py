@@ -460,10 +460,12 @@ def supports(method: BaselineMethod, family: str | None) -> bool:
 
 def plan_record(config: dict[str, Any], models: dict[str, dict[str, Any]], scorer: dict[str, Any],
                 weights: dict[str, Any], facets: Sequence[str], seeds: Sequence[int], pairs: Sequence[Pair],
-                runs: Sequence[PlannedRun], baseline_runs: Sequence[BaselineRun]) -> dict[str, Any]:
+                runs: Sequence[PlannedRun], baseline_runs: Sequence[BaselineRun],
+                trajectories: Sequence[SharedTrajectory] = ()) -> dict[str, Any]:
     """What a results folder was planned from (its plan.json): the config after defaults, the model blocks jobs get
     (label -> block), the scorer, what the weights are (`weights`: models, scorer, scorer key), the facets, and
-    every run with its stage keys; baselines under their method's name, with their grid and parameters."""
+    every run with its stage keys; the shared fine-tune trajectories (which fine-tune's training writes which shorter
+    ones'); baselines under their method's name, with their grid and parameters."""
     return {
         "config": dict(config),
         "models": models,
@@ -475,6 +477,9 @@ def plan_record(config: dict[str, Any], models: dict[str, dict[str, Any]], score
         "runs": [{"pair_id": r.pair.pair_id, "model": r.model, "variant": r.variant.to_dict(),
                   "embed_key": r.embed_key, "finetune_key": r.finetune_key, "sample_key": r.sample_key}
                  for r in runs],
+        "trajectories": [{"pair_id": t.pair_id, "owner_key": t.owner_key, "owner_steps": t.owner_steps,
+                          "stops": [{"steps": steps, "finetune_key": key} for steps, key in t.stops]}
+                         for t in trajectories],
         **{name: [{"pair_id": r.pair.pair_id, "model": r.model, "key": r.key, method.grid_key: list(r.settings),
                    "seeds": list(r.seeds), "resolution": r.resolution, **r.params}
                   for r in baseline_runs if r.method is method]

@@ -402,6 +402,7 @@ def get_plan_record():
         PAIRS,
         RUNS,
         BASELINE_RUNS,
+        TRAJECTORIES,
     )
 
 
