@@ -15,12 +15,16 @@ fp32's exponent range) need no scaling: the scaler is disabled, a pass-through, 
 
 from __future__ import annotations
 
+import functools
 import logging
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from . import trajectory
 from .components import SDComponents
 from .diffusion import LossHistory, denoising_loss, draw_noise_and_timesteps, encode_conditioning, encode_image, \
     truncated_prompt
@@ -98,6 +102,7 @@ def optimize_embedding(
     params: EmbedParams,
     *,
     progress: bool = True,
+    at_steps: Mapping[int, Callable[[EmbedResult], None]] | None = None,
 ) -> EmbedResult:
     """Run stage A on `image` (1, 3, H, W) in [-1, 1] with target text `prompt`.
 
@@ -105,6 +110,9 @@ def optimize_embedding(
     `num_train_timesteps`, target per its `prediction_type`; Adam on the embedding only. Latents, noise
     and timesteps all come from one generator seeded with `params.seed`. With fp16 UNet weights the loss is
     scaled for the backward pass (module docstring); a step whose scaled gradient overflowed is skipped.
+
+    `at_steps`: {step: callback(result so far)} called once that many steps are done (a shared trajectory's stops,
+    `run_embed`); the result's e_opt is a copy of the embedding at that step.
     """
     generator = torch.Generator().manual_seed(params.seed)
     latents = encode_image(components, image, params.latents, generator)
@@ -117,8 +125,9 @@ def optimize_embedding(
     scaler = torch.amp.GradScaler(components.device.type, enabled=dtype == torch.float16)
     unet = components.unet_forward(components.unet)
     losses = LossHistory("embed")
+    unconditional = components.family.unconditional(components, target)
     skipped = 0
-    for _ in tqdm(range(params.steps), desc="embed", disable=not progress, mininterval=1.0):
+    for step in tqdm(range(params.steps), desc="embed", disable=not progress, mininterval=1.0):
         noise, timesteps = draw_noise_and_timesteps(latents, components.scheduler, generator)
         loss = denoising_loss(unet, components.scheduler, latents, optimized, noise, timesteps, dtype)
         optimizer.zero_grad(set_to_none=True)
@@ -128,10 +137,12 @@ def optimize_embedding(
         scaler.update()
         skipped += scaler.get_scale() < scale  # the scale drops only after an overflow, whose step was skipped
         losses.append(loss)
+        if at_steps and step + 1 in at_steps:
+            at_steps[step + 1](EmbedResult(target, optimized.detach().map(torch.Tensor.clone), latents,
+                                           list(losses.values()), unconditional))
     if skipped:
         logger.info("embed: fp16 loss scaling skipped %d of %d steps (gradient overflow)", skipped, params.steps)
-    return EmbedResult(target, optimized.detach(), latents, losses.values(),
-                       components.family.unconditional(components, target))
+    return EmbedResult(target, optimized.detach(), latents, losses.values(), unconditional)
 
 
 def run_embed(
@@ -145,17 +156,33 @@ def run_embed(
     losses_csv,
     loss_plot,
     record,
+    stops: Sequence[tuple[int, str | Path]] = (),
     pair_id: str = "",
     progress: bool = True,
 ) -> EmbedResult:
-    """Stage A from an image file: writes e_tgt/e_opt/latents (safetensors), losses and provenance."""
+    """Stage A from an image file: writes e_tgt/e_opt/latents (safetensors), losses and provenance.
+
+    `stops`: (steps, folder) of shorter embeds with these settings (a shared trajectory, `plan.SharedTrajectory`):
+    when the optimisation passes a stop's step count, that run's files are written into its folder under the names
+    of this run's (`trajectory.adopt` moves them into the shorter run's own outputs), as a separate run would."""
     resolution = resolution or components.resolution
     image = pil_to_tensor(load_image(image_path, resolution))
-    result = optimize_embedding(components, image, prompt, params, progress=progress)
-    result.save(artefact)
-    write_loss_curve(result.losses, losses_csv, loss_plot, f"stage A (embedding) {pair_id}")
-    write_json(record, provenance(
-        "embed", asdict(params), components.provenance(), pair_id=pair_id, image=str(image_path), prompt=prompt,
-        prompt_truncated_to=truncated_prompt(components, prompt), resolution=resolution,
-    ))
+    outputs = [Path(artefact), Path(losses_csv), Path(loss_plot), Path(record)]
+    record_fields = dict(pair_id=pair_id, image=str(image_path), prompt=prompt,
+                         prompt_truncated_to=truncated_prompt(components, prompt), resolution=resolution)
+
+    def write(result: EmbedResult, steps: int, paths: list[Path], **record_extra) -> None:
+        result.save(paths[0])
+        write_loss_curve(result.losses, paths[1], paths[2], f"stage A (embedding) {pair_id}")
+        write_json(paths[3], provenance("embed", asdict(replace(params, steps=steps)), components.provenance(),
+                                        **record_fields, **record_extra))
+
+    def write_stop(steps: int, folder: str | Path, result: EmbedResult) -> None:
+        write(result, steps, trajectory.stop_paths(folder, outputs),
+              trajectory={"trained_by": str(Path(artefact).parent), "stopped_at": steps})
+
+    trajectory.clear_unreached(stops, 0)  # stage A keeps no resume checkpoints: every stop is written again
+    at_steps = {int(steps): functools.partial(write_stop, int(steps), folder) for steps, folder in stops}
+    result = optimize_embedding(components, image, prompt, params, progress=progress, at_steps=at_steps)
+    write(result, params.steps, outputs, **trajectory.stops_record(stops))
     return result

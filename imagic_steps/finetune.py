@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
-import os
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from . import trajectory
 from .components import SDComponents
 from .diffusion import LossHistory, denoising_loss, draw_noise_and_timesteps
 from .embed import EmbedResult
@@ -333,7 +333,7 @@ def run_finetune(
 
     `stops`: (steps, folder) of shorter fine-tunes with these settings (a shared trajectory,
     `plan.SharedTrajectory`): when training passes a stop's step count, that run's files are written into its
-    folder under the names of this run's (`adopt_trajectory_stop` moves them into the shorter run's own outputs),
+    folder under the names of this run's (`FinetuneOutputs.adopt` moves them into the shorter run's own outputs),
     each as a separate run of that length would write it.
 
     Resume checkpoints live in `checkpoint_dir` while training and are removed once the artefact exists.
@@ -346,25 +346,21 @@ def run_finetune(
     record_fields = {"pair_id": pair_id, "embed": str(embed_artefact), "preview_sample": asdict(preview_sample)}
     at_steps = {}
     if stops:
-        start = ResumeCheckpoints(checkpoint_dir, params).resume_step() if checkpoint_dir else 0
+        trajectory.clear_unreached(stops, ResumeCheckpoints(checkpoint_dir, params).resume_step()
+                                   if checkpoint_dir else 0)
         stop_folders = {int(steps): Path(folder) for steps, folder in stops}
-        for steps, folder in stop_folders.items():
-            if steps > start:  # not reached by the checkpoint resumed from: written again on the way
-                shutil.rmtree(folder, ignore_errors=True)
 
-        def write_stop(unet, losses, steps):
+        def write_stop(steps, unet, losses):
             stop_params = replace(params, steps=steps)
             write_finetune_outputs(components, FinetuneResult(unet, params.mode, stop_params, list(losses)), embed,
                                    preview, outputs.moved_to(stop_folders[steps]), record_fields,
                                    trajectory={"trained_by": str(outputs.artefact.parent), "stopped_at": steps},
                                    previews_before=steps)
 
-        at_steps = {steps: (lambda unet, losses, steps=steps: write_stop(unet, losses, steps)) for steps in stop_folders}
+        at_steps = {steps: functools.partial(write_stop, steps) for steps in stop_folders}
     result = finetune_unet(components, embed, params, preview=preview, checkpoint_dir=checkpoint_dir,
                            progress=progress, at_steps=at_steps)
-    stop_record = [{"steps": int(steps), "folder": Path(folder).name} for steps, folder in stops]
-    write_finetune_outputs(components, result, embed, preview, outputs, record_fields,
-                           **({"trajectory_stops": stop_record} if stops else {}))
+    write_finetune_outputs(components, result, embed, preview, outputs, record_fields, **trajectory.stops_record(stops))
     if checkpoint_dir:
         ResumeCheckpoints(checkpoint_dir, params).remove()
     return result
@@ -390,6 +386,10 @@ class FinetuneOutputs:
         return [p for p in (self.artefact, self.losses_csv, self.loss_plot, self.previews_dir, self.record,
                             self.final_preview) if p is not None]
 
+    def adopt(self, folder: str | Path) -> bool:
+        """Take these outputs from a shared trajectory's stop `folder` (`trajectory.adopt`); False if incomplete."""
+        return trajectory.adopt(folder, self.paths())
+
 
 def write_finetune_outputs(components: SDComponents, result: FinetuneResult, embed: EmbedResult,
                            preview: PreviewSpec, outputs: FinetuneOutputs, record_fields: dict, *,
@@ -402,7 +402,7 @@ def write_finetune_outputs(components: SDComponents, result: FinetuneResult, emb
         outputs.previews_dir.mkdir(parents=True, exist_ok=True)
         for grid in sorted(Path(preview.folder).glob("step_*.png")):
             if int(grid.stem.removeprefix("step_")) < previews_before:
-                link_or_copy(grid, outputs.previews_dir / grid.name)
+                trajectory.link_or_copy(grid, outputs.previews_dir / grid.name)
     save_finetuned(outputs.artefact, result, params.save_dtype)
     if outputs.final_preview:
         write_preview(components, result.unet, embed, preview, params.seed, params.steps, outputs.final_preview)
@@ -410,35 +410,3 @@ def write_finetune_outputs(components: SDComponents, result: FinetuneResult, emb
                      f"stage B (fine-tune, {result.mode}) {record_fields['pair_id']}")
     write_json(outputs.record, provenance("finetune", asdict(params), components.provenance(), **record_fields,
                                           **record_extra))
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    """`target` as a hard link to `source` (no second copy of the bytes), or a copy where links are not possible."""
-    target.unlink(missing_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-
-
-def adopt_trajectory_stop(folder: str | Path, outputs: FinetuneOutputs) -> bool:
-    """Move the files a shared trajectory wrote for this fine-tune (`folder`, named as `outputs`) into `outputs`;
-    False, moving nothing, if any is missing (the trajectory ran before this stop was planned, or the files were
-    adopted and then deleted): the fine-tune then trains itself."""
-    staged = outputs.moved_to(Path(folder))
-    if not all(path.exists() for path in staged.paths()):
-        logger.info("no complete files of this fine-tune in its shared trajectory's folder %s: training it here",
-                    folder)
-        return False
-    outputs.previews_dir.mkdir(parents=True, exist_ok=True)
-    for grid in staged.previews_dir.iterdir():
-        os.replace(grid, outputs.previews_dir / grid.name)
-    for source, target in zip(staged.paths(), outputs.paths()):
-        if source != staged.previews_dir:
-            os.replace(source, target)
-    shutil.rmtree(folder)
-    with contextlib.suppress(OSError):  # the trajectory's folder, once its last stop has moved out
-        Path(folder).parent.rmdir()
-    logger.info("fine-tune written by its shared trajectory at step %s (%s): moved into place, nothing trained",
-                read_json(outputs.record).get("trajectory", {}).get("stopped_at"), folder)
-    return True

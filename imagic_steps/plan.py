@@ -7,9 +7,9 @@ Each stage's output folder is named by a short hash of exactly the parameters th
   sample    the finetune key + sampling params (not batch size), then one file per seed and alpha
 
 so two variants with equal embed parameters share one embed output, and changing a fine-tune parameter
-leaves the embed output alone. Fine-tunes of a pair that differ only in their step count (a `finetune.steps` sweep)
-share one training run (`shared_trajectories`): the longest trains and writes each shorter one's outputs as it passes
-that step, under the shorter one's own key. Baselines are keyed the same way (model, image, prompts, parameters). The model's
+leaves the embed output alone. Embeds or fine-tunes of a pair that differ only in their step count (an `embed.steps`
+or `finetune.steps` sweep) share one training run (`shared_trajectories`): the longest trains and writes each shorter
+one's outputs as it passes that step, under the shorter one's own key. Baselines are keyed the same way (model, image, prompts, parameters). The model's
 weights are part of the key: a retrained or overwritten model replans everything made with it.
 """
 
@@ -101,18 +101,25 @@ def sample_identity(variant: Variant) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class SharedTrajectory:
-    """Fine-tunes of one pair that differ only in their step count, served by one training run.
+    """Runs of one stage (`embed` or `finetune`) for one pair that differ only in their step count, served by one
+    training run.
 
-    With one seeded generator and a constant learning rate, an N-step fine-tune is the first N steps of any longer one
-    with the same settings, bit for bit on the CPU, so the longest run (`owner_key`, `owner_steps`) writes each
-    shorter one's outputs when it passes that step (`stops`: (steps, finetune key), ascending), and the shorter runs'
-    jobs only move those files into their own folders (each keeps its own key: results and provenance read as a
-    separate run's)."""
+    With one seeded generator and a constant learning rate, an N-step run is the first N steps of any longer one with
+    the same settings, bit for bit on the CPU, so the longest run (`owner_key`, `owner_steps`) writes each shorter
+    one's outputs when it passes that step (`stops`: (steps, stage key), ascending), and the shorter runs' jobs only
+    move those files into their own folders (each keeps its own key: results and provenance read as a separate
+    run's)."""
 
+    stage: str
     pair_id: str
     owner_key: str
     owner_steps: int
     stops: tuple[tuple[int, str], ...]
+
+
+def embed_jobs(runs: Sequence[PlannedRun]) -> dict[tuple[str, str], PlannedRun]:
+    """One embed job per (pair id, embed key); the last run of a key stands for it."""
+    return {(run.pair.pair_id, run.embed_key): run for run in runs}
 
 
 def finetune_jobs(runs: Sequence[PlannedRun]) -> dict[tuple[str, str], PlannedRun]:
@@ -121,43 +128,59 @@ def finetune_jobs(runs: Sequence[PlannedRun]) -> dict[tuple[str, str], PlannedRu
     return {(run.pair.pair_id, run.finetune_key): run for run in runs}
 
 
-def trajectory_identity(run: PlannedRun) -> dict[str, Any]:
-    """What fine-tunes sharing a trajectory have in common: the pair, the embed output and every fine-tune parameter
-    except the step count, including the preview cadence and the preview's sampler (a shorter run's preview grids
-    are the longer run's), and the resolution."""
+def trajectory_identity(stage: str, run: PlannedRun) -> dict[str, Any]:
+    """What runs of `stage` sharing a trajectory have in common: everything the stage's key hashes except the step
+    count. Embed: the model, image, prompt, resolution and the other embed parameters. Fine-tune: the embed output
+    and every other fine-tune parameter, including the preview cadence and the preview's sampler (a shorter run's
+    preview grids are the longer run's), and the resolution."""
+    if stage == "embed":
+        params = asdict(run.variant.embed)
+        params.pop("steps")
+        return {"pair": run.pair.pair_id, "model": run.model, "image": str(run.pair.image), "prompt": run.pair.prompt,
+                "resolution": run.variant.resolution, "embed": params}
     params = asdict(run.variant.finetune)
     params.pop("steps")
     params.pop("checkpoint_every")  # changes no file
-    return {"pair": run.pair.pair_id, "embed": run.embed_key, "finetune": params,
-            **sample_identity(run.variant)}
+    return {"pair": run.pair.pair_id, "embed": run.embed_key, "finetune": params, **sample_identity(run.variant)}
+
+
+def stage_steps(stage: str, run: PlannedRun) -> int:
+    return getattr(run.variant, stage).steps
+
+
+def stage_run_key(stage: str, run: PlannedRun) -> str:
+    return run.embed_key if stage == "embed" else run.finetune_key
 
 
 def shared_trajectories(
-    runs: Sequence[PlannedRun], finished_stops: Callable[[str, str], list[tuple[int, str]] | None] = lambda p, k: None
+    runs: Sequence[PlannedRun], stage: str,
+    finished_stops: Callable[[str, str], list[tuple[int, str]] | None] = lambda pair_id, key: None,
 ) -> list[SharedTrajectory]:
-    """The fine-tunes of `runs` (`finetune_jobs`) that share a training run, grouped by `trajectory_identity`. Zero-step fine-tunes train nothing and stay out.
+    """The jobs of `stage` (`embed_jobs`, `finetune_jobs`) that share a training run, grouped by
+    `trajectory_identity`. Zero-step runs train nothing and stay out.
 
-    `finished_stops(pair_id, finetune_key)`: the stops a finished fine-tune was run with (its provenance), or None if
+    `finished_stops(pair_id, key)`: the stops a finished run of the stage was run with (its provenance), or None if
     it has not run. A finished run keeps its stops, so Snakemake sees the parameters it ran with and does not
     retrain it; a shorter run added to a sweep afterwards trains in its own job (from scratch: the optimiser's state
     at the steps passed is not kept, which for a full SD-1.5 fine-tune would be 6.9 GB per step)."""
+    jobs = embed_jobs(runs) if stage == "embed" else finetune_jobs(runs)
     groups: dict[str, list[PlannedRun]] = {}
-    for run in finetune_jobs(runs).values():
-        if run.variant.finetune.steps > 0:
-            groups.setdefault(stage_key(trajectory_identity(run)), []).append(run)
+    for run in jobs.values():
+        if stage_steps(stage, run) > 0:
+            groups.setdefault(stage_key(trajectory_identity(stage, run)), []).append(run)
     trajectories = []
     for members in groups.values():
-        members.sort(key=lambda r: r.variant.finetune.steps)
+        members.sort(key=lambda r: stage_steps(stage, r))
         owner = members[-1]
-        pair_id = owner.pair.pair_id
-        recorded = finished_stops(pair_id, owner.finetune_key)
+        pair_id, owner_key = owner.pair.pair_id, stage_run_key(stage, owner)
+        recorded = finished_stops(pair_id, owner_key)
         if recorded is not None:
             stops = tuple((int(steps), key) for steps, key in recorded)
         else:  # a shorter run that has already run on its own stays as it is
-            stops = tuple((r.variant.finetune.steps, r.finetune_key) for r in members[:-1]
-                          if finished_stops(pair_id, r.finetune_key) is None)
+            stops = tuple((stage_steps(stage, r), stage_run_key(stage, r)) for r in members[:-1]
+                          if finished_stops(pair_id, stage_run_key(stage, r)) is None)
         if stops:
-            trajectories.append(SharedTrajectory(pair_id, owner.finetune_key, owner.variant.finetune.steps, stops))
+            trajectories.append(SharedTrajectory(stage, pair_id, owner_key, stage_steps(stage, owner), stops))
     return trajectories
 
 
@@ -464,7 +487,7 @@ def plan_record(config: dict[str, Any], models: dict[str, dict[str, Any]], score
                 trajectories: Sequence[SharedTrajectory] = ()) -> dict[str, Any]:
     """What a results folder was planned from (its plan.json): the config after defaults, the model blocks jobs get
     (label -> block), the scorer, what the weights are (`weights`: models, scorer, scorer key), the facets, and
-    every run with its stage keys; the shared fine-tune trajectories (which fine-tune's training writes which shorter
+    every run with its stage keys; the shared trajectories (which embed's or fine-tune's training writes which shorter
     ones'); baselines under their method's name, with their grid and parameters."""
     return {
         "config": dict(config),
@@ -477,8 +500,8 @@ def plan_record(config: dict[str, Any], models: dict[str, dict[str, Any]], score
         "runs": [{"pair_id": r.pair.pair_id, "model": r.model, "variant": r.variant.to_dict(),
                   "embed_key": r.embed_key, "finetune_key": r.finetune_key, "sample_key": r.sample_key}
                  for r in runs],
-        "trajectories": [{"pair_id": t.pair_id, "owner_key": t.owner_key, "owner_steps": t.owner_steps,
-                          "stops": [{"steps": steps, "finetune_key": key} for steps, key in t.stops]}
+        "trajectories": [{"stage": t.stage, "pair_id": t.pair_id, "owner_key": t.owner_key,
+                          "owner_steps": t.owner_steps, "stops": [{"steps": steps, "key": key} for steps, key in t.stops]}
                          for t in trajectories],
         **{name: [{"pair_id": r.pair.pair_id, "model": r.model, "key": r.key, method.grid_key: list(r.settings),
                    "seeds": list(r.seeds), "resolution": r.resolution, **r.params}

@@ -84,24 +84,25 @@ class ResultsLayout:
     def finetune_artefact(self, run: PlannedRun) -> str:
         return self.finetune_folder(run.pair.pair_id, run.finetune_key) + "/finetune.safetensors"
 
-    def finetune_record(self, pair_id: str, finetune_key: str) -> str:
-        return self.finetune_folder(pair_id, finetune_key) + "/provenance.json"
+    def stage_folder(self, stage: str, pair_id: str, key: str) -> str:
+        """The output folder of an `embed` or `finetune` job."""
+        return self.embed_dir.format(pair=pair_id, ekey=key) if stage == "embed" else self.finetune_folder(pair_id, key)
 
-    def finished_trajectory_stops(self, pair_id: str, finetune_key: str) -> list[tuple[int, str]] | None:
-        """The stops (steps, finetune key) a finished fine-tune wrote (its provenance record: written last, so it
-        exists only once the fine-tune is complete); [] for one with none; None if it has not finished (or its record
-        cannot be read: planned afresh)."""
-        record = Path(self.finetune_record(pair_id, finetune_key))
+    def finished_trajectory_stops(self, stage: str, pair_id: str, key: str) -> list[tuple[int, str]] | None:
+        """The stops (steps, stage key) a finished embed or fine-tune wrote (from its provenance record: written
+        last, so it exists only once the job is complete); [] for one with none; None if it has not finished (or its
+        record cannot be read: planned afresh)."""
+        record = Path(self.stage_folder(stage, pair_id, key)) / "provenance.json"
         try:
             stops = json.loads(record.read_text()).get("trajectory_stops", [])
             return [(int(stop["steps"]), str(stop["folder"])) for stop in stops]
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return None
 
-    def trajectory_stop(self, pair_id: str, owner_key: str, finetune_key: str) -> str:
-        """Where a shared trajectory (`owner_key`'s fine-tune) writes the files of the shorter fine-tune
-        `finetune_key` until that one's job moves them into its own folder."""
-        return f"{self.finetune_folder(pair_id, owner_key)}/trajectory/{finetune_key}"
+    def trajectory_stop(self, stage: str, pair_id: str, owner_key: str, key: str) -> str:
+        """Where a shared trajectory (the `stage` job `owner_key`) writes the files of the shorter run `key` until
+        that one's job moves them into its own folder."""
+        return f"{self.stage_folder(stage, pair_id, owner_key)}/trajectory/{key}"
 
     def sample(self, run: PlannedRun, seed: int, alpha: float) -> str:
         return self.sample_png.format(pair=run.pair.pair_id, skey=run.sample_key, seed=seed, alpha=format_alpha(alpha))

@@ -13,8 +13,7 @@ from conftest import FAST_SAMPLE, PROMPT, make_probe_set, probe_loss, state_equa
 from imagic_steps import finetune as finetune_module
 from imagic_steps.diffusion import LossHistory, NonFiniteLossError
 from imagic_steps.embed import optimize_embedding
-from imagic_steps.finetune import (FinetuneOutputs, PreviewSpec, adopt_trajectory_stop, finetune_unet,
-                                   run_finetune)
+from imagic_steps.finetune import FinetuneOutputs, PreviewSpec, finetune_unet, run_finetune
 from imagic_steps.finetune_artefact import load_finetuned_unet, save_finetuned, trainable_state
 from imagic_steps.variants import EmbedParams, FinetuneParams
 
@@ -166,7 +165,7 @@ def test_a_shared_trajectory_writes_each_stop_as_a_separate_run_would(tiny, embe
     long = run_to_folder(tiny, embed_file, params, tmp_path / "long", stops)
     alone = run_to_folder(tiny, embed_file, dataclasses.replace(params, steps=4), tmp_path / "alone")
     adopted = FinetuneOutputs(*(tmp_path / "adopted" / p.name for p in alone.paths()))
-    assert adopt_trajectory_stop(stops[1][1], adopted)
+    assert adopted.adopt(stops[1][1])
     same_files(alone, adopted)
     assert sorted(p.name for p in adopted.previews_dir.iterdir()) == ["step_000002.png"]
     assert not stops[1][1].exists()
@@ -177,7 +176,7 @@ def test_a_shared_trajectory_writes_each_stop_as_a_separate_run_would(tiny, embe
     # a stop missing a file is not adopted, and nothing is moved: the fine-tune then trains itself
     (stops[0][1] / "losses.png").unlink()
     elsewhere = FinetuneOutputs(*(tmp_path / "elsewhere" / p.name for p in alone.paths()))
-    assert not adopt_trajectory_stop(stops[0][1], elsewhere)
+    assert not elsewhere.adopt(stops[0][1])
     assert (stops[0][1] / "finetune.safetensors").exists() and not elsewhere.artefact.exists()
 
 

@@ -176,7 +176,7 @@ def test_fine_tunes_differing_only_in_steps_share_one_trajectory_per_pair():
                              {"s": {"variant": "base", "field": "finetune.steps", "values": [0, 2, 4, 8]}})
     runs = plan_experiment(MODEL, PAIRS, specs, [0.0, 1.0], [0])
     key = keys(runs, "finetune_key")
-    trajectories = {(t.pair_id, t.owner_key): t for t in shared_trajectories(runs)}
+    trajectories = {(t.pair_id, t.owner_key): t for t in shared_trajectories(runs, "finetune")}
     assert len(trajectories) == 4  # two pairs x (the base sweep, the other learning rate)
     base = trajectories[("cat", key[("cat", "base")])]
     assert base.owner_key == key[("cat", "s-8")] and base.owner_steps == 8
@@ -187,7 +187,7 @@ def test_fine_tunes_differing_only_in_steps_share_one_trajectory_per_pair():
     def finished(pair_id, finetune_key):
         return [(4, key[("cat", "s-4")])] if (pair_id, finetune_key) == ("cat", base.owner_key) else None
 
-    replanned = {(t.pair_id, t.owner_key): t for t in shared_trajectories(runs, finished)}
+    replanned = {(t.pair_id, t.owner_key): t for t in shared_trajectories(runs, "finetune", finished)}
     assert replanned[("cat", base.owner_key)].stops == ((4, key[("cat", "s-4")]),)
     assert replanned[("dog", key[("dog", "base")])].stops == base_stops("dog", key)
 
@@ -195,9 +195,21 @@ def test_fine_tunes_differing_only_in_steps_share_one_trajectory_per_pair():
     def ran_alone(pair_id, finetune_key):
         return [] if (pair_id, finetune_key) == ("cat", key[("cat", "s-2")]) else None
 
-    assert {t.owner_key: t.stops for t in shared_trajectories(runs, ran_alone)}[base.owner_key] == (
+    assert {t.owner_key: t.stops for t in shared_trajectories(runs, "finetune", ran_alone)}[base.owner_key] == (
         (4, key[("cat", "s-4")]),)
 
 
 def base_stops(pair_id, key):
     return (2, key[(pair_id, "s-2")]), (4, key[(pair_id, "s-4")])
+
+
+def test_embeds_differing_only_in_steps_share_one_trajectory_and_their_fine_tunes_stay_apart():
+    specs, _ = expand_sweeps({"base": {"preset": "original", "embed": {"steps": 100}}},
+                             {"e": {"variant": "base", "field": "embed.steps", "values": [0, 25, 100]}})
+    runs = plan_experiment(MODEL, PAIRS, specs, [0.0, 1.0], [0])
+    embed = keys(runs, "embed_key")
+    trajectories = {(t.pair_id, t.owner_key): t for t in shared_trajectories(runs, "embed")}
+    assert set(trajectories) == {(pair.pair_id, embed[(pair.pair_id, "base")]) for pair in PAIRS}
+    assert trajectories[("cat", embed[("cat", "base")])].stops == ((25, embed[("cat", "e-25")]),)
+    # each embed has its own fine-tune (their inputs differ): no fine-tune trajectory among them
+    assert shared_trajectories(runs, "finetune") == []

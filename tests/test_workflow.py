@@ -314,7 +314,10 @@ def test_end_to_end_interrupted_then_cached_reruns(tmp_path, tiny):
     model = tmp_path / "tiny_copy"
     shutil.copytree(preset_folder(TINY_PRESET), model)
     local_model = {"id": model.name, "dtype": "fp32", "device": "cpu"}
-    write_config(tmp_path, model=local_model)
+    # sweeps whose values share a training run: fine-tune steps 1 of `full`'s 2, embed steps 1 of `lora`'s 2
+    sweeps = {"ft": {"variant": "full", "field": "finetune.steps", "values": [1, 2]},
+              "em": {"variant": "lora", "field": "embed.steps", "values": [1, 2]}}
+    write_config(tmp_path, model=local_model, sweeps=sweeps)
     results = tmp_path / "results"
     # interrupt the first run once samples exist; finished work must survive and not be redone
     command = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
@@ -329,21 +332,30 @@ def test_end_to_end_interrupted_then_cached_reruns(tmp_path, tiny):
     assert finished, "no embed output before the interruption"
     snakemake(tmp_path)
     assert {p: p.stat().st_mtime_ns for p in finished} == finished
+    # each sweep's shorter value was written by the longer run's training and moved into place (per pair: fine-tune
+    # steps 1, embed steps 1); nothing is left in the trajectories' folders
+    adopted = [log for log in results.glob("logs/*/*/*.log") if "moved into place" in log.read_text()]
+    assert sorted(log.parts[-3] for log in adopted) == ["embed", "embed", "finetune", "finetune"]
+    assert not list(results.glob("*/*/*/trajectory"))
+    for log in adopted:
+        record = json.loads((results / log.parts[-3] / log.parts[-2] / log.stem / "provenance.json").read_text())
+        assert record["trajectory"]["stopped_at"] == record["params"]["steps"] == 1
 
     montage = Image.open(results / "montages/pairs/cat.png")
-    # input + 2 alphas, 2 variants x 1 seed rows; samples enlarged by a whole factor to >= 96 px, label strips
+    # input + 2 alphas, 6 variants x 1 seed rows; samples enlarged by a whole factor to >= 96 px, label strips
     sample = Image.open(next(results.glob("samples/cat/*/seed0_alpha*.png")))
     cell = sample.width * -(-96 // sample.width)
-    assert 3 * cell < montage.size[0] < 3 * cell + 300 and 2 * cell < montage.size[1] < 2 * cell + 150
+    assert 3 * cell < montage.size[0] < 3 * cell + 300 and 6 * cell < montage.size[1] < 6 * cell + 150
     assert (results / "montages/overview.png").exists()
     table = (results / "tables/samples.csv").read_text().splitlines()
-    assert len(table) == 1 + 8
-    assert len(list(results.glob("samples/*/*/seed0_alpha*.png"))) == 8
-    # step 1 of 2 only: the last step's grid is preview.png, not drawn twice
-    assert len(list(results.glob("finetune/*/*/previews/step_*.png"))) == 4
+    assert len(table) == 1 + 6 * 2 * 2  # variants x pairs x alphas
+    # 4 sample sets per pair (ft-2 is full, em-2 is lora) x 2 alphas
+    assert len(list(results.glob("samples/*/*/seed0_alpha*.png"))) == 16
+    # step 1 of 2 only, of the three 2-step fine-tunes per pair: the last step's grid is preview.png, not drawn twice
+    assert len(list(results.glob("finetune/*/*/previews/step_*.png"))) == 6
     assert not list(results.glob("resume/**/*.safetensors"))
     scores = pd.read_csv(results / "tables/scores.csv")
-    assert len(scores) == 8 and scores["scorer"].str.startswith("tiny-random").all()
+    assert len(scores) == 24 and scores["scorer"].str.startswith("tiny-random").all()
     assert scores[["text_alignment", "distance", "image_similarity"]].notna().all().all()
     for figure in ("figures/tradeoff.png", "figures/tradeoff_pairs/cat.png", "montages/best_edits.png"):
         assert (results / figure).stat().st_size > 0
@@ -369,25 +381,25 @@ def test_end_to_end_interrupted_then_cached_reruns(tmp_path, tiny):
     name = sorted(tensors)[0]
     tensors[name] = tensors[name] + 1e-3
     save_file(tensors, unet_file)
-    assert counts(planned_jobs(tmp_path)) == {"embed": 2, "finetune": 4, "sample": 8, "score": 4, "pair_montage": 2,
+    assert counts(planned_jobs(tmp_path)) == {"embed": 4, "finetune": 8, "sample": 16, "score": 8, "pair_montage": 2,
                                               "overview_montage": 1, "sample_table": 1, "evaluate": 1,
                                               "experiment_plan": 1}
     shutil.copytree(preset_folder(TINY_PRESET), model, dirs_exist_ok=True)  # back to the cached results
     assert planned_jobs(tmp_path) == {}
 
     # one more alpha: only its sample jobs and the aggregates
-    write_config(tmp_path, alphas=[0.0, 1.0, 0.5], model=local_model)
+    write_config(tmp_path, alphas=[0.0, 1.0, 0.5], model=local_model, sweeps=sweeps)
     jobs = planned_jobs(tmp_path)
-    assert counts(jobs) == {"sample": 4, "score": 4, "pair_montage": 2, "overview_montage": 1, "sample_table": 1,
+    assert counts(jobs) == {"sample": 8, "score": 8, "pair_montage": 2, "overview_montage": 1, "sample_table": 1,
                             "evaluate": 1, "experiment_plan": 1}
     assert all(path.endswith("_alpha0.5.png") for path in jobs["sample"])
 
-    # a new fine-tune lr for one variant: its fine-tunes and samples rerun, no embed
+    # a new fine-tune lr for one variant (and the embed sweep over it): its fine-tunes and samples rerun, no embed
     variants = yaml.safe_load((tmp_path / "config.yaml").read_text())["variants"]
     variants["lora"]["finetune"]["lr"] = 2e-3
-    write_config(tmp_path, alphas=[0.0, 1.0], variants=variants, model=local_model)
+    write_config(tmp_path, alphas=[0.0, 1.0], variants=variants, model=local_model, sweeps=sweeps)
     jobs = planned_jobs(tmp_path)
-    assert counts(jobs) == {"finetune": 2, "sample": 4, "score": 2, "pair_montage": 2, "overview_montage": 1,
+    assert counts(jobs) == {"finetune": 4, "sample": 8, "score": 4, "pair_montage": 2, "overview_montage": 1,
                             "sample_table": 1, "evaluate": 1, "experiment_plan": 1}
 
 

@@ -1,6 +1,7 @@
 # Config and sheet validation, the experiment plan, and the input functions of every rule.
 import atexit
 import dataclasses
+import functools
 import sys
 from pathlib import Path
 
@@ -222,10 +223,14 @@ wildcard_constraints:
 
 # ---- paths: imagic_steps.results_layout is their one home ------------------------------------------------
 LAYOUT = ResultsLayout(RESULTS, SCORER_KEY, SAMPLE_JOBS)
-# fine-tunes that differ only in their step count share one training run (imagic_steps.plan.SharedTrajectory)
-TRAJECTORIES = shared_trajectories(RUNS, LAYOUT.finished_trajectory_stops)
-TRAJECTORY_STOPS = {(t.pair_id, t.owner_key): t.stops for t in TRAJECTORIES}
-TRAJECTORY_OWNERS = {(t.pair_id, key): t.owner_key for t in TRAJECTORIES for _, key in t.stops}
+# embeds or fine-tunes that differ only in their step count share one training run (imagic_steps.plan.SharedTrajectory)
+TRAJECTORIES = [
+    trajectory
+    for stage in ("embed", "finetune")
+    for trajectory in shared_trajectories(RUNS, stage, functools.partial(LAYOUT.finished_trajectory_stops, stage))
+]
+TRAJECTORY_STOPS = {(t.stage, t.pair_id, t.owner_key): t.stops for t in TRAJECTORIES}
+TRAJECTORY_OWNERS = {(t.stage, t.pair_id, key): t.owner_key for t in TRAJECTORIES for _, key in t.stops}
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmark"
 
@@ -299,29 +304,53 @@ def get_sample_run(wildcards):
     return SAMPLE_RUNS[(wildcards.pair, wildcards.skey)]
 
 
-def get_image(wildcards):
-    return get_embed_run(wildcards).pair.image
+def get_embed_inputs(wildcards):
+    return {"image": get_embed_run(wildcards).pair.image, **get_trajectory_input("embed")(wildcards)}
 
 
-def get_finetune_inputs(wildcards):
-    """The embed artefact; for a stop of a shared trajectory also the trajectory's artefact (it writes the stop's)."""
-    inputs = {"embed": LAYOUT.embed_artefact(get_finetune_run(wildcards))}
-    owner = TRAJECTORY_OWNERS.get((wildcards.pair, wildcards.fkey))
-    if owner:
-        inputs["trajectory"] = f"{LAYOUT.finetune_folder(wildcards.pair, owner)}/finetune.safetensors"
+def stage_job_key(stage, wildcards):
+    return wildcards.ekey if stage == "embed" else wildcards.fkey
+
+
+def get_trajectory_input(stage):
+    """For a stop of a shared trajectory: the trajectory's artefact (its training writes the stop's files)."""
+
+    def inputs(wildcards):
+        owner = TRAJECTORY_OWNERS.get((stage, wildcards.pair, stage_job_key(stage, wildcards)))
+        if not owner:
+            return {}
+        artefact = "embed.safetensors" if stage == "embed" else "finetune.safetensors"
+        return {"trajectory": f"{LAYOUT.stage_folder(stage, wildcards.pair, owner)}/{artefact}"}
+
     return inputs
 
 
-def get_trajectory_stops(wildcards):
-    """[steps, folder] of each shorter fine-tune this one's training writes on its way (a shared trajectory)."""
-    stops = TRAJECTORY_STOPS.get((wildcards.pair, wildcards.fkey), ())
-    return [[steps, LAYOUT.trajectory_stop(wildcards.pair, wildcards.fkey, key)] for steps, key in stops]
+def get_finetune_inputs(wildcards):
+    return {"embed": LAYOUT.embed_artefact(get_finetune_run(wildcards)), **get_trajectory_input("finetune")(wildcards)}
 
 
-def get_trajectory_stop(wildcards):
-    """Where a shared trajectory wrote this fine-tune's files ('' if it trains itself)."""
-    owner = TRAJECTORY_OWNERS.get((wildcards.pair, wildcards.fkey))
-    return LAYOUT.trajectory_stop(wildcards.pair, owner, wildcards.fkey) if owner else ""
+def get_trajectory_stops(stage):
+    """[steps, folder] of each shorter run this job's training writes on its way (a shared trajectory)."""
+
+    def stops(wildcards):
+        key = stage_job_key(stage, wildcards)
+        return [
+            [steps, LAYOUT.trajectory_stop(stage, wildcards.pair, key, stop)]
+            for steps, stop in TRAJECTORY_STOPS.get((stage, wildcards.pair, key), ())
+        ]
+
+    return stops
+
+
+def get_trajectory_stop(stage):
+    """Where a shared trajectory wrote this job's files ('' if it trains itself)."""
+
+    def folder(wildcards):
+        key = stage_job_key(stage, wildcards)
+        owner = TRAJECTORY_OWNERS.get((stage, wildcards.pair, key))
+        return LAYOUT.trajectory_stop(stage, wildcards.pair, owner, key) if owner else ""
+
+    return folder
 
 
 def get_sample_job_images():

@@ -1,7 +1,9 @@
 rule embed:
-    """Stage A: optimise e_tgt into e_opt for one pair (shared by variants with equal embed parameters)."""
+    """Stage A: optimise e_tgt into e_opt for one pair (shared by variants with equal embed parameters). Embeds that
+    differ only in their step count share one training run: the longest writes the shorter ones' files on its way,
+    and their jobs move them into place."""
     input:
-        image=get_image,
+        unpack(get_embed_inputs),
     output:
         artefact=f"{LAYOUT.embed_dir}/embed.safetensors",
         losses=f"{LAYOUT.embed_dir}/losses.csv",
@@ -26,6 +28,8 @@ rule embed:
         prompt=lambda w: get_embed_run(w).pair.prompt,
         embed=lambda w: dataclasses.asdict(get_embed_run(w).variant.embed),
         resolution=lambda w: get_embed_run(w).variant.resolution,
+        trajectory_stops=get_trajectory_stops("embed"),
+        trajectory_stop=get_trajectory_stop("embed"),
         code=code_version("embed"),
     script:
         "../scripts/embed.py"

@@ -37,8 +37,8 @@ rule finetune:
         preview_sample=lambda w: dataclasses.asdict(get_finetune_run(w).variant.sample),
         resolution=lambda w: get_finetune_run(w).variant.resolution,
         checkpoint_dir=f"{RESULTS}/resume/finetune/{{pair}}/{{fkey}}",
-        trajectory_stops=get_trajectory_stops,
-        trajectory_stop=get_trajectory_stop,
+        trajectory_stops=get_trajectory_stops("finetune"),
+        trajectory_stop=get_trajectory_stop("finetune"),
         code=code_version("finetune"),
     script:
         "../scripts/finetune.py"

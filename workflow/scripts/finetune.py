@@ -6,7 +6,7 @@ job = workflow_job(snakemake.log[0], snakemake.threads, snakemake.resources)
 
 from pathlib import Path
 
-from imagic_steps.finetune import FinetuneOutputs, adopt_trajectory_stop, run_finetune
+from imagic_steps.finetune import FinetuneOutputs, run_finetune
 from imagic_steps.variants import FinetuneParams, SampleParams
 
 params, output = snakemake.params, snakemake.output
@@ -16,7 +16,7 @@ outputs = FinetuneOutputs(*map(Path, (output.artefact, output.losses, output.los
 adopted = False
 if params.trajectory_stop:
     with job.context():
-        adopted = adopt_trajectory_stop(params.trajectory_stop, outputs)
+        adopted = outputs.adopt(params.trajectory_stop)
 if not adopted:
     with job.model(params.model, text_encoders=False) as components:
         run_finetune(
