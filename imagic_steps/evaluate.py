@@ -161,8 +161,7 @@ def write_evaluation(
     """
     table = score_table(sample_rows, score_csvs)
     facets = list(facets)
-    for folder in ("tradeoff_pairs", "sweeps"):  # declared outputs even when empty (no sweep configured)
-        Path(out[folder]).mkdir(parents=True, exist_ok=True)
+    Path(out["sweeps"]).mkdir(parents=True, exist_ok=True)  # a declared output even when empty (no sweep configured)
     write_table_files(table, out["scores_csv"], out["scores_parquet"])
     note = scorer_note(table)
     keys = (*facets, *SUMMARY_KEYS)
@@ -171,16 +170,11 @@ def write_evaluation(
     with atomic_path(out["summary_csv"]) as tmp:
         summary.to_csv(tmp, index=False)
     write_text(out["summary_md"], summary_markdown(summary, note))
-    swept = table["variant"].isin([v for sweep in sweeps.values() for v in sweep["variants"]])
-    main = table[~swept] if (~swept).any() else table  # the sweep's own variants get the sweep figure
+    main = without_sweeps(table, sweeps)
     options = {**tradeoff_options(table), "panels_by": facets, "threshold": text_min}  # the line an edit must reach
     plot_tradeoff(summarise(main, by=keys), out["tradeoff"],
                   "text alignment vs fidelity along alpha (baselines: their grid setting)\n"
                   f"mean over pairs of seed means, {CONFIDENCE:.0%} pair bootstrap intervals", **options)
-    for pair, pair_rows in main.groupby("pair_id"):
-        plot_tradeoff(summarise(pair_rows, by=keys), Path(out["tradeoff_pairs"]) / f"{pair}.png",
-                      f"pair {pair}: text alignment vs fidelity along alpha\nmean over seeds (one pair: no interval)",
-                      **{**options, "panels_by": varying_within_pairs(pair_rows, facets)})
     reported = [metric for metric in metrics if metric not in (TEXT_METRIC, DISTANCE_METRIC)]
     best = pick_best_alpha(main, text_min=text_min, by=("pair_id", *facets, "method", "variant"), also=reported)
     with atomic_path(out["best_alpha"]) as tmp:
@@ -204,6 +198,25 @@ def write_evaluation(
                        f"{sweep['field']}: sweep '{name}'{where}, means over pairs and seeds; scorer: {scorers}",
                        xlabel=sweep["field"], labels=metric_labels(group))
     return table
+
+
+def without_sweeps(table: pd.DataFrame, sweeps: dict[str, dict]) -> pd.DataFrame:
+    """The rows of the trade-off figures and best settings: all but the sweeps' own variants (they get the sweep
+    figure), unless nothing else is left."""
+    swept = table["variant"].isin([v for sweep in sweeps.values() for v in sweep["variants"]])
+    return table[~swept] if (~swept).any() else table
+
+
+def write_pair_tradeoff(sample_rows: Sequence[dict], score_csvs: Sequence[str | Path], png, *, text_min: float,
+                        sweeps: dict[str, dict], facets: Sequence[str] = ()) -> None:
+    """One pair's trade-off figure (rule pair_tradeoff: drawn once the pair's scores exist, beside the other pairs'
+    stages, not after every pair): `sample_rows` and `score_csvs` are the pair's; the same curves as the all-pairs
+    figure, means over seeds, a panel per facet that varies within the pair (the model label)."""
+    table = without_sweeps(score_table(sample_rows, score_csvs), sweeps)
+    pair = table["pair_id"].iloc[0]
+    plot_tradeoff(summarise(table, by=(*facets, *SUMMARY_KEYS)), png,
+                  f"pair {pair}: text alignment vs fidelity along alpha\nmean over seeds (one pair: no interval)",
+                  **tradeoff_options(table), panels_by=varying_within_pairs(table, facets), threshold=text_min)
 
 
 def varying_within_pairs(table: pd.DataFrame, facets: Sequence[str]) -> list[str]:

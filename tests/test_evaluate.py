@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from imagic_steps.figures import NO_EDIT_GREY, tradeoff_figure
-from imagic_steps.evaluate import score_table, scorer_note, tradeoff_options, write_evaluation
+from imagic_steps.evaluate import score_table, scorer_note, tradeoff_options, write_evaluation, write_pair_tradeoff
 from imagic_steps.sdedit import sdedit
 from imagic_steps.variants import SdeditParams
 from imagic_steps.stats import summarise
@@ -53,7 +53,7 @@ def test_score_table_joins_every_sample_and_refuses_missing_scores(tmp_path):
 
 def evaluation_outputs(tmp_path):
     out = {name: str(tmp_path / "out" / name) for name in
-           ("scores_csv", "scores_parquet", "summary_csv", "summary_md", "tradeoff", "tradeoff_pairs", "best_alpha",
+           ("scores_csv", "scores_parquet", "summary_csv", "summary_md", "tradeoff", "best_alpha",
             "best_summary_csv", "best_summary_md", "best_settings", "best_edits", "sweeps")}
     for name in ("tradeoff", "best_settings", "best_edits"):
         out[name] += ".png"
@@ -89,7 +89,11 @@ def test_write_evaluation_outputs(tmp_path):
     assert Image.open(out["best_settings"]).format == "PNG"
     # the sweep's variants are plotted in the sweep figure; the main trade-off keeps the others
     assert (tmp_path / "out" / "sweeps" / "s.png").stat().st_size > 0
-    assert sorted(p.name for p in (tmp_path / "out" / "tradeoff_pairs").iterdir()) == ["p1.png", "p2.png"]
+    # a pair's own figure (rule pair_tradeoff) from its rows and scores alone
+    p1 = [row for row in rows if row["pair_id"] == "p1"]
+    write_pair_tradeoff(p1, [tmp_path / "scores.csv"], tmp_path / "p1.png", text_min=15.0,
+                        sweeps={"s": {"field": "finetune.steps", "variants": {"b": 10}}})
+    assert Image.open(tmp_path / "p1.png").format == "PNG"
     best_summary = pd.read_csv(out["best_summary_csv"]).iloc[0]
     assert (best_summary["n_pairs"], best_summary["n_edited"], best_summary["edited_percent_mean"]) == (2, 2, 100.0)
     assert best_summary["distance_mean"] == pytest.approx(0.5)  # alpha 1's distance, the best setting of both pairs
@@ -123,7 +127,10 @@ def test_facets_split_summaries_best_settings_panels_and_sweeps(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out" / "sweeps").iterdir()) == [
         f"s_{m}_{k}.png" for m in ("latent", "pixel") for k in ("attribute", "structure")]
     # panels: a column per (model, edit kind) (4 for the one curve); a pair's own figure a column per model (2)
-    whole, pair = Image.open(out["tradeoff"]).size, Image.open(out["tradeoff_pairs"] + "/p1.png").size
+    write_pair_tradeoff([row for row in rows if row["pair_id"] == "p1"], [tmp_path / "scores.csv"],
+                        tmp_path / "p1.png", text_min=15.0, sweeps={"s": {"field": "finetune.steps", "variants": {"b": 10}}},
+                        facets=["model", "edit_kind"])
+    whole, pair = Image.open(out["tradeoff"]).size, Image.open(tmp_path / "p1.png").size
     assert 1.7 * pair[0] < whole[0] < 2.1 * pair[0]
     assert Image.open(out["best_settings"]).size[0] > whole[0] / 2  # a panel per (model, edit kind), 2 x 2
     montage = Image.open(out["best_edits"])

@@ -245,6 +245,18 @@ def get_score_csvs():
     return [LAYOUT.score_csv(pair, key) for pair, key in keys]
 
 
+def get_pair_score_csvs(wildcards):
+    keys = {r.sample_key for r in get_pair_runs(wildcards.pair)} | {
+        r.key for r in get_pair_baseline_runs(wildcards.pair)
+    }
+    return [LAYOUT.score_csv(wildcards.pair, key) for key in sorted(keys)]
+
+
+def get_pair_sample_rows(wildcards):
+    """The samples-table rows of one pair (its Imagic runs, then its baselines)."""
+    return sample_table_rows(get_pair_runs(wildcards.pair), get_pair_baseline_runs(wildcards.pair), LAYOUT)
+
+
 def get_finetune_output(path):
     """Full-UNet artefacts are large: optionally removed once every sample that needs them exists."""
     return temp(path) if config.get("temp_finetune", False) else path
@@ -441,5 +453,6 @@ def get_final_outputs():
     outputs += [f"{RESULTS}/montages/overview.png", f"{RESULTS}/tables/samples.csv"]
     outputs += [f"{RESULTS}/tables/summary.md", f"{RESULTS}/montages/best_edits.png"]
     outputs += [f"{RESULTS}/figures/best_settings.png"]
+    outputs += [f"{RESULTS}/figures/tradeoff_pairs/{pair.pair_id}.png" for pair in PAIRS]
     outputs += [f"{RESULTS}/finetune/{r.pair.pair_id}/{r.finetune_key}/preview.png" for r in RUNS]
     return sorted(set(outputs))

@@ -1,5 +1,5 @@
-# Tables and figures from cached samples and scores: the sample table, then the evaluation (scores, summaries,
-# best-settings and trade-off plots, best alphas, best edits, sweeps).
+# Tables and figures from cached samples and scores: the sample table, the evaluation (scores, summaries,
+# best-settings and trade-off plots, best alphas, best edits, sweeps), and each pair's trade-off figure.
 rule sample_table:
     """Every sample with its pair, variant, seed, alpha, parameters and path."""
     input:
@@ -52,13 +52,6 @@ rule evaluate:
             category="Evaluation",
             labels={"figure": "trade-off, all pairs"},
         ),
-        tradeoff_pairs=report(
-            directory(f"{RESULTS}/figures/tradeoff_pairs"),
-            patterns=["{pair}.png"],
-            caption="../report/tradeoff_pair.rst",
-            category="Evaluation",
-            labels={"figure": "trade-off, pair {pair}"},
-        ),
         best_alpha=f"{RESULTS}/tables/best_alpha.csv",
         best_summary_csv=f"{RESULTS}/tables/best_summary.csv",
         best_summary_md=report(
@@ -96,3 +89,31 @@ rule evaluate:
         code=code_version("evaluate"),
     script:
         "../scripts/evaluate.py"
+
+
+rule pair_tradeoff:
+    """One pair's trade-off figure, drawn as soon as the pair's scores exist (beside the other pairs' stages)."""
+    input:
+        scores=get_pair_score_csvs,
+    output:
+        figure=report(
+            f"{RESULTS}/figures/tradeoff_pairs/{{pair}}.png",
+            caption="../report/tradeoff_pair.rst",
+            category="Evaluation",
+            labels={"figure": "trade-off, pair {pair}"},
+        ),
+    log:
+        f"{LOGS}/evaluate/tradeoff_pairs/{{pair}}.log",
+    benchmark:
+        f"{BENCH}/evaluate/tradeoff_pairs/{{pair}}.tsv"
+    threads: 1
+    resources:
+        **get_resources("aggregate"),
+    params:
+        rows=get_pair_sample_rows,
+        text_min=config["best_alpha"]["text_min"],
+        sweeps=SWEEPS,
+        facets=FACETS,
+        code=code_version("evaluate"),
+    script:
+        "../scripts/pair_tradeoff.py"
