@@ -333,7 +333,7 @@ def run_finetune(
 
     `stops`: (steps, folder) of shorter fine-tunes with these settings (a shared trajectory,
     `plan.SharedTrajectory`): when training passes a stop's step count, that run's files are written into its
-    folder under the names of this run's (`FinetuneOutputs.adopt` moves them into the shorter run's own outputs),
+    folder under the names of this run's (`trajectory.adopt` moves them into the shorter run's own outputs),
     each as a separate run of that length would write it.
 
     Resume checkpoints live in `checkpoint_dir` while training and are removed once the artefact exists.
@@ -385,10 +385,6 @@ class FinetuneOutputs:
     def paths(self) -> list[Path]:
         return [p for p in (self.artefact, self.losses_csv, self.loss_plot, self.previews_dir, self.record,
                             self.final_preview) if p is not None]
-
-    def adopt(self, folder: str | Path) -> bool:
-        """Take these outputs from a shared trajectory's stop `folder` (`trajectory.adopt`); False if incomplete."""
-        return trajectory.adopt(folder, self.paths())
 
 
 def write_finetune_outputs(components: SDComponents, result: FinetuneResult, embed: EmbedResult,

@@ -2,6 +2,7 @@
 non-finite loss, writes previews without changing the result, resumes bit for bit, shares LoRA's frozen weights, and
 writes a shared trajectory's shorter runs byte for byte as they would be written alone."""
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -11,6 +12,7 @@ import torch
 from conftest import FAST_SAMPLE, PROMPT, make_probe_set, probe_loss, state_equal
 
 from imagic_steps import finetune as finetune_module
+from imagic_steps import trajectory
 from imagic_steps.diffusion import LossHistory, NonFiniteLossError
 from imagic_steps.embed import optimize_embedding
 from imagic_steps.finetune import FinetuneOutputs, PreviewSpec, finetune_unet, run_finetune
@@ -92,25 +94,33 @@ def test_previews_are_written_and_do_not_change_training(tiny, embedded, tmp_pat
     assert state_equal(trainable_state(with_previews.unet, "full"), trainable_state(without.unet, "full"))
 
 
+@contextlib.contextmanager
+def killed_at_step(step: int, monkeypatch):
+    """Fine-tuning raises KeyboardInterrupt (a simulated kill) at its `step`-th loss, 1-based, inside the block."""
+    real_loss = finetune_module.denoising_loss
+    calls = {"n": 0}
+
+    def loss(*args):
+        calls["n"] += 1
+        if calls["n"] == step:
+            raise KeyboardInterrupt("simulated kill")
+        return real_loss(*args)
+
+    monkeypatch.setattr(finetune_module, "denoising_loss", loss)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(finetune_module, "denoising_loss", real_loss)
+
+
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_resume_from_checkpoint_is_bit_identical(tiny, embedded, tmp_path, monkeypatch, mode):
     params = FinetuneParams(steps=9, lr=1e-3, mode=mode, checkpoint_every=4)
     reference = finetune_unet(tiny, embedded, params, checkpoint_dir=tmp_path / "ref", progress=False)
 
-    real_loss = finetune_module.denoising_loss
-    calls = {"n": 0}
-
-    def crash_at_step_seven(*args):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt("simulated kill")
-        return real_loss(*args)
-
-    monkeypatch.setattr(finetune_module, "denoising_loss", crash_at_step_seven)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_step(7, monkeypatch), pytest.raises(KeyboardInterrupt):
         finetune_unet(tiny, embedded, params, checkpoint_dir=tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "latest.json").exists()
-    monkeypatch.setattr(finetune_module, "denoising_loss", real_loss)
     resumed = finetune_unet(tiny, embedded, params, checkpoint_dir=tmp_path / "run", progress=False)
     assert resumed.losses == reference.losses
     assert state_equal(trainable_state(resumed.unet, mode), trainable_state(reference.unet, mode))
@@ -165,7 +175,7 @@ def test_a_shared_trajectory_writes_each_stop_as_a_separate_run_would(tiny, embe
     long = run_to_folder(tiny, embed_file, params, tmp_path / "long", stops)
     alone = run_to_folder(tiny, embed_file, dataclasses.replace(params, steps=4), tmp_path / "alone")
     adopted = FinetuneOutputs(*(tmp_path / "adopted" / p.name for p in alone.paths()))
-    assert adopted.adopt(stops[1][1])
+    assert trajectory.adopt(stops[1][1], adopted.paths())
     same_files(alone, adopted)
     assert sorted(p.name for p in adopted.previews_dir.iterdir()) == ["step_000002.png"]
     assert not stops[1][1].exists()
@@ -176,7 +186,7 @@ def test_a_shared_trajectory_writes_each_stop_as_a_separate_run_would(tiny, embe
     # a stop missing a file is not adopted, and nothing is moved: the fine-tune then trains itself
     (stops[0][1] / "losses.png").unlink()
     elsewhere = FinetuneOutputs(*(tmp_path / "elsewhere" / p.name for p in alone.paths()))
-    assert not elsewhere.adopt(stops[0][1])
+    assert not trajectory.adopt(stops[0][1], elsewhere.paths())
     assert (stops[0][1] / "finetune.safetensors").exists() and not elsewhere.artefact.exists()
 
 
@@ -187,19 +197,8 @@ def test_a_trajectory_resumed_after_a_kill_keeps_the_stops_it_had_passed(tiny, e
     embedded.save(embed_file)
     params = FinetuneParams(steps=6, lr=1e-3, checkpoint_every=4, preview_every=2, preview_steps=2)
     stops = [(2, tmp_path / "long/trajectory/k2"), (4, tmp_path / "long/trajectory/k4")]
-    real_loss = finetune_module.denoising_loss
-    calls = {"n": 0}
-
-    def crash_at_step_five(*args):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt("simulated kill")
-        return real_loss(*args)
-
-    monkeypatch.setattr(finetune_module, "denoising_loss", crash_at_step_five)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_step(5, monkeypatch), pytest.raises(KeyboardInterrupt):
         run_to_folder(tiny, embed_file, params, tmp_path / "long", stops)
-    monkeypatch.setattr(finetune_module, "denoising_loss", real_loss)
     written = {path: path.stat().st_mtime_ns for path in stops[1][1].rglob("*")}
     run_to_folder(tiny, embed_file, params, tmp_path / "long", stops)
     assert {path: path.stat().st_mtime_ns for path in stops[1][1].rglob("*")} == written  # kept, not redone

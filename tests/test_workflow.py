@@ -97,7 +97,7 @@ def test_dry_run_builds_the_expected_dag(tmp_path):
     write_config(tmp_path)
     jobs = planned_jobs(tmp_path)
     # variants 'full' and 'lora' share embed parameters -> one embed job per pair
-    assert counts(jobs) == {"embed": 2, "finetune": 4, "sample": 8, "score": 4, "pair_montage": 2,
+    assert counts(jobs) == {"embed": 2, "finetune": 4, "sample": 8, "score": 4, "pair_montage": 2, "pair_tradeoff": 2,
                             "overview_montage": 1, "sample_table": 1, "evaluate": 1, "experiment_plan": 1}
 
 
@@ -382,6 +382,7 @@ def test_end_to_end_interrupted_then_cached_reruns(tmp_path, tiny):
     tensors[name] = tensors[name] + 1e-3
     save_file(tensors, unet_file)
     assert counts(planned_jobs(tmp_path)) == {"embed": 4, "finetune": 8, "sample": 16, "score": 8, "pair_montage": 2,
+                                              "pair_tradeoff": 2,
                                               "overview_montage": 1, "sample_table": 1, "evaluate": 1,
                                               "experiment_plan": 1}
     shutil.copytree(preset_folder(TINY_PRESET), model, dirs_exist_ok=True)  # back to the cached results
@@ -390,7 +391,8 @@ def test_end_to_end_interrupted_then_cached_reruns(tmp_path, tiny):
     # one more alpha: only its sample jobs and the aggregates
     write_config(tmp_path, alphas=[0.0, 1.0, 0.5], model=local_model, sweeps=sweeps)
     jobs = planned_jobs(tmp_path)
-    assert counts(jobs) == {"sample": 8, "score": 8, "pair_montage": 2, "overview_montage": 1, "sample_table": 1,
+    assert counts(jobs) == {"sample": 8, "score": 8, "pair_montage": 2, "pair_tradeoff": 2, "overview_montage": 1,
+                            "sample_table": 1,
                             "evaluate": 1, "experiment_plan": 1}
     assert all(path.endswith("_alpha0.5.png") for path in jobs["sample"])
 
@@ -399,7 +401,8 @@ def test_end_to_end_interrupted_then_cached_reruns(tmp_path, tiny):
     variants["lora"]["finetune"]["lr"] = 2e-3
     write_config(tmp_path, alphas=[0.0, 1.0], variants=variants, model=local_model, sweeps=sweeps)
     jobs = planned_jobs(tmp_path)
-    assert counts(jobs) == {"finetune": 4, "sample": 8, "score": 4, "pair_montage": 2, "overview_montage": 1,
+    assert counts(jobs) == {"finetune": 4, "sample": 8, "score": 4, "pair_montage": 2, "pair_tradeoff": 2,
+                            "overview_montage": 1,
                             "sample_table": 1, "evaluate": 1, "experiment_plan": 1}
 
 

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from ..errors import USER_ERRORS
 from .snakemake_runs import exit_with_parent
@@ -201,6 +201,18 @@ class WorkflowJob:
             # benchmarks/main_job.py reads this line: a warm process running every stage would load the model once
             logging.getLogger(__name__).info("model %s loaded in %.2f s", spec.id, time.perf_counter() - start)
             yield components
+
+
+    def adopted(self, stop_folder: str, outputs: Sequence[str | os.PathLike]) -> bool:
+        """For a stop of a shared trajectory (`stop_folder`, '' for any other job): move the files the longer run
+        wrote for this job into `outputs` and log it (`trajectory.adopt`). False if there is nothing to adopt (the
+        job then computes its outputs itself)."""
+        if not stop_folder:
+            return False
+        from .. import trajectory
+
+        with self.context():
+            return trajectory.adopt(stop_folder, [Path(path) for path in outputs])
 
 
 def workflow_job(log_path: str | os.PathLike, threads: int, resources: Any = None) -> WorkflowJob:

@@ -4,20 +4,13 @@ from imagic_steps.execution.workflow_job import workflow_job
 # first, before any heavy import: on a local run the warm worker runs the rest of this script
 job = workflow_job(snakemake.log[0], snakemake.threads, snakemake.resources)
 
-from pathlib import Path
-
-from imagic_steps import trajectory
 from imagic_steps.embed import run_embed
 from imagic_steps.variants import EmbedParams
 
 params, output = snakemake.params, snakemake.output
-outputs = [Path(output.artefact), Path(output.losses), Path(output.loss_plot), Path(output.record)]
+outputs = [output.artefact, output.losses, output.loss_plot, output.record]
 # A stop of a shared trajectory finds its files written by the longer run; if they went missing, it trains itself.
-adopted = False
-if params.trajectory_stop:
-    with job.context():
-        adopted = trajectory.adopt(params.trajectory_stop, outputs)
-if not adopted:
+if not job.adopted(params.trajectory_stop, outputs):
     with job.model(params.model) as components:
         run_embed(
             components,

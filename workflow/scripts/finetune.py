@@ -4,20 +4,13 @@ from imagic_steps.execution.workflow_job import workflow_job
 # first, before any heavy import: on a local run the warm worker runs the rest of this script
 job = workflow_job(snakemake.log[0], snakemake.threads, snakemake.resources)
 
-from pathlib import Path
-
-from imagic_steps.finetune import FinetuneOutputs, run_finetune
+from imagic_steps.finetune import run_finetune
 from imagic_steps.variants import FinetuneParams, SampleParams
 
 params, output = snakemake.params, snakemake.output
-outputs = FinetuneOutputs(*map(Path, (output.artefact, output.losses, output.loss_plot, output.previews, output.record,
-                                      output.preview)))
+outputs = [output.artefact, output.losses, output.loss_plot, output.previews, output.record, output.preview]
 # A stop of a shared trajectory finds its files written by the longer run; if they went missing, it trains itself.
-adopted = False
-if params.trajectory_stop:
-    with job.context():
-        adopted = outputs.adopt(params.trajectory_stop)
-if not adopted:
+if not job.adopted(params.trajectory_stop, outputs):
     with job.model(params.model, text_encoders=False) as components:
         run_finetune(
             components,
