@@ -44,7 +44,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from diffusers import DDPMScheduler
 
@@ -147,12 +147,13 @@ def loop_denoising_steps(sample: dict[str, Any]) -> int:
     return sample["steps"] - int(round(sample["init_timestep_rate"] * sample["steps"]))
 
 
-def preview_grids(steps: int, preview_every: int, stops: int) -> int:
+def preview_grids(steps: int, preview_every: int, stops: Sequence[int]) -> int:
     """The preview grids a fine-tune job draws (`imagic_steps.finetune.finetune_unet`, `write_finetune_outputs`): one
-    every `preview_every` steps before the last, the finished model's (a zero-step job's: the base model's), and one
-    of each of its trajectory's `stops` (a stop's earlier grids are the owner's, linked, not drawn again)."""
+    every `preview_every` steps before the last, the finished model's (a zero-step job's: the base model's), and the
+    finished grid of each of its trajectory's stops (at these step counts) that falls between two of those (a stop's
+    earlier grids, and its last one where the owner drew a grid at that step, are the owner's, linked)."""
     during = (steps - 1) // preview_every if preview_every and steps > 0 else 0
-    return during + 1 + stops
+    return during + 1 + sum(1 for stop in stops if not (preview_every and stop % preview_every == 0))
 
 
 def ours_guided(sample: dict[str, Any]) -> bool:
@@ -185,20 +186,22 @@ def count_study(plan: dict[str, Any], samplers: Samplers, share_trajectories: bo
     shared trajectories trained in its own job."""
     runs = plan["runs"]
     trajectories = plan["trajectories"] if share_trajectories else []
-    stops = {(t["pair_id"], stop["finetune_key"]) for t in trajectories for stop in t["stops"]}
-    stops_of = {(t["pair_id"], t["owner_key"]): len(t["stops"]) for t in trajectories}
+    stops = {(t["stage"], t["pair_id"], stop["key"]) for t in trajectories for stop in t["stops"]}
+    stop_steps = {(t["pair_id"], t["owner_key"]): [stop["steps"] for stop in t["stops"]]
+                  for t in trajectories if t["stage"] == "finetune"}
     embeds = {(r["pair_id"], r["embed_key"]): r for r in runs}
     finetunes = {(r["pair_id"], r["finetune_key"]): r for r in runs}  # the last run stands for the job (plan.py)
     sample_sets = {(r["pair_id"], r["sample_key"]): r for r in runs}
     ours = dict.fromkeys(STAGES, Work())
-    for run in embeds.values():
-        ours["A embed"] += training(run["variant"]["embed"]["steps"])
+    for job, run in embeds.items():
+        if ("embed", *job) not in stops:  # a stop's owner wrote its files: the job moves them into place
+            ours["A embed"] += training(run["variant"]["embed"]["steps"])
     for job, run in finetunes.items():
-        if job in stops:
-            continue  # its owner wrote its files: the job moves them into place
+        if ("finetune", *job) in stops:
+            continue
         finetune, sample = run["variant"]["finetune"], run["variant"]["sample"]
         ours["B fine-tune"] += training(finetune["steps"])
-        grids = preview_grids(finetune["steps"], finetune["preview_every"], stops_of.get(job, 0))
+        grids = preview_grids(finetune["steps"], finetune["preview_every"], stop_steps.get(job, []))
         calls = samplers.ours(run["model"], sample, finetune["preview_steps"])
         ours["B previews"] += sampling(len(PREVIEW_ALPHAS), sample["batch_size"], calls, ours_guided(sample)) * grids
     per_alpha = plan["config"]["sample_jobs"] == "per_alpha"
@@ -215,7 +218,9 @@ def count_study(plan: dict[str, Any], samplers: Samplers, share_trajectories: bo
         loop["B fine-tune"] += training(variant["finetune"]["steps"])
         loop["C sample"] += sampling(len(plan["seeds"]) * len(variant["alphas"]), 1,
                                      samplers.loop(run["model"], variant["sample"]), loop_guided(variant["sample"]))
-    jobs = {"embed": len(embeds), "fine-tune": len(finetunes) - len(stops), "stops": len(stops),
+    finetune_stops = sum(1 for stage, *_ in stops if stage == "finetune")
+    jobs = {"embed": len(embeds) - (len(stops) - finetune_stops), "fine-tune": len(finetunes) - finetune_stops,
+            "stops": len(stops),
             "sample sets": len(sample_sets), "runs": len(runs)}
     return StudyWork(ours, loop, jobs)
 
@@ -276,14 +281,14 @@ def format_count(configfile: str, plan: dict[str, Any], samplers: Samplers) -> s
         lines.append(f"| {stage} | {ours.fe:,} | {loop.fe:,} | {ratio} | {ours.steps:,} | {loop.steps:,} |")
     lines.append(f"| **total** | {work.total('ours').fe:,} | {work.total('loop').fe:,} | **{work.ratio():.3f}** | "
                  "| |")
-    saved = unshared.ours["B fine-tune"].steps - work.ours["B fine-tune"].steps
+    saved = sum(unshared.ours[stage].steps - work.ours[stage].steps for stage in ("A embed", "B fine-tune"))
     without_previews = work.total("ours").fe - work.ours["B previews"].fe
     lines += [
         "",
         f"steps: training steps in A and B, UNet calls in the previews and C. FE: a UNet forward on one latent = 1; "
         f"a training step = {TRAINING_STEP_FE} (forward + backward ~ 2 forwards); a sampling step on b latents = b, "
         f"{GUIDED_BATCH_FACTOR}b guided.",
-        f"without shared trajectories ours would train {saved:,} more fine-tune steps (the stops') and draw "
+        f"without shared trajectories ours would train {saved:,} more steps in A and B (the stops') and draw "
         f"{unshared.ours['B previews'].fe - work.ours['B previews'].fe:+,} FE of previews: total "
         f"{unshared.total('ours').fe:,} FE, {unshared.ratio():.3f} of the loop.",
         f"without ours' previews (the loop draws none): {without_previews:,} FE, "

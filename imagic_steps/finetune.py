@@ -394,13 +394,17 @@ def write_finetune_outputs(components: SDComponents, result: FinetuneResult, emb
     provenance. `previews_before`: also link the grids `preview.folder` holds for earlier steps into
     `outputs.previews_dir` (a trajectory stop: its own run would have drawn exactly those)."""
     params = result.params
+    grids = {int(grid.stem.removeprefix("step_")): grid for grid in Path(preview.folder).glob("step_*.png")}
     if previews_before is not None:
         outputs.previews_dir.mkdir(parents=True, exist_ok=True)
-        for grid in sorted(Path(preview.folder).glob("step_*.png")):
-            if int(grid.stem.removeprefix("step_")) < previews_before:
+        for step, grid in grids.items():
+            if step < previews_before:
                 trajectory.link_or_copy(grid, outputs.previews_dir / grid.name)
     save_finetuned(outputs.artefact, result, params.save_dtype)
-    if outputs.final_preview:
+    if outputs.final_preview and previews_before is not None and params.steps in grids:
+        # a stop on a step the longer run drew its grid at: the same weights, sampler and seed, so the same grid
+        trajectory.link_or_copy(grids[params.steps], outputs.final_preview)
+    elif outputs.final_preview:
         write_preview(components, result.unet, embed, preview, params.seed, params.steps, outputs.final_preview)
     write_loss_curve(result.losses, outputs.losses_csv, outputs.loss_plot,
                      f"stage B (fine-tune, {result.mode}) {record_fields['pair_id']}")

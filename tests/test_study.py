@@ -18,8 +18,8 @@ from imagic_steps.variants import SampleParams
 pytestmark = ONE_AT_A_TIME  # Snakemake plans in the repository itself (conftest.py)
 REPO = Path(__file__).resolve().parents[1]
 
-# One digits pair, 2 seeds x 2 alphas (4 images a run). `base` and its steps sweep (0, 2, 4, 6) share one embed; 6 is
-# `base` again, 2 and 4 are stops of base's trajectory; `euler` has its own embed (the modified preset's lr), an
+# One digits pair, 2 seeds x 2 alphas (4 images a run). `base` and its steps sweep (0, 3, 4, 6) share one embed; 6 is
+# `base` again, 3 and 4 are stops of base's trajectory; `euler` has its own embed (the modified preset's lr), an
 # unguided Euler sampler that skips round(0.3 x 10) = 3 of its 10 steps, and no previews but the finished model's.
 SMALL_CONFIG = {
     "model": {"id": "digits", "dtype": "fp32", "device": "cpu"},
@@ -33,7 +33,7 @@ SMALL_CONFIG = {
         "euler": {"preset": "modified", "embed": {"steps": 4}, "finetune": {"steps": 6, "preview_steps": 4},
                   "sample": {"steps": 10, "guidance_scale": 1.0, "init_timestep_rate": 0.3}},
     },
-    "sweeps": {"finetune_steps": {"variant": "base", "field": "finetune.steps", "values": [0, 2, 4, 6]}},
+    "sweeps": {"finetune_steps": {"variant": "base", "field": "finetune.steps", "values": [0, 3, 4, 6]}},
 }
 
 
@@ -53,19 +53,20 @@ def test_the_count_of_a_small_study_is_the_hand_count(planned):
     work = study.count_study(plan, samplers)
     # A: ours 2 embed jobs of 4 steps; the loop one per run, 6 runs
     assert work.ours["A embed"] == Work(3 * 8, 8) and work.loop["A embed"] == Work(3 * 24, 24)
-    # B: ours trains base to 6 (writing the stops 2 and 4 on its way), euler 6, the 0-step sweep nothing
+    # B: ours trains base to 6 (writing the stops 3 and 4 on its way), euler 6, the 0-step sweep nothing
     assert work.ours["B fine-tune"] == Work(3 * 12, 12)
-    assert work.loop["B fine-tune"] == Work(3 * (6 + 6 + 0 + 2 + 4 + 6), 24)
-    # previews, 5 alphas a grid: base's at 2 and 4, its finished model and its 2 stops' (5 grids), the 0-step job's
-    # base model (1), each 5 images x 3 DDIM steps x 2 (guided) = 30 FE in ceil(5 / 3) x 3 = 6 calls; euler's finished
-    # model: 4 Euler steps less round(1.2) = 1, unguided, one batch of 5: 15 FE in 3 calls
-    assert work.ours["B previews"] == Work(6 * 30 + 15, 6 * 6 + 3)
+    assert work.loop["B fine-tune"] == Work(3 * (6 + 6 + 0 + 3 + 4 + 6), 25)
+    # previews, 5 alphas a grid: base's at 2 and 4, its finished model's, stop 3's finished model's (stop 4's is
+    # base's grid at 4, linked), the 0-step job's base model: 5 grids, each 5 images x 3 DDIM steps x 2 (guided) =
+    # 30 FE in ceil(5 / 3) x 3 = 6 calls; euler's finished model: 4 Euler steps less round(1.2) = 1, unguided, one
+    # batch of 5: 15 FE in 3 calls
+    assert work.ours["B previews"] == Work(5 * 30 + 15, 5 * 6 + 3)
     assert work.loop["B previews"] == Work()
     # C: ours 5 sample sets (base = the 6-step sweep), 4 images each: 4 DDIM sets of 4 x 5 steps x 2 (guided) in
     # ceil(4 / 3) x 5 calls; euler 4 x 7 steps unguided in one batch. The loop: 6 runs, one call per image
     assert work.ours["C sample"] == Work(4 * 40 + 28, 4 * 10 + 7)
     assert work.loop["C sample"] == Work(5 * 40 + 28, 5 * 4 * 5 + 4 * 7)
-    assert work.total("ours").fe == 24 + 36 + 195 + 188 and work.total("loop").fe == 72 + 72 + 228
+    assert work.total("ours").fe == 24 + 36 + 165 + 188 and work.total("loop").fe == 72 + 75 + 228
     assert work.jobs == {"embed": 2, "fine-tune": 3, "stops": 2, "sample sets": 5, "runs": 6}
 
 
@@ -74,10 +75,10 @@ def test_sharing_a_trajectory_saves_exactly_its_stops_steps(planned):
     shared = study.count_study(plan, samplers)
     unshared = study.count_study(plan, samplers, share_trajectories=False)
     stops = [stop["steps"] for trajectory in plan["trajectories"] for stop in trajectory["stops"]]
-    assert sorted(stops) == [2, 4]
-    assert unshared.ours["B fine-tune"] - shared.ours["B fine-tune"] == Work(TRAINING_STEP_FE * 6, 6)
-    # on their own the stops draw 1 and 2 grids, and base no longer draws their 2: one grid more
-    assert unshared.ours["B previews"] - shared.ours["B previews"] == Work(30, 6)
+    assert sorted(stops) == [3, 4]
+    assert unshared.ours["B fine-tune"] - shared.ours["B fine-tune"] == Work(TRAINING_STEP_FE * 7, 7)
+    # on their own the stops draw 2 grids each (at 2 and finished); shared, base draws stop 3's finished one: 3 fewer
+    assert unshared.ours["B previews"] - shared.ours["B previews"] == Work(3 * 30, 3 * 6)
     assert unshared.loop == shared.loop
 
 
