@@ -47,6 +47,7 @@ LOADED = re.compile(r"model \S+ loaded in ([\d.]+) s")
 def run_workflow(results: Path, warm: bool, cores: int, extra: list[str]) -> tuple[float, float, float]:
     """Run the workflow into `results`: (wall seconds, start and end as epoch seconds)."""
     shutil.rmtree(results, ignore_errors=True)
+    results.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "snakemake", "--cores", str(cores), *extra, "--config", f"results={results}",
                f"warm_worker={str(warm).lower()}"]
     start, began = time.perf_counter(), time.time()

@@ -312,3 +312,12 @@ def test_gpu_check_dry_run_prints_every_section_from_the_checkout_with_only_the_
     assert all(stages[name]["estimated_peak_bytes"] for name in ("ours A", "ours B full", "ours B LoRA",
                                                                    "ours C 8 alphas"))
     assert record["projected_edit_s"]["reference"] > 0
+
+
+def test_the_main_job_splits_idle_core_time_by_how_many_jobs_ran():
+    """Two cores; job bodies [0, 10], [0, 4], [5, 10] and [12, 13]: one core idle from 4 to 5 while one job ran
+    (1 core-second), both from 10 to 12 (4), one from 12 to 13 (1)."""
+    from benchmarks.main_job import idle_core_seconds
+
+    assert idle_core_seconds([(0, 10), (0, 4), (5, 10), (12, 13)], cores=2) == (2.0, 4.0)
+    assert idle_core_seconds([(0, 3), (0, 3)], cores=2) == (0.0, 0.0)
