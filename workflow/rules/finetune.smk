@@ -28,6 +28,8 @@ rule finetune:
     benchmark:
         f"{BENCH}/finetune/{{pair}}/{{fkey}}.tsv"
     threads: 1
+    # the chain's longest job, before the baselines (see rule embed)
+    priority: 2
     resources:
         **get_resources("finetune", estimated=True),
         gpu=GPU_PER_JOB,

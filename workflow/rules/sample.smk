@@ -11,6 +11,8 @@ rule sample:
     benchmark:
         f"{BENCH}/sample/{{pair}}/{{skey}}/{LAYOUT.sample_job}.tsv"
     threads: 1
+    # the chain's last model job, before the baselines (see rule embed)
+    priority: 1
     resources:
         **get_resources("sample", estimated=True),
         gpu=GPU_PER_JOB,
