@@ -27,6 +27,15 @@ stripped): the T5 encoder's last hidden states (B, 77, 4096 for T5-v1.1-XXL) und
 the negative is the empty prompt encoded. Only stage I (64 px) is edited, as Imagic edited Imagen's base model;
 its super-resolution stages are applied to the result unchanged (`imagic_steps.upscale`), so a stage II folder
 (`IFSuperResolutionPipeline`) is refused as a model to edit.
+
+The prompt encoding belongs to the text encoder, not the family (`TEXT_ENCODERS`): CLIP's is Stable Diffusion's
+(padded to 77 tokens, no attention mask), T5's IF's (lower-cased, under the attention mask). An SD or IF folder
+may hold the other family's text encoder (model_index.json's `text_encoder` class, the family's
+`text_encoder_class`): the coloured-digits models that separate the space from the text encoder
+(`imagic_steps.colour_digits.train`, `--text-encoder`) are a latent UNet on T5 and a pixel UNet on CLIP. The stages
+encode through the family and so see the encoding the model was trained with; diffusers' img2img and LEDITS++
+pipelines encode prompts their own way (SD's: T5 without its attention mask; IF's: CLIP under one), so the baselines
+are refused on such a model rather than run on embeddings it never saw.
 """
 
 from __future__ import annotations
@@ -35,12 +44,13 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Sequence
+from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 
 import torch
 
 from .errors import PlanError
-from .model_folder import LEDITS_FAMILIES, family_name, read_model_index
+from .model_folder import (CLIP_ENCODER, LEDITS_FAMILIES, T5_ENCODER, family_name, read_model_index,
+                           index_text_encoder)
 
 if TYPE_CHECKING:  # the hooks only need the components at call time: no diffusers / transformers at import
     from .components import SDComponents
@@ -202,6 +212,59 @@ def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
                      return_tensors="pt").input_ids
 
 
+T5_CONTEXT_TOKENS = 77  # IFPipeline.encode_prompt's max_length: IF's T5 was trained on 77 tokens
+
+
+@torch.no_grad()
+def clip_token_states(components: SDComponents, prompts: list[str]) -> torch.Tensor:
+    """Stable Diffusion's prompt encoding: CLIP's last hidden states (B, 77, D) fp32, no attention mask."""
+    ids = tokenize(components.tokenizer, prompts).to(components.device)
+    return components.text_encoder(ids)[0].float()
+
+
+@torch.no_grad()
+def t5_token_states(components: SDComponents, prompts: list[str]) -> torch.Tensor:
+    """IFPipeline's prompt encoding: T5's last hidden states (B, 77, D) fp32 of the prompts lower-cased and stripped,
+    under their attention mask."""
+    tokens = components.tokenizer([p.lower().strip() for p in prompts], padding="max_length",
+                                  max_length=T5_CONTEXT_TOKENS, truncation=True, add_special_tokens=True,
+                                  return_tensors="pt").to(components.device)
+    return components.text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask)[0].float()
+
+
+@dataclass(frozen=True)
+class TextEncoder:
+    """A text encoder an SD or IF folder may hold: its transformers tokenizer and encoder classes, and how prompts
+    become token states (B, 77, D) with it."""
+
+    tokenizer_class: str
+    encoder_class: str
+    token_states: Callable[[SDComponents, list[str]], torch.Tensor]
+
+    def load(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
+        """The tokenizer and text encoder of a diffusers folder or hub id (SDComponents field -> module)."""
+        import transformers
+
+        return {"tokenizer": getattr(transformers, self.tokenizer_class).from_pretrained(
+                    path, subfolder="tokenizer", **kwargs),
+                "text_encoder": getattr(transformers, self.encoder_class).from_pretrained(
+                    path, subfolder="text_encoder", torch_dtype=torch_dtype, **kwargs)}
+
+
+# model_index.json's text encoder class -> the text encoder (CLIP_ENCODER: SD's, T5_ENCODER: IF's)
+TEXT_ENCODERS = {CLIP_ENCODER: TextEncoder("CLIPTokenizer", CLIP_ENCODER, clip_token_states),
+                 T5_ENCODER: TextEncoder("T5Tokenizer", T5_ENCODER, t5_token_states)}
+
+
+def refuse_foreign_text_encoder(family: "ModelFamily", native: str, pipeline: str) -> None:
+    """PlanError when `family` holds another family's text encoder than its `native` one: diffusers' `pipeline`
+    would encode prompts its own way, not as the model was trained (module docstring)."""
+    if family.text_encoder_class != native:
+        raise PlanError(f"diffusers' {pipeline} encodes prompts for a {native} and this '{family.name}' model has a "
+                        f"{family.text_encoder_class}: its prompts would be encoded unlike in training; leave the "
+                        "sdedit and ledits baselines out for it")
+
+
 @dataclass(frozen=True)
 class ModelFamily:
     """The hooks every family has; see the module docstring."""
@@ -278,13 +341,17 @@ class LatentFamily(ModelFamily):
 class StableDiffusionFamily(LatentFamily):
     """SD 1.x / 2.x: one CLIP text encoder's last hidden states (B, 77, D)."""
 
+    text_encoder_class: str = CLIP_ENCODER  # a key of TEXT_ENCODERS: CLIP, or T5 for a latent model on T5
+
     name: ClassVar[str] = "sd"
 
-    @torch.no_grad()
+    def load_text(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
+        return TEXT_ENCODERS[self.text_encoder_class].load(path, torch_dtype, **kwargs)
+
     def encode(self, components: SDComponents, prompts: list[str], size: tuple[int, int] | None = None
                ) -> TokenConditioning:
-        ids = tokenize(components.tokenizer, prompts).to(components.device)
-        return TokenConditioning(components.text_encoder(ids)[0].float())
+        """The text encoder's token states (B, 77, D) (`TEXT_ENCODERS`)."""
+        return TokenConditioning(TEXT_ENCODERS[self.text_encoder_class].token_states(components, prompts))
 
     def unconditional(self, components: SDComponents, like: Conditioning) -> TokenConditioning:
         """The empty prompt's conditioning (1 row)."""
@@ -293,6 +360,7 @@ class StableDiffusionFamily(LatentFamily):
     def img2img_pipeline(self, components: SDComponents, scheduler):
         from diffusers import StableDiffusionImg2ImgPipeline
 
+        refuse_foreign_text_encoder(self, CLIP_ENCODER, "StableDiffusionImg2ImgPipeline")
         return StableDiffusionImg2ImgPipeline(
             vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
             unet=components.unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
@@ -301,6 +369,7 @@ class StableDiffusionFamily(LatentFamily):
     def ledits_pipeline(self, components: SDComponents, scheduler):
         from diffusers import LEditsPPPipelineStableDiffusion
 
+        refuse_foreign_text_encoder(self, CLIP_ENCODER, "LEditsPPPipelineStableDiffusion")
         return LEditsPPPipelineStableDiffusion(
             vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
             unet=components.unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
@@ -389,15 +458,13 @@ class StableDiffusionXLFamily(LatentFamily):
 class DeepFloydIFFamily(ModelFamily):
     """DeepFloyd IF stage I: a pixel-space UNet (64 px) conditioned on T5 encoder states; no VAE."""
 
+    text_encoder_class: str = T5_ENCODER  # a key of TEXT_ENCODERS: T5, or CLIP for a pixel model on CLIP
+
     name: ClassVar[str] = "if"
-    CONTEXT_TOKENS: ClassVar[int] = 77  # IFPipeline.encode_prompt's max_length: IF's T5 was trained on 77 tokens
+    CONTEXT_TOKENS: ClassVar[int] = T5_CONTEXT_TOKENS
 
     def load_text(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
-        from transformers import T5EncoderModel, T5Tokenizer
-
-        return {"tokenizer": T5Tokenizer.from_pretrained(path, subfolder="tokenizer", **kwargs),
-                "text_encoder": T5EncoderModel.from_pretrained(path, subfolder="text_encoder",
-                                                               torch_dtype=torch_dtype, **kwargs)}
+        return TEXT_ENCODERS[self.text_encoder_class].load(path, torch_dtype, **kwargs)
 
     def load_vae(self, path: str, torch_dtype: torch.dtype, **kwargs) -> None:
         return None
@@ -418,15 +485,10 @@ class DeepFloydIFFamily(ModelFamily):
     def from_unet_space(self, components: SDComponents, images: torch.Tensor) -> torch.Tensor:
         return images.float().clamp(-1, 1)
 
-    @torch.no_grad()
     def encode(self, components: SDComponents, prompts: list[str], size: tuple[int, int] | None = None
                ) -> TokenConditioning:
-        """T5's last hidden states (B, 77, D) of the prompts lower-cased and stripped, under their attention mask."""
-        tokens = components.tokenizer([p.lower().strip() for p in prompts], padding="max_length",
-                                      max_length=self.CONTEXT_TOKENS, truncation=True, add_special_tokens=True,
-                                      return_tensors="pt").to(components.device)
-        hidden = components.text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask)[0]
-        return TokenConditioning(hidden.float())
+        """The text encoder's token states (B, 77, D) (`TEXT_ENCODERS`; IF's T5: IFPipeline's encoding)."""
+        return TokenConditioning(TEXT_ENCODERS[self.text_encoder_class].token_states(components, prompts))
 
     def unconditional(self, components: SDComponents, like: Conditioning) -> TokenConditioning:
         """The empty prompt's conditioning (1 row), IFPipeline's negative."""
@@ -435,6 +497,7 @@ class DeepFloydIFFamily(ModelFamily):
     def img2img_pipeline(self, components: SDComponents, scheduler):
         from diffusers import IFImg2ImgPipeline
 
+        refuse_foreign_text_encoder(self, T5_ENCODER, "IFImg2ImgPipeline")
         return IFImg2ImgPipeline(tokenizer=components.tokenizer, text_encoder=components.text_encoder,
                                  unet=components.unet, scheduler=scheduler, safety_checker=None,
                                  feature_extractor=None, watermarker=None, requires_safety_checker=False)
@@ -454,7 +517,11 @@ def family_from_model_index(index: dict, model: str = "this model") -> ModelFami
     if name == StableDiffusionXLFamily.name:
         return StableDiffusionXLFamily(force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt",
                                                                                     True)))
-    return DeepFloydIFFamily() if name == DeepFloydIFFamily.name else SD
+    encoder = index_text_encoder(index)
+    encoder = encoder if encoder in TEXT_ENCODERS else None  # unlisted or unknown: the family's own
+    if name == DeepFloydIFFamily.name:
+        return DeepFloydIFFamily(encoder or T5_ENCODER)
+    return SD if encoder in (None, CLIP_ENCODER) else StableDiffusionFamily(encoder)
 
 
 def detect_family(path: str, model: str | None = None, **kwargs) -> ModelFamily:

@@ -23,11 +23,16 @@ from imagic_steps.digits.classifier import load_digit_classifier
 from imagic_steps.digits.data import demo_index, raw_digits, split_indices
 from imagic_steps.digits.report import SAMPLE
 from imagic_steps.digits.train import TrainConfig
+from imagic_steps.diffusion import encode_prompts
+from imagic_steps.embed import optimize_embedding
+from imagic_steps.errors import PlanError
 from imagic_steps.families import DeepFloydIFFamily, StableDiffusionFamily
+from imagic_steps.images import pil_to_tensor
 from imagic_steps.locations import COLOUR_DIGITS_LATENT_PRESET, COLOUR_DIGITS_PIXEL_PRESET, preset_folder
 from imagic_steps.model_loading import load_components
 from imagic_steps.plan import read_pairs_sheet
 from imagic_steps.preset_recipes import sd15_scheduler_config
+from imagic_steps.variants import EmbedParams
 
 PRESETS = {"latent": COLOUR_DIGITS_LATENT_PRESET, "pixel": COLOUR_DIGITS_PIXEL_PRESET}
 
@@ -196,6 +201,52 @@ def test_training_is_deterministic_from_its_seed_and_records_its_run(tmp_path, s
     assert (tmp_path / "a" / "losses_unet.png").exists()
     components = load_components(str(tmp_path / "a"))
     assert components.resolution == 32 and (components.vae is None) == (space == "pixel")
+
+
+def public_config(module) -> dict:
+    return {key: value for key, value in module.config.items() if not key.startswith("_")}
+
+
+# latent + T5: ~10 s (VAE too); pixel + CLIP: ~5 s
+@pytest.mark.parametrize("space, text_encoder", [pytest.param("latent", "t5", marks=pytest.mark.slow),
+                                                 ("pixel", "clip")])
+def test_a_swapped_text_encoder_is_the_other_models_and_loads_and_edits_through_the_spaces_family(
+        tmp_path, space, text_encoder):
+    """Issue 38's 2 x 2: the UNet of `space` on the other model's text encoder, bit for bit (weights, tokenizer
+    files, prompt encoding), loaded by the workflow's loader through the space's family; one Imagic stage-A step
+    runs through it; diffusers' baselines, which would encode prompts their own way, are refused."""
+    config = TrainConfig(vae_steps=2, unet_steps=2, vae_batch_size=4, unet_batch_size=4, warmup_steps=1)
+    record = train_colour_model(space, tmp_path / "model", config, progress=False, text_encoder=text_encoder)
+    assert record["text_encoder"] == text_encoder and record["space"] == space
+    donor = preset_folder(PRESETS["pixel" if text_encoder == "t5" else "latent"])
+    for part in ("tokenizer", "text_encoder"):
+        files = sorted(p.name for p in (donor / part).iterdir())
+        assert sorted(p.name for p in (tmp_path / "model" / part).iterdir()) == files
+        for name in files:
+            ours, theirs = tmp_path / "model" / part / name, donor / part / name
+            if name.endswith(".safetensors"):  # the same tensors (the files' metadata may differ)
+                a, b = load_tensors(ours), load_tensors(theirs)
+                assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+            elif name != "config.json":  # transformers writes its version into the config
+                assert ours.read_bytes() == theirs.read_bytes(), name
+
+    components = load_components(str(tmp_path / "model"))
+    same_space = load_components(PRESETS[space])
+    other = load_components(str(donor))
+    family = DeepFloydIFFamily if space == "pixel" else StableDiffusionFamily
+    assert type(components.family) is family and type(components.text_encoder) is type(other.text_encoder)
+    prompts = ["a red three", "a handwritten blue nine", ""]
+    assert torch.equal(encode_prompts(components, prompts), encode_prompts(other, prompts))
+    # the UNet differs from the shipped one of its space in its weights only (both read width-32 states)
+    assert public_config(components.unet) == public_config(same_space.unet)
+    assert components.unet.config.cross_attention_dim == encode_prompts(other, prompts).shape[-1] == 32
+
+    image = pil_to_tensor(demo_input(3, "red").resize((32, 32)))
+    result = optimize_embedding(components, image, "a blue three", EmbedParams(steps=1), progress=False)
+    assert len(result.losses) == 1 and torch.isfinite(torch.tensor(result.losses)).all()
+    assert not torch.equal(result.optimized.embeds, result.target.embeds)
+    with pytest.raises(PlanError, match="encoded unlike in training"):
+        components.family.img2img_pipeline(components, components.scheduler)
 
 
 def test_the_analysis_sheet_is_what_the_sheet_command_writes(tmp_path):
