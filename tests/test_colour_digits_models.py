@@ -8,10 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file as load_tensors
 
-from imagic_steps.colour_digits.data import COLOURS, demo_input, edit_input
+from imagic_steps.colour_digits.data import (COLOURS, EDIT_KINDS, demo_input, edit_input, is_held_out_combination,
+                                            parse_prompt)
 from imagic_steps.colour_digits.report import accuracy_by, caption_parts, text_to_image_scores
 from imagic_steps.colour_digits.scorer import colour_digit_evaluation_scores
-from imagic_steps.colour_digits.sheet import ANALYSIS_INPUTS, write_sheet
+from imagic_steps.colour_digits.sheet import (ANALYSIS_INPUTS, DRAWN_INPUTS, TUNING_INPUTS, draw_inputs,
+                                              write_drawn_sheets, write_sheet)
 from imagic_steps.colour_digits.train import (
     data_record,
     pixel_scheduler_config,
@@ -258,3 +260,33 @@ def test_the_analysis_sheet_is_what_the_sheet_command_writes(tmp_path):
                                                                          for p in pairs]
     for ours, theirs in zip(pairs, shipped):  # the committed images are the ones the command draws
         assert (tmp_path / "images" / ours.image.split("/")[-1]).read_bytes() == open(theirs.image, "rb").read()
+
+
+def test_the_drawn_sheets_are_paired_held_out_disjoint_and_what_the_sheet_command_writes(tmp_path):
+    """Issue 38: >= 12 pairs per edit kind from held-out images, deterministic from the seed, no held-out colour x
+    digit combination as input or target, and a tuning sheet on other images; the committed sheets and images are
+    what `python -m imagic_steps.colour_digits.sheet --draw` writes."""
+    rows, tuning = write_drawn_sheets(tmp_path / "large.tsv", tmp_path / "tuning.tsv", tmp_path / "images")
+    assert draw_inputs(DRAWN_INPUTS + TUNING_INPUTS) == draw_inputs(DRAWN_INPUTS + TUNING_INPUTS)
+    assert draw_inputs(DRAWN_INPUTS + TUNING_INPUTS, seed=1) != draw_inputs(DRAWN_INPUTS + TUNING_INPUTS)
+    inputs = draw_inputs(DRAWN_INPUTS + TUNING_INPUTS)
+    labels, held_out = raw_digits()[1], set(split_indices().held_out.tolist())
+    indices = [index for index, _, _ in inputs]
+    assert len(set(indices)) == len(indices) and set(indices) <= held_out  # distinct held-out images
+    assert all(labels[index] == digit and index != demo_index(digit) for index, digit, _ in inputs)
+    assert sorted({digit for _, digit, _ in inputs[:DRAWN_INPUTS]}) == list(range(10))
+    for sheet, count in ((tmp_path / "large.tsv", DRAWN_INPUTS), (tmp_path / "tuning.tsv", TUNING_INPUTS)):
+        pairs = read_pairs_sheet(sheet)
+        for kind in EDIT_KINDS:
+            assert sum(p.pair_id.endswith(f"_{kind}") for p in pairs) == count >= (12 if count == DRAWN_INPUTS else 4)
+        for pair in pairs:
+            for prompt in (pair.prompt, pair.source_prompt):
+                colour, digit = parse_prompt(prompt)
+                assert not is_held_out_combination(digit, colour), prompt
+    assert {r["image"] for r in rows}.isdisjoint(r["image"] for r in tuning)
+    for ours, name in ((tmp_path / "large.tsv", "large"), (tmp_path / "tuning.tsv", "tuning")):
+        shipped = read_pairs_sheet(f"config/colour_digits_pairs_{name}.tsv")
+        assert [(p.pair_id, p.prompt, p.source_prompt) for p in shipped] == [
+            (p.pair_id, p.prompt, p.source_prompt) for p in read_pairs_sheet(ours)]
+        for pair in shipped:  # the committed images are the ones the command draws
+            assert open(pair.image, "rb").read() == (tmp_path / "images" / pair.image.split("/")[-1]).read_bytes()
