@@ -33,9 +33,10 @@ The prompt encoding belongs to the text encoder, not the family (`TEXT_ENCODERS`
 may hold the other family's text encoder (model_index.json's `text_encoder` class, the family's
 `text_encoder_class`): the coloured-digits models that separate the space from the text encoder
 (`imagic_steps.colour_digits.train`, `--text-encoder`) are a latent UNet on T5 and a pixel UNet on CLIP. The stages
-encode through the family and so see the encoding the model was trained with; diffusers' img2img and LEDITS++
-pipelines encode prompts their own way (SD's: T5 without its attention mask; IF's: CLIP under one), so the baselines
-are refused on such a model rather than run on embeddings it never saw.
+encode through the family and so see the encoding the model was trained with. diffusers' pipelines encode prompts
+their own way (SD's: T5 without its attention mask; IF's: CLIP under one): SDEdit hands its img2img pipeline the
+family's embeddings instead (`img2img_prompt`), and LEDITS++, whose inversion encodes the source prompt inside the
+pipeline, is refused on such a model rather than run on embeddings it never saw.
 """
 
 from __future__ import annotations
@@ -256,13 +257,23 @@ TEXT_ENCODERS = {CLIP_ENCODER: TextEncoder("CLIPTokenizer", CLIP_ENCODER, clip_t
                  T5_ENCODER: TextEncoder("T5Tokenizer", T5_ENCODER, t5_token_states)}
 
 
+def pipeline_prompt(family: "ModelFamily", components: SDComponents, prompt: str, native: str) -> dict:
+    """A diffusers pipeline's prompt arguments: `prompt` itself when the family holds its `native` text encoder (the
+    pipeline encodes it as the family does), else the family's token states (1, 77, D) of it and of the negative
+    (`prompt_embeds`, `negative_prompt_embeds`), which the pipeline would encode its own way (module docstring)."""
+    if family.text_encoder_class == native:
+        return {"prompt": prompt}
+    target = family.encode(components, [prompt])
+    return {"prompt_embeds": target.embeds, "negative_prompt_embeds": family.unconditional(components, target).embeds}
+
+
 def refuse_foreign_text_encoder(family: "ModelFamily", native: str, pipeline: str) -> None:
     """PlanError when `family` holds another family's text encoder than its `native` one: diffusers' `pipeline`
     would encode prompts its own way, not as the model was trained (module docstring)."""
     if family.text_encoder_class != native:
         raise PlanError(f"diffusers' {pipeline} encodes prompts for a {native} and this '{family.name}' model has a "
                         f"{family.text_encoder_class}: its prompts would be encoded unlike in training; leave the "
-                        "sdedit and ledits baselines out for it")
+                        "ledits baseline out for it")
 
 
 @dataclass(frozen=True)
@@ -290,6 +301,10 @@ class ModelFamily:
     def img2img_kwargs(self) -> dict:
         """Extra arguments of the family's img2img pipeline call (SDEdit)."""
         return {}
+
+    def img2img_prompt(self, components: SDComponents, prompt: str) -> dict:
+        """The prompt arguments of the family's img2img pipeline call (SDEdit): the prompt, which it encodes."""
+        return {"prompt": prompt}
 
     def ledits_pipeline(self, components: SDComponents, scheduler):
         """diffusers' LEDITS++ pipeline of the family on the loaded components (no copy, no safety checker); the
@@ -360,11 +375,14 @@ class StableDiffusionFamily(LatentFamily):
     def img2img_pipeline(self, components: SDComponents, scheduler):
         from diffusers import StableDiffusionImg2ImgPipeline
 
-        refuse_foreign_text_encoder(self, CLIP_ENCODER, "StableDiffusionImg2ImgPipeline")
         return StableDiffusionImg2ImgPipeline(
             vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
             unet=components.unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
             requires_safety_checker=False)
+
+    def img2img_prompt(self, components: SDComponents, prompt: str) -> dict:
+        """The prompt for CLIP; a T5's embeddings of it and of the empty prompt (`pipeline_prompt`)."""
+        return pipeline_prompt(self, components, prompt, CLIP_ENCODER)
 
     def ledits_pipeline(self, components: SDComponents, scheduler):
         from diffusers import LEditsPPPipelineStableDiffusion
@@ -497,7 +515,6 @@ class DeepFloydIFFamily(ModelFamily):
     def img2img_pipeline(self, components: SDComponents, scheduler):
         from diffusers import IFImg2ImgPipeline
 
-        refuse_foreign_text_encoder(self, T5_ENCODER, "IFImg2ImgPipeline")
         return IFImg2ImgPipeline(tokenizer=components.tokenizer, text_encoder=components.text_encoder,
                                  unet=components.unet, scheduler=scheduler, safety_checker=None,
                                  feature_extractor=None, watermarker=None, requires_safety_checker=False)
@@ -505,6 +522,10 @@ class DeepFloydIFFamily(ModelFamily):
     def img2img_kwargs(self) -> dict:
         """IF's caption cleaning needs bs4 and ftfy and changes prompts beyond `encode`'s lower-casing: off."""
         return {"clean_caption": False}
+
+    def img2img_prompt(self, components: SDComponents, prompt: str) -> dict:
+        """The prompt for T5; a CLIP's embeddings of it and of the empty prompt (`pipeline_prompt`)."""
+        return pipeline_prompt(self, components, prompt, T5_ENCODER)
 
 
 SD = StableDiffusionFamily()

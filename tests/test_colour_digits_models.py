@@ -34,7 +34,8 @@ from imagic_steps.locations import COLOUR_DIGITS_LATENT_PRESET, COLOUR_DIGITS_PI
 from imagic_steps.model_loading import load_components
 from imagic_steps.plan import read_pairs_sheet
 from imagic_steps.preset_recipes import sd15_scheduler_config
-from imagic_steps.variants import EmbedParams
+from imagic_steps.sdedit import sdedit
+from imagic_steps.variants import EmbedParams, SdeditParams
 
 PRESETS = {"latent": COLOUR_DIGITS_LATENT_PRESET, "pixel": COLOUR_DIGITS_PIXEL_PRESET}
 
@@ -165,9 +166,6 @@ def test_evaluation_scores_measure_what_each_edit_kind_asks_and_must_keep():
 def test_sdedit_runs_on_the_pixel_model_through_diffusers_if_pipeline():
     """IFImg2ImgPipeline splits the UNet output in noise and variance halves and reads the scheduler config's
     variance_type, which a fixed-variance (SD-style) config lacks: both must work on colour-digits-pixel."""
-    from imagic_steps.sdedit import sdedit
-    from imagic_steps.variants import SdeditParams
-
     components = load_components(COLOUR_DIGITS_PIXEL_PRESET)
     images = sdedit(components, demo_input(3, "red").resize((32, 32)), "a blue three", 0.5, [0],
                     SdeditParams(steps=4))
@@ -216,7 +214,8 @@ def test_a_swapped_text_encoder_is_the_other_models_and_loads_and_edits_through_
         tmp_path, space, text_encoder):
     """Issue 38's 2 x 2: the UNet of `space` on the other model's text encoder, bit for bit (weights, tokenizer
     files, prompt encoding), loaded by the workflow's loader through the space's family; one Imagic stage-A step
-    runs through it; diffusers' baselines, which would encode prompts their own way, are refused."""
+    runs through it, and SDEdit with the family's embeddings; LEDITS++, which would encode prompts its own way, is
+    refused."""
     config = TrainConfig(vae_steps=2, unet_steps=2, vae_batch_size=4, unet_batch_size=4, warmup_steps=1)
     record = train_colour_model(space, tmp_path / "model", config, progress=False, text_encoder=text_encoder)
     assert record["text_encoder"] == text_encoder and record["space"] == space
@@ -247,8 +246,16 @@ def test_a_swapped_text_encoder_is_the_other_models_and_loads_and_edits_through_
     result = optimize_embedding(components, image, "a blue three", EmbedParams(steps=1), progress=False)
     assert len(result.losses) == 1 and torch.isfinite(torch.tensor(result.losses)).all()
     assert not torch.equal(result.optimized.embeds, result.target.embeds)
-    with pytest.raises(PlanError, match="encoded unlike in training"):
-        components.family.img2img_pipeline(components, components.scheduler)
+    # SDEdit: diffusers' img2img pipeline gets the family's embeddings, not the prompt to encode its own way
+    arguments = components.family.img2img_prompt(components, "a blue three")
+    assert "prompt" not in arguments and torch.equal(arguments["prompt_embeds"],
+                                                     encode_prompts(components, ["a blue three"]))
+    assert torch.equal(arguments["negative_prompt_embeds"], encode_prompts(components, [""]))
+    images = sdedit(components, demo_input(3, "red").resize((32, 32)), "a blue three", 0.5, [0], SdeditParams(steps=2))
+    assert len(images) == 1 and images[0].size == (32, 32)
+    if space == "latent":  # LEDITS++ encodes inside its inversion: refused (IF has no LEDITS++ pipeline at all)
+        with pytest.raises(PlanError, match="encoded unlike in training"):
+            components.family.ledits_pipeline(components, components.scheduler)
 
 
 def test_the_analysis_sheet_is_what_the_sheet_command_writes(tmp_path):
