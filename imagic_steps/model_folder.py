@@ -64,6 +64,16 @@ def family_name(index: dict, model: str = "this model") -> str:
     return "sd"
 
 
+# each family's own text encoder; a folder may hold the other family's (the coloured-digits 2 x 2)
+FAMILY_TEXT_ENCODERS = {"sd": CLIP_ENCODER, "sdxl": CLIP_ENCODER, "if": T5_ENCODER}
+
+
+def holds_own_text_encoder(index: dict, model: str = "this model") -> bool:
+    """Whether a folder's text encoder is its family's own (`FAMILY_TEXT_ENCODERS`); an unlisted one is taken to be."""
+    encoder = index_text_encoder(index)
+    return encoder is None or encoder == FAMILY_TEXT_ENCODERS[family_name(index, model)]
+
+
 def index_text_encoder(index: dict) -> str | None:
     """The text encoder's class name a model_index.json lists (`CLIPTextModel`, `T5EncoderModel`), else None."""
     return (index.get("text_encoder") or [None, None])[-1]

@@ -16,6 +16,7 @@ from imagic_steps.families import (SD, TEXT_ENCODERS, DeepFloydIFFamily, SDXLCon
 from imagic_steps.finetune import finetune_unet
 from imagic_steps.finetune_artefact import trainable_state
 from imagic_steps.locations import TINY_IF_PRESET, TINY_SDXL_PRESET, is_random_preset, preset_folder
+from imagic_steps.model_folder import holds_own_text_encoder
 from imagic_steps.sample import sample_alphas
 from imagic_steps.variants import EmbedParams, FinetuneParams, SampleParams
 
@@ -135,6 +136,11 @@ def test_the_pipeline_class_picks_the_family_and_the_text_encoder_class_its_prom
     assert family_from_model_index({"_class_name": "IFPipeline", "text_encoder": t5}) == DeepFloydIFFamily()
     assert TEXT_ENCODERS[sd_t5.text_encoder_class] is TEXT_ENCODERS[DeepFloydIFFamily().text_encoder_class]
     assert TEXT_ENCODERS[if_clip.text_encoder_class] is TEXT_ENCODERS[SD.text_encoder_class]
+    # what planning reads (LEDITS++ needs the family's own text encoder): unlisted counts as the family's own
+    assert not holds_own_text_encoder({"_class_name": "StableDiffusionPipeline", "text_encoder": t5})
+    assert not holds_own_text_encoder({"_class_name": "IFPipeline", "text_encoder": clip})
+    assert holds_own_text_encoder({"_class_name": "IFPipeline", "text_encoder": t5})
+    assert holds_own_text_encoder({"_class_name": "StableDiffusionPipeline"})
 
 
 def test_if_conditioning_follows_diffusers_encode_prompt(deepfloyd):
