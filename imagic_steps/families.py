@@ -50,8 +50,8 @@ from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 import torch
 
 from .errors import PlanError
-from .model_folder import (CLIP_ENCODER, LEDITS_FAMILIES, T5_ENCODER, family_name, read_model_index,
-                           index_text_encoder)
+from .model_folder import (CLIP_ENCODER, LEDITS_FAMILIES, T5_ENCODER, family_name, index_text_encoder,
+                           read_model_index)
 
 if TYPE_CHECKING:  # the hooks only need the components at call time: no diffusers / transformers at import
     from .components import SDComponents
@@ -354,7 +354,7 @@ class LatentFamily(ModelFamily):
 
 @dataclass(frozen=True)
 class StableDiffusionFamily(LatentFamily):
-    """SD 1.x / 2.x: one CLIP text encoder's last hidden states (B, 77, D)."""
+    """SD 1.x / 2.x: one CLIP text encoder's last hidden states (B, 77, D) (or a T5's: `text_encoder_class`)."""
 
     text_encoder_class: str = CLIP_ENCODER  # a key of TEXT_ENCODERS: CLIP, or T5 for a latent model on T5
 
@@ -474,7 +474,8 @@ class StableDiffusionXLFamily(LatentFamily):
 
 @dataclass(frozen=True)
 class DeepFloydIFFamily(ModelFamily):
-    """DeepFloyd IF stage I: a pixel-space UNet (64 px) conditioned on T5 encoder states; no VAE."""
+    """DeepFloyd IF stage I: a pixel-space UNet (64 px) conditioned on T5 encoder states (or a CLIP's:
+    `text_encoder_class`); no VAE."""
 
     text_encoder_class: str = T5_ENCODER  # a key of TEXT_ENCODERS: T5, or CLIP for a pixel model on CLIP
 
