@@ -11,9 +11,9 @@ import pandas as pd
 from .figures import (SWEEP_METRICS, ReferenceBand, best_edits_montage, plot_best_settings, plot_sweep,
                       plot_tradeoff)
 from .io import atomic_path, write_text
-from .stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, DISTANCE_METRIC, METRICS, SETTING_COLUMNS,
-                    TEXT_METRIC, blank_missing, markdown_table, pick_best_alpha, summarise, summarise_best,
-                    sweep_means, with_setting_columns)
+from .stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, DISTANCE_METRIC, METRICS, MODEL,
+                    SETTING_COLUMNS, TEXT_METRIC, blank_missing, markdown_table, paired_model_differences,
+                    pick_best_alpha, summarise, summarise_best, sweep_means, with_setting_columns)
 
 SUMMARY_KEYS = ("method", "variant", *SETTING_COLUMNS)
 PRESERVED_METRIC = "preserved"  # the coloured-digits scorer's 100 * P(the attribute the edit must keep)
@@ -71,6 +71,21 @@ def best_summary_markdown(summary: pd.DataFrame, text_min: float, scorer_note: s
             f"(tables/best_alpha.csv: the lowest seed-mean distance among the editing settings). {INTERVAL_NOTE} "
             f"Scorer: {scorer_note}.\n\n"
             + markdown_table(summary) + "\n")
+
+
+def model_differences_markdown(differences: pd.DataFrame, text_min: float, scorer_note: str) -> str:
+    if differences.empty:
+        return "Fewer than two models (or no method and variant two models share): no model differences.\n"
+    return ("One row per model_a - model_b (every two models, in config order) and "
+            f"{' / '.join(differences.columns[2:list(differences.columns).index('n_pairs')])}, over the pairs both "
+            "models have (n_pairs; the models edit the same inputs, so each pair is a paired comparison). "
+            f"edited_diff: each pair's edited (some setting reaches seed-mean text_alignment >= {text_min:g}: 1, else "
+            "0) of model A minus model B; fidelity_diff: each pair's (1 - distance) of A minus B, each at its most "
+            "faithful editing setting (tables/best_alpha.csv), over the n_both_edited pairs both models edit. "
+            f"Means over pairs; [lo, hi] is a {CONFIDENCE:.0%} percentile bootstrap interval that resamples pairs "
+            f"with replacement, a pair's two models together ({BOOTSTRAP_RESAMPLES} resamples, seed "
+            f"{BOOTSTRAP_SEED}); with a single pair there is no interval (n/a). Scorer: {scorer_note}.\n\n"
+            + markdown_table(differences) + "\n")
 
 
 # Scorer names as imagic_steps.score.ScorerSpec.name and imagic_steps.digits.classifier.SCORER_NAME write them (not
@@ -149,6 +164,7 @@ def write_evaluation(
     sweeps: dict[str, dict],
     out: dict[str, str],
     facets: Sequence[str] = (),
+    models: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Everything downstream of the scores; `out` names the files (see workflow/rules/evaluate.smk).
 
@@ -158,6 +174,9 @@ def write_evaluation(
 
     `text_min` (config best_alpha.text_min) is the seed-mean text_alignment an alpha (or a baseline's setting) must
     reach to count as an edit; `pick_best_alpha` explains the choice among those.
+
+    `models` (the model labels in config order): with two or more, `tables/model_differences.csv` compares every two
+    of them pair by pair (`paired_model_differences`); with fewer it holds the header only.
     """
     table = score_table(sample_rows, score_csvs)
     facets = list(facets)
@@ -183,6 +202,11 @@ def write_evaluation(
     with atomic_path(out["best_summary_csv"]) as tmp:
         best_summary.to_csv(tmp, index=False)
     write_text(out["best_summary_md"], best_summary_markdown(best_summary, text_min, note))
+    pair_facets = [facet for facet in facets if facet != MODEL]
+    differences = paired_model_differences(best, models, by=(*pair_facets, "method", "variant"))
+    with atomic_path(out["model_differences_csv"]) as tmp:
+        differences.to_csv(tmp, index=False)
+    write_text(out["model_differences_md"], model_differences_markdown(differences, text_min, note))
     plot_best_settings(best_summary, out["best_settings"], **options)
     best_edits_montage(best, main, images, seed=int(main["seed"].min()),
                        keys=varying_within_pairs(main, facets)).save(out["best_edits"])

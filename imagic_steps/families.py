@@ -27,6 +27,16 @@ stripped): the T5 encoder's last hidden states (B, 77, 4096 for T5-v1.1-XXL) und
 the negative is the empty prompt encoded. Only stage I (64 px) is edited, as Imagic edited Imagen's base model;
 its super-resolution stages are applied to the result unchanged (`imagic_steps.upscale`), so a stage II folder
 (`IFSuperResolutionPipeline`) is refused as a model to edit.
+
+The prompt encoding belongs to the text encoder, not the family (`TEXT_ENCODERS`): CLIP's is Stable Diffusion's
+(padded to 77 tokens, no attention mask), T5's IF's (lower-cased, under the attention mask). An SD or IF folder
+may hold the other family's text encoder (model_index.json's `text_encoder` class, the family's
+`text_encoder_class`): the coloured-digits models that separate the space from the text encoder
+(`imagic_steps.colour_digits.train`, `--text-encoder`) are a latent UNet on T5 and a pixel UNet on CLIP. The stages
+encode through the family and so see the encoding the model was trained with. diffusers' pipelines encode prompts
+their own way (SD's: T5 without its attention mask; IF's: CLIP under one): SDEdit hands its img2img pipeline the
+family's embeddings instead (`img2img_prompt`), and LEDITS++, whose inversion encodes the source prompt inside the
+pipeline, is refused on such a model rather than run on embeddings it never saw.
 """
 
 from __future__ import annotations
@@ -35,12 +45,13 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Sequence
+from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 
 import torch
 
 from .errors import PlanError
-from .model_folder import LEDITS_FAMILIES, family_name, read_model_index
+from .model_folder import (CLIP_ENCODER, LEDITS_FAMILIES, T5_ENCODER, family_name, index_text_encoder,
+                           read_model_index)
 
 if TYPE_CHECKING:  # the hooks only need the components at call time: no diffusers / transformers at import
     from .components import SDComponents
@@ -202,6 +213,69 @@ def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
                      return_tensors="pt").input_ids
 
 
+T5_CONTEXT_TOKENS = 77  # IFPipeline.encode_prompt's max_length: IF's T5 was trained on 77 tokens
+
+
+@torch.no_grad()
+def clip_token_states(components: SDComponents, prompts: list[str]) -> torch.Tensor:
+    """Stable Diffusion's prompt encoding: CLIP's last hidden states (B, 77, D) fp32, no attention mask."""
+    ids = tokenize(components.tokenizer, prompts).to(components.device)
+    return components.text_encoder(ids)[0].float()
+
+
+@torch.no_grad()
+def t5_token_states(components: SDComponents, prompts: list[str]) -> torch.Tensor:
+    """IFPipeline's prompt encoding: T5's last hidden states (B, 77, D) fp32 of the prompts lower-cased and stripped,
+    under their attention mask."""
+    tokens = components.tokenizer([p.lower().strip() for p in prompts], padding="max_length",
+                                  max_length=T5_CONTEXT_TOKENS, truncation=True, add_special_tokens=True,
+                                  return_tensors="pt").to(components.device)
+    return components.text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask)[0].float()
+
+
+@dataclass(frozen=True)
+class TextEncoder:
+    """A text encoder an SD or IF folder may hold: its transformers tokenizer and encoder classes, and how prompts
+    become token states (B, 77, D) with it."""
+
+    tokenizer_class: str
+    encoder_class: str
+    token_states: Callable[[SDComponents, list[str]], torch.Tensor]
+
+    def load(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
+        """The tokenizer and text encoder of a diffusers folder or hub id (SDComponents field -> module)."""
+        import transformers
+
+        return {"tokenizer": getattr(transformers, self.tokenizer_class).from_pretrained(
+                    path, subfolder="tokenizer", **kwargs),
+                "text_encoder": getattr(transformers, self.encoder_class).from_pretrained(
+                    path, subfolder="text_encoder", torch_dtype=torch_dtype, **kwargs)}
+
+
+# model_index.json's text encoder class -> the text encoder (CLIP_ENCODER: SD's, T5_ENCODER: IF's)
+TEXT_ENCODERS = {CLIP_ENCODER: TextEncoder("CLIPTokenizer", CLIP_ENCODER, clip_token_states),
+                 T5_ENCODER: TextEncoder("T5Tokenizer", T5_ENCODER, t5_token_states)}
+
+
+def pipeline_prompt(family: "ModelFamily", components: SDComponents, prompt: str, native: str) -> dict:
+    """A diffusers pipeline's prompt arguments: `prompt` itself when the family holds its `native` text encoder (the
+    pipeline encodes it as the family does), else the family's token states (1, 77, D) of it and of the negative
+    (`prompt_embeds`, `negative_prompt_embeds`), which the pipeline would encode its own way (module docstring)."""
+    if family.text_encoder_class == native:
+        return {"prompt": prompt}
+    target = family.encode(components, [prompt])
+    return {"prompt_embeds": target.embeds, "negative_prompt_embeds": family.unconditional(components, target).embeds}
+
+
+def refuse_foreign_text_encoder(family: "ModelFamily", native: str, pipeline: str) -> None:
+    """PlanError when `family` holds another family's text encoder than its `native` one: diffusers' `pipeline`
+    would encode prompts its own way, not as the model was trained (module docstring)."""
+    if family.text_encoder_class != native:
+        raise PlanError(f"diffusers' {pipeline} encodes prompts for a {native} and this '{family.name}' model has a "
+                        f"{family.text_encoder_class}: its prompts would be encoded unlike in training; leave the "
+                        "ledits baseline out for it")
+
+
 @dataclass(frozen=True)
 class ModelFamily:
     """The hooks every family has; see the module docstring."""
@@ -227,6 +301,10 @@ class ModelFamily:
     def img2img_kwargs(self) -> dict:
         """Extra arguments of the family's img2img pipeline call (SDEdit)."""
         return {}
+
+    def img2img_prompt(self, components: SDComponents, prompt: str) -> dict:
+        """The prompt arguments of the family's img2img pipeline call (SDEdit): the prompt, which it encodes."""
+        return {"prompt": prompt}
 
     def ledits_pipeline(self, components: SDComponents, scheduler):
         """diffusers' LEDITS++ pipeline of the family on the loaded components (no copy, no safety checker); the
@@ -276,15 +354,19 @@ class LatentFamily(ModelFamily):
 
 @dataclass(frozen=True)
 class StableDiffusionFamily(LatentFamily):
-    """SD 1.x / 2.x: one CLIP text encoder's last hidden states (B, 77, D)."""
+    """SD 1.x / 2.x: one CLIP text encoder's last hidden states (B, 77, D) (or a T5's: `text_encoder_class`)."""
+
+    text_encoder_class: str = CLIP_ENCODER  # a key of TEXT_ENCODERS: CLIP, or T5 for a latent model on T5
 
     name: ClassVar[str] = "sd"
 
-    @torch.no_grad()
+    def load_text(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
+        return TEXT_ENCODERS[self.text_encoder_class].load(path, torch_dtype, **kwargs)
+
     def encode(self, components: SDComponents, prompts: list[str], size: tuple[int, int] | None = None
                ) -> TokenConditioning:
-        ids = tokenize(components.tokenizer, prompts).to(components.device)
-        return TokenConditioning(components.text_encoder(ids)[0].float())
+        """The text encoder's token states (B, 77, D) (`TEXT_ENCODERS`)."""
+        return TokenConditioning(TEXT_ENCODERS[self.text_encoder_class].token_states(components, prompts))
 
     def unconditional(self, components: SDComponents, like: Conditioning) -> TokenConditioning:
         """The empty prompt's conditioning (1 row)."""
@@ -298,9 +380,14 @@ class StableDiffusionFamily(LatentFamily):
             unet=components.unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
             requires_safety_checker=False)
 
+    def img2img_prompt(self, components: SDComponents, prompt: str) -> dict:
+        """The prompt for CLIP; a T5's embeddings of it and of the empty prompt (`pipeline_prompt`)."""
+        return pipeline_prompt(self, components, prompt, CLIP_ENCODER)
+
     def ledits_pipeline(self, components: SDComponents, scheduler):
         from diffusers import LEditsPPPipelineStableDiffusion
 
+        refuse_foreign_text_encoder(self, CLIP_ENCODER, "LEditsPPPipelineStableDiffusion")
         return LEditsPPPipelineStableDiffusion(
             vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
             unet=components.unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
@@ -387,17 +474,16 @@ class StableDiffusionXLFamily(LatentFamily):
 
 @dataclass(frozen=True)
 class DeepFloydIFFamily(ModelFamily):
-    """DeepFloyd IF stage I: a pixel-space UNet (64 px) conditioned on T5 encoder states; no VAE."""
+    """DeepFloyd IF stage I: a pixel-space UNet (64 px) conditioned on T5 encoder states (or a CLIP's:
+    `text_encoder_class`); no VAE."""
+
+    text_encoder_class: str = T5_ENCODER  # a key of TEXT_ENCODERS: T5, or CLIP for a pixel model on CLIP
 
     name: ClassVar[str] = "if"
-    CONTEXT_TOKENS: ClassVar[int] = 77  # IFPipeline.encode_prompt's max_length: IF's T5 was trained on 77 tokens
+    CONTEXT_TOKENS: ClassVar[int] = T5_CONTEXT_TOKENS
 
     def load_text(self, path: str, torch_dtype: torch.dtype, **kwargs) -> dict:
-        from transformers import T5EncoderModel, T5Tokenizer
-
-        return {"tokenizer": T5Tokenizer.from_pretrained(path, subfolder="tokenizer", **kwargs),
-                "text_encoder": T5EncoderModel.from_pretrained(path, subfolder="text_encoder",
-                                                               torch_dtype=torch_dtype, **kwargs)}
+        return TEXT_ENCODERS[self.text_encoder_class].load(path, torch_dtype, **kwargs)
 
     def load_vae(self, path: str, torch_dtype: torch.dtype, **kwargs) -> None:
         return None
@@ -418,15 +504,10 @@ class DeepFloydIFFamily(ModelFamily):
     def from_unet_space(self, components: SDComponents, images: torch.Tensor) -> torch.Tensor:
         return images.float().clamp(-1, 1)
 
-    @torch.no_grad()
     def encode(self, components: SDComponents, prompts: list[str], size: tuple[int, int] | None = None
                ) -> TokenConditioning:
-        """T5's last hidden states (B, 77, D) of the prompts lower-cased and stripped, under their attention mask."""
-        tokens = components.tokenizer([p.lower().strip() for p in prompts], padding="max_length",
-                                      max_length=self.CONTEXT_TOKENS, truncation=True, add_special_tokens=True,
-                                      return_tensors="pt").to(components.device)
-        hidden = components.text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask)[0]
-        return TokenConditioning(hidden.float())
+        """The text encoder's token states (B, 77, D) (`TEXT_ENCODERS`; IF's T5: IFPipeline's encoding)."""
+        return TokenConditioning(TEXT_ENCODERS[self.text_encoder_class].token_states(components, prompts))
 
     def unconditional(self, components: SDComponents, like: Conditioning) -> TokenConditioning:
         """The empty prompt's conditioning (1 row), IFPipeline's negative."""
@@ -443,6 +524,10 @@ class DeepFloydIFFamily(ModelFamily):
         """IF's caption cleaning needs bs4 and ftfy and changes prompts beyond `encode`'s lower-casing: off."""
         return {"clean_caption": False}
 
+    def img2img_prompt(self, components: SDComponents, prompt: str) -> dict:
+        """The prompt for T5; a CLIP's embeddings of it and of the empty prompt (`pipeline_prompt`)."""
+        return pipeline_prompt(self, components, prompt, T5_ENCODER)
+
 
 SD = StableDiffusionFamily()
 
@@ -454,7 +539,11 @@ def family_from_model_index(index: dict, model: str = "this model") -> ModelFami
     if name == StableDiffusionXLFamily.name:
         return StableDiffusionXLFamily(force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt",
                                                                                     True)))
-    return DeepFloydIFFamily() if name == DeepFloydIFFamily.name else SD
+    encoder = index_text_encoder(index)
+    encoder = encoder if encoder in TEXT_ENCODERS else None  # unlisted or unknown: the family's own
+    if name == DeepFloydIFFamily.name:
+        return DeepFloydIFFamily(encoder or T5_ENCODER)
+    return SD if encoder in (None, CLIP_ENCODER) else StableDiffusionFamily(encoder)
 
 
 def detect_family(path: str, model: str | None = None, **kwargs) -> ModelFamily:

@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .locations import MODEL_PRESETS
-from .model_folder import (component_weight_files, family_name, local_model_folder, read_model_index,
-                           required_components, safetensors_shapes)
+from .model_folder import (component_weight_files, family_name, holds_own_text_encoder, local_model_folder,
+                           read_model_index, required_components, safetensors_shapes)
 from .variants import (LEDITS_PIPELINE_INVERSION_STEPS, LORA_TARGET_MODULES, BaselineParams, FinetuneParams,
                        LeditsParams)
 
@@ -491,6 +491,14 @@ def planning_model_size(model: str, revision: str | None = None) -> tuple[ModelS
     return ARCHITECTURE_SIZES[preset.architecture], (
         f"preset '{model}' is not built yet (its first job builds it), so job memory resources assume its "
         f"architecture's published size ({preset.architecture}), which it is built with")
+
+
+def known_own_text_encoder(model: str, revision: str | None = None) -> bool:
+    """Whether a model reference holds its family's own text encoder (`model_folder.holds_own_text_encoder`), as far
+    as its model_index.json on this machine tells; True without one (every preset and known hub model does)."""
+    folder = local_model_folder(model, revision)
+    index = read_model_index(folder) if folder is not None else {}
+    return not index or holds_own_text_encoder(index, model)
 
 
 def known_family_name(model: str, revision: str | None = None) -> str | None:

@@ -19,6 +19,10 @@ FAMILY_NAMES = ("sd", "sdxl", "if")  # imagic_steps.families' `name`s
 SD_PIPELINE = "StableDiffusionPipeline"
 SDXL_PIPELINE = "StableDiffusionXLPipeline"
 IF_PIPELINE = "IFPipeline"
+# The text encoders a Stable Diffusion or IF stage I folder may hold (`families.TEXT_ENCODERS`): each family's own
+# (SD: CLIP, IF: T5) or the other's, as the coloured-digits models that swap them (colour_digits/train.py).
+CLIP_ENCODER = "CLIPTextModel"
+T5_ENCODER = "T5EncoderModel"
 # IF stage II (and its img2img / inpainting versions): T5-conditioned like stage I, but its UNet upscales a 64 px
 # image (6 input channels: the noisy output and the upscaled input). Never edited; `imagic_steps.upscale` runs it.
 SUPER_RESOLUTION_PIPELINE = "IFSuperResolutionPipeline"
@@ -43,9 +47,11 @@ def listed(entry) -> bool:
 
 
 def family_name(index: dict, model: str = "this model") -> str:
-    """`sdxl` (its pipeline class or a `text_encoder_2`), `if` (its pipeline class or a T5 text encoder) or `sd`
-    (anything else, a missing index included: loading then says what is missing). An IF super-resolution stage is
-    no model to edit: PlanError naming `model`."""
+    """`sdxl` (its pipeline class or a `text_encoder_2`), `if` (its pipeline class, or a T5 text encoder in a folder
+    that names no Stable Diffusion pipeline) or `sd` (anything else, a missing index included: loading then says
+    what is missing). The pipeline class wins over the text encoder's: a StableDiffusionPipeline folder with a T5
+    encoder is a latent model conditioned on T5 (`text_encoder_class`). An IF super-resolution stage is no model to
+    edit: PlanError naming `model`."""
     pipeline = index.get("_class_name")
     if pipeline in SUPER_RESOLUTION_PIPELINES:
         raise PlanError(f"model '{model}' is a DeepFloyd IF super-resolution stage ({pipeline}), not a model to "
@@ -53,9 +59,24 @@ def family_name(index: dict, model: str = "this model") -> str:
                         "to `edit --upscale`")
     if pipeline == SDXL_PIPELINE or listed(index.get("text_encoder_2")):
         return "sdxl"
-    if pipeline == IF_PIPELINE or (index.get("text_encoder") or [None, None])[-1] == "T5EncoderModel":
+    if pipeline == IF_PIPELINE or (pipeline != SD_PIPELINE and index_text_encoder(index) == T5_ENCODER):
         return "if"
     return "sd"
+
+
+# each family's own text encoder; a folder may hold the other family's (the coloured-digits 2 x 2)
+FAMILY_TEXT_ENCODERS = {"sd": CLIP_ENCODER, "sdxl": CLIP_ENCODER, "if": T5_ENCODER}
+
+
+def holds_own_text_encoder(index: dict, model: str = "this model") -> bool:
+    """Whether a folder's text encoder is its family's own (`FAMILY_TEXT_ENCODERS`); an unlisted one is taken to be."""
+    encoder = index_text_encoder(index)
+    return encoder is None or encoder == FAMILY_TEXT_ENCODERS[family_name(index, model)]
+
+
+def index_text_encoder(index: dict) -> str | None:
+    """The text encoder's class name a model_index.json lists (`CLIPTextModel`, `T5EncoderModel`), else None."""
+    return (index.get("text_encoder") or [None, None])[-1]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import PlanError
-from .model_folder import FAMILY_NAMES, LEDITS_FAMILIES
+from .model_folder import FAMILY_NAMES, FAMILY_TEXT_ENCODERS, LEDITS_FAMILIES
 from .variants import (DdimInversionParams, LeditsParams, SdeditParams, Variant, deep_merge,
                        resolve_variant)
 
@@ -410,8 +410,10 @@ class BaselineMethod:
     """A tuning-free baseline: its config block and results folder (`name`), the edit setting its grid varies (a
     sample-table column, e.g. `strength`; the block's `grid_key` lists the values), its parameters class, whether it
     draws noise (a stochastic one runs every seed; a deterministic one only the first, which its rows record), the
-    model families it supports, and whether it needs the pair's source prompt (the empty prompt when a pair has
-    none, as TEdBench's)."""
+    model families it supports, whether it needs the family's own text encoder (`own_text_encoder`: its diffusers
+    pipeline encodes prompts itself, which on another family's text encoder is not the model's encoding;
+    `imagic_steps.families`) and whether it needs the pair's source prompt (the empty prompt when a pair has none,
+    as TEdBench's)."""
 
     name: str
     setting: str
@@ -420,12 +422,13 @@ class BaselineMethod:
     stochastic: bool
     families: tuple[str, ...] = FAMILY_NAMES
     uses_source_prompt: bool = False
+    own_text_encoder: bool = False
 
 
 BASELINES: dict[str, BaselineMethod] = {method.name: method for method in (
     BaselineMethod("sdedit", "strength", "strengths", SdeditParams, stochastic=True),
     BaselineMethod("ledits", "edit_guidance", "edit_guidances", LeditsParams, stochastic=True,
-                   families=LEDITS_FAMILIES, uses_source_prompt=True),
+                   families=LEDITS_FAMILIES, uses_source_prompt=True, own_text_encoder=True),
     BaselineMethod("ddim_inversion", "target_guidance", "target_guidances", DdimInversionParams, stochastic=False,
                    uses_source_prompt=True),
 )}
@@ -448,20 +451,24 @@ class BaselineRun:
 
 def plan_baselines(model: dict[str, Any], pairs: Sequence[Pair], config: dict[str, Any], seeds: Sequence[int],
                    resolution: int | None = None, family: str | None = None, label: str = "",
-                   skip_unsupported: bool = False) -> list[BaselineRun]:
+                   skip_unsupported: bool = False, own_text_encoder: bool = True) -> list[BaselineRun]:
     """One BaselineRun per pair and baseline whose block (`sdedit:`, `ledits:`, `ddim_inversion:`) the config has,
     on `model` (named `label` in tables). Each is keyed by what it consumes: the model, image, prompt (and source
     prompt where the method uses one), resolution and its parameters, not its grid (one file per setting).
     `family` (sd, sdxl, if; None: not known before loading) refuses a baseline the family has no pipeline for, or
-    leaves it out with `skip_unsupported` (a run of several models, where another may support it)."""
+    leaves it out with `skip_unsupported` (a run of several models, where another may support it); so does a model
+    without its family's own text encoder (`own_text_encoder` False) a baseline that needs it."""
     runs = []
     for method in BASELINES.values():
         block = config.get(method.name)
-        if not block or (skip_unsupported and not supports(method, family)):
+        if not block or (skip_unsupported and not supports(method, family, own_text_encoder)):
             continue
         if not supports(method, family):
             raise PlanError(f"config ({method.name}): not supported for the {family} family of model "
                             f"'{model.get('id')}' (only {', '.join(method.families)}); remove the block")
+        if not supports(method, family, own_text_encoder):
+            raise PlanError(f"config ({method.name}): not supported for model '{model.get('id')}' "
+                            f"({unsupported_reason(method, family)}); remove the block")
         checked = method.params(**{k: v for k, v in block.items() if k != method.grid_key})
         checked.check_grid(block[method.grid_key])
         params = asdict(checked)
@@ -476,9 +483,18 @@ def plan_baselines(model: dict[str, Any], pairs: Sequence[Pair], config: dict[st
     return runs
 
 
-def supports(method: BaselineMethod, family: str | None) -> bool:
-    """Whether `method` has a pipeline for `family` (None: not known before loading, assumed so)."""
-    return family is None or family in method.families
+def supports(method: BaselineMethod, family: str | None, own_text_encoder: bool = True) -> bool:
+    """Whether `method` has a pipeline for `family` (None: not known before loading, assumed so) and, if it needs
+    the family's own text encoder, the model holds it."""
+    return (family is None or family in method.families) and (own_text_encoder or not method.own_text_encoder)
+
+
+def unsupported_reason(method: BaselineMethod, family: str | None) -> str:
+    """Why `method` does not run on a model of `family` that `supports` refuses, in a few words."""
+    if family is not None and family not in method.families:
+        return f"{family} family: only {', '.join(method.families)}"
+    return (f"its text encoder is not the {family} family's {FAMILY_TEXT_ENCODERS.get(family, 'own')}, and the "
+            f"{method.name} pipeline encodes prompts itself")
 
 
 def plan_record(config: dict[str, Any], models: dict[str, dict[str, Any]], scorer: dict[str, Any],

@@ -42,9 +42,10 @@ def sdedit(components: SDComponents, image: Image.Image, prompt: str, strength: 
     images = []
     for seed in seeds:
         with kept_weights(*components.frozen_modules()):
-            images.append(pipeline(prompt=prompt, image=image, strength=strength, num_inference_steps=params.steps,
+            images.append(pipeline(image=image, strength=strength, num_inference_steps=params.steps,
                                    guidance_scale=params.guidance_scale, generator=torch.Generator().manual_seed(seed),
-                                   output_type="pil", **components.family.img2img_kwargs()).images[0])
+                                   output_type="pil", **components.family.img2img_prompt(components, prompt),
+                                   **components.family.img2img_kwargs()).images[0])
     return images
 
 

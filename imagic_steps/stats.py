@@ -17,6 +17,7 @@ the range of the pair means, hence inside the metric's own range (e.g. [0, 100] 
 
 from __future__ import annotations
 
+from itertools import combinations
 from typing import Sequence
 
 import numpy as np
@@ -229,6 +230,67 @@ def summarise_best(
         rows.append(row)
     columns = [*by, "n_pairs", "n_edited",
                *(f"{m}_{stat}" for m in ("edited_percent", *metrics) for stat in ("mean", "lo", "hi")), "scorer"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+MODEL = "model"  # the model label column of a several-model run's tables
+
+
+def paired_model_differences(
+    best: pd.DataFrame,
+    models: Sequence[str],
+    by: Sequence[str] = ("method", "variant"),
+    distance: str = DISTANCE_METRIC,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> pd.DataFrame:
+    """Model A - model B at each pair's most faithful editing setting, paired by pair, for every two of `models`.
+
+    `best` is `pick_best_alpha`'s table with a MODEL column (one row per pair, model and group `by`: method,
+    variant and the facets fixed by the pair, such as edit_kind); the models edited the same pairs, so each pair
+    gives one difference per model pair (a paired comparison). Per (A, B, group) over the pairs both models have:
+      * edited: edited_A - edited_B per pair (1 / 0 each, so in {-1, 0, 1});
+      * fidelity: (1 - distance_A) - (1 - distance_B) per pair, at each model's own best setting, over the pairs
+        both models edit (the others have no best setting to measure).
+    Each mean comes with a 95 % percentile bootstrap interval that resamples pairs with replacement, keeping a
+    pair's two models together (`bootstrap_mean_interval` of the per-pair differences): it is inside the range of
+    the differences, so inside [-1, 1] for [0, 1] metrics, and NaN with fewer than two pairs. A (method, variant)
+    one of the two models lacks (LEDITS++ on a pixel model) has no row.
+
+    Args:
+        models: the model labels in config order; A comes before B (A - B for every `combinations(models, 2)`).
+
+    Returns:
+        One row per (model_a, model_b, *by), in that order, with n_pairs (pairs both models have), n_both_edited,
+        edited_diff_mean / _lo / _hi, fidelity_diff_mean / _lo / _hi and scorer.
+
+    Raises:
+        ValueError: a pair has two rows for one model and group, or the two models' rows have different scorers.
+    """
+    by = list(by)
+    if len(models) > 1:  # a one-model run's table has no MODEL column, and nothing to compare
+        require_columns(best, [UNIT, MODEL, *by, "edited", distance, "scorer"])
+    rows = []
+    for model_a, model_b in combinations(models, 2):
+        both = best[best[MODEL] == model_a].merge(best[best[MODEL] == model_b], on=[UNIT, *by], suffixes=("_a", "_b"),
+                                                  validate="one_to_one")
+        for key, group in both.groupby(by, sort=True, dropna=False):
+            key = key if isinstance(key, tuple) else (key,)
+            scorers = set(group["scorer_a"]) | set(group["scorer_b"])
+            if len(scorers) != 1:
+                raise ValueError(f"models {model_a} and {model_b} at {key} have scorers {sorted(map(str, scorers))}")
+            edited = group["edited_a"].astype(float) - group["edited_b"].astype(float)
+            fidelity = (1 - group[f"{distance}_a"]) - (1 - group[f"{distance}_b"])  # NaN unless both edit
+            row = {"model_a": model_a, "model_b": model_b, **dict(zip(by, key)), "n_pairs": len(group),
+                   "n_both_edited": int(fidelity.notna().sum())}
+            for name, values in (("edited_diff", edited), ("fidelity_diff", fidelity)):
+                row[f"{name}_mean"], row[f"{name}_lo"], row[f"{name}_hi"] = bootstrap_mean_interval(
+                    values.to_numpy(dtype=np.float64), n_resamples=n_resamples, seed=seed)
+            row["scorer"] = scorers.pop()
+            rows.append(row)
+    columns = ["model_a", "model_b", *by, "n_pairs", "n_both_edited",
+               *(f"{name}_{stat}" for name in ("edited_diff", "fidelity_diff") for stat in ("mean", "lo", "hi")),
+               "scorer"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -8,10 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file as load_tensors
 
-from imagic_steps.colour_digits.data import COLOURS, demo_input, edit_input
+from imagic_steps.colour_digits.data import (COLOURS, EDIT_KINDS, demo_input, edit_input, is_held_out_combination,
+                                            parse_prompt)
 from imagic_steps.colour_digits.report import accuracy_by, caption_parts, text_to_image_scores
 from imagic_steps.colour_digits.scorer import colour_digit_evaluation_scores
-from imagic_steps.colour_digits.sheet import ANALYSIS_INPUTS, write_sheet
+from imagic_steps.colour_digits.sheet import (ANALYSIS_INPUTS, DRAWN_INPUTS, TUNING_INPUTS, draw_inputs,
+                                              write_drawn_sheets, write_sheet)
 from imagic_steps.colour_digits.train import (
     data_record,
     pixel_scheduler_config,
@@ -23,11 +25,17 @@ from imagic_steps.digits.classifier import load_digit_classifier
 from imagic_steps.digits.data import demo_index, raw_digits, split_indices
 from imagic_steps.digits.report import SAMPLE
 from imagic_steps.digits.train import TrainConfig
+from imagic_steps.diffusion import encode_prompts
+from imagic_steps.embed import optimize_embedding
+from imagic_steps.errors import PlanError
 from imagic_steps.families import DeepFloydIFFamily, StableDiffusionFamily
+from imagic_steps.images import pil_to_tensor
 from imagic_steps.locations import COLOUR_DIGITS_LATENT_PRESET, COLOUR_DIGITS_PIXEL_PRESET, preset_folder
 from imagic_steps.model_loading import load_components
 from imagic_steps.plan import read_pairs_sheet
 from imagic_steps.preset_recipes import sd15_scheduler_config
+from imagic_steps.sdedit import sdedit
+from imagic_steps.variants import EmbedParams, SdeditParams
 
 PRESETS = {"latent": COLOUR_DIGITS_LATENT_PRESET, "pixel": COLOUR_DIGITS_PIXEL_PRESET}
 
@@ -158,9 +166,6 @@ def test_evaluation_scores_measure_what_each_edit_kind_asks_and_must_keep():
 def test_sdedit_runs_on_the_pixel_model_through_diffusers_if_pipeline():
     """IFImg2ImgPipeline splits the UNet output in noise and variance halves and reads the scheduler config's
     variance_type, which a fixed-variance (SD-style) config lacks: both must work on colour-digits-pixel."""
-    from imagic_steps.sdedit import sdedit
-    from imagic_steps.variants import SdeditParams
-
     components = load_components(COLOUR_DIGITS_PIXEL_PRESET)
     images = sdedit(components, demo_input(3, "red").resize((32, 32)), "a blue three", 0.5, [0],
                     SdeditParams(steps=4))
@@ -198,6 +203,61 @@ def test_training_is_deterministic_from_its_seed_and_records_its_run(tmp_path, s
     assert components.resolution == 32 and (components.vae is None) == (space == "pixel")
 
 
+def public_config(module) -> dict:
+    return {key: value for key, value in module.config.items() if not key.startswith("_")}
+
+
+# latent + T5: ~10 s (VAE too); pixel + CLIP: ~5 s
+@pytest.mark.parametrize("space, text_encoder", [pytest.param("latent", "t5", marks=pytest.mark.slow),
+                                                 ("pixel", "clip")])
+def test_a_swapped_text_encoder_is_the_other_models_and_loads_and_edits_through_the_spaces_family(
+        tmp_path, space, text_encoder):
+    """Issue 38's 2 x 2: the UNet of `space` on the other model's text encoder, bit for bit (weights, tokenizer
+    files, prompt encoding), loaded by the workflow's loader through the space's family; one Imagic stage-A step
+    runs through it, and SDEdit with the family's embeddings; LEDITS++, which would encode prompts its own way, is
+    refused."""
+    config = TrainConfig(vae_steps=2, unet_steps=2, vae_batch_size=4, unet_batch_size=4, warmup_steps=1)
+    record = train_colour_model(space, tmp_path / "model", config, progress=False, text_encoder=text_encoder)
+    assert record["text_encoder"] == text_encoder and record["space"] == space
+    donor = preset_folder(PRESETS["pixel" if text_encoder == "t5" else "latent"])
+    for part in ("tokenizer", "text_encoder"):
+        files = sorted(p.name for p in (donor / part).iterdir())
+        assert sorted(p.name for p in (tmp_path / "model" / part).iterdir()) == files
+        for name in files:
+            ours, theirs = tmp_path / "model" / part / name, donor / part / name
+            if name.endswith(".safetensors"):  # the same tensors (the files' metadata may differ)
+                a, b = load_tensors(ours), load_tensors(theirs)
+                assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+            elif name != "config.json":  # transformers writes its version into the config
+                assert ours.read_bytes() == theirs.read_bytes(), name
+
+    components = load_components(str(tmp_path / "model"))
+    same_space = load_components(PRESETS[space])
+    other = load_components(str(donor))
+    family = DeepFloydIFFamily if space == "pixel" else StableDiffusionFamily
+    assert type(components.family) is family and type(components.text_encoder) is type(other.text_encoder)
+    prompts = ["a red three", "a handwritten blue nine", ""]
+    assert torch.equal(encode_prompts(components, prompts), encode_prompts(other, prompts))
+    # the UNet differs from the shipped one of its space in its weights only (both read width-32 states)
+    assert public_config(components.unet) == public_config(same_space.unet)
+    assert components.unet.config.cross_attention_dim == encode_prompts(other, prompts).shape[-1] == 32
+
+    image = pil_to_tensor(demo_input(3, "red").resize((32, 32)))
+    result = optimize_embedding(components, image, "a blue three", EmbedParams(steps=1), progress=False)
+    assert len(result.losses) == 1 and torch.isfinite(torch.tensor(result.losses)).all()
+    assert not torch.equal(result.optimized.embeds, result.target.embeds)
+    # SDEdit: diffusers' img2img pipeline gets the family's embeddings, not the prompt to encode its own way
+    arguments = components.family.img2img_prompt(components, "a blue three")
+    assert "prompt" not in arguments and torch.equal(arguments["prompt_embeds"],
+                                                     encode_prompts(components, ["a blue three"]))
+    assert torch.equal(arguments["negative_prompt_embeds"], encode_prompts(components, [""]))
+    images = sdedit(components, demo_input(3, "red").resize((32, 32)), "a blue three", 0.5, [0], SdeditParams(steps=2))
+    assert len(images) == 1 and images[0].size == (32, 32)
+    if space == "latent":  # LEDITS++ encodes inside its inversion: refused (IF has no LEDITS++ pipeline at all)
+        with pytest.raises(PlanError, match="encoded unlike in training"):
+            components.family.ledits_pipeline(components, components.scheduler)
+
+
 def test_the_analysis_sheet_is_what_the_sheet_command_writes(tmp_path):
     rows = write_sheet(tmp_path / "pairs.tsv", tmp_path / "images")
     pairs = read_pairs_sheet(tmp_path / "pairs.tsv")
@@ -207,3 +267,33 @@ def test_the_analysis_sheet_is_what_the_sheet_command_writes(tmp_path):
                                                                          for p in pairs]
     for ours, theirs in zip(pairs, shipped):  # the committed images are the ones the command draws
         assert (tmp_path / "images" / ours.image.split("/")[-1]).read_bytes() == open(theirs.image, "rb").read()
+
+
+def test_the_drawn_sheets_are_paired_held_out_disjoint_and_what_the_sheet_command_writes(tmp_path):
+    """Issue 38: >= 12 pairs per edit kind from held-out images, deterministic from the seed, no held-out colour x
+    digit combination as input or target, and a tuning sheet on other images; the committed sheets and images are
+    what `python -m imagic_steps.colour_digits.sheet --draw` writes."""
+    rows, tuning = write_drawn_sheets(tmp_path / "large.tsv", tmp_path / "tuning.tsv", tmp_path / "images")
+    assert draw_inputs(DRAWN_INPUTS + TUNING_INPUTS) == draw_inputs(DRAWN_INPUTS + TUNING_INPUTS)
+    assert draw_inputs(DRAWN_INPUTS + TUNING_INPUTS, seed=1) != draw_inputs(DRAWN_INPUTS + TUNING_INPUTS)
+    inputs = draw_inputs(DRAWN_INPUTS + TUNING_INPUTS)
+    labels, held_out = raw_digits()[1], set(split_indices().held_out.tolist())
+    indices = [index for index, _, _ in inputs]
+    assert len(set(indices)) == len(indices) and set(indices) <= held_out  # distinct held-out images
+    assert all(labels[index] == digit and index != demo_index(digit) for index, digit, _ in inputs)
+    assert sorted({digit for _, digit, _ in inputs[:DRAWN_INPUTS]}) == list(range(10))
+    for sheet, count in ((tmp_path / "large.tsv", DRAWN_INPUTS), (tmp_path / "tuning.tsv", TUNING_INPUTS)):
+        pairs = read_pairs_sheet(sheet)
+        for kind in EDIT_KINDS:
+            assert sum(p.pair_id.endswith(f"_{kind}") for p in pairs) == count >= (12 if count == DRAWN_INPUTS else 4)
+        for pair in pairs:
+            for prompt in (pair.prompt, pair.source_prompt):
+                colour, digit = parse_prompt(prompt)
+                assert not is_held_out_combination(digit, colour), prompt
+    assert {r["image"] for r in rows}.isdisjoint(r["image"] for r in tuning)
+    for ours, name in ((tmp_path / "large.tsv", "large"), (tmp_path / "tuning.tsv", "tuning")):
+        shipped = read_pairs_sheet(f"config/colour_digits_pairs_{name}.tsv")
+        assert [(p.pair_id, p.prompt, p.source_prompt) for p in shipped] == [
+            (p.pair_id, p.prompt, p.source_prompt) for p in read_pairs_sheet(ours)]
+        for pair in shipped:  # the committed images are the ones the command draws
+            assert open(pair.image, "rb").read() == (tmp_path / "images" / pair.image.split("/")[-1]).read_bytes()

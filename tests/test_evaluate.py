@@ -54,7 +54,8 @@ def test_score_table_joins_every_sample_and_refuses_missing_scores(tmp_path):
 def evaluation_outputs(tmp_path):
     out = {name: str(tmp_path / "out" / name) for name in
            ("scores_csv", "scores_parquet", "summary_csv", "summary_md", "tradeoff", "best_alpha",
-            "best_summary_csv", "best_summary_md", "best_settings", "best_edits", "sweeps")}
+            "best_summary_csv", "best_summary_md", "best_settings", "best_edits", "sweeps",
+            "model_differences_csv", "model_differences_md")}
     for name in ("tradeoff", "best_settings", "best_edits"):
         out[name] += ".png"
     return out
@@ -98,6 +99,9 @@ def test_write_evaluation_outputs(tmp_path):
     assert (best_summary["n_pairs"], best_summary["n_edited"], best_summary["edited_percent_mean"]) == (2, 2, 100.0)
     assert best_summary["distance_mean"] == pytest.approx(0.5)  # alpha 1's distance, the best setting of both pairs
     assert "n_edited" in open(out["best_summary_md"]).read()
+    # one model: the declared output holds the header only
+    differences = pd.read_csv(out["model_differences_csv"])
+    assert differences.empty and {"model_a", "model_b", "fidelity_diff_mean", "n_pairs"} <= set(differences.columns)
 
 
 def test_facets_split_summaries_best_settings_panels_and_sweeps(tmp_path):
@@ -115,7 +119,7 @@ def test_facets_split_summaries_best_settings_panels_and_sweeps(tmp_path):
     out = evaluation_outputs(tmp_path)
     write_evaluation(rows, [tmp_path / "scores.csv"], images=input_images(tmp_path), text_min=15.0,
                      sweeps={"s": {"field": "finetune.steps", "variants": {"b": 10}}}, out=out,
-                     facets=["model", "edit_kind"])
+                     facets=["model", "edit_kind"], models=["latent", "pixel"])
     summary = pd.read_csv(out["summary_csv"])
     assert set(zip(summary["model"], summary["edit_kind"])) == {(m, k) for m in ("latent", "pixel")
                                                                 for k in ("attribute", "structure")}
@@ -124,6 +128,13 @@ def test_facets_split_summaries_best_settings_panels_and_sweeps(tmp_path):
     assert best.loc[("pixel", "attribute", "a"), "edited_percent_mean"] == 100.0
     assert best.loc[("pixel", "structure", "a"), "edited_percent_mean"] == 0.0  # p2 peaks at 10.5 < 15
     assert best.loc[("latent", "attribute", "a"), "preserved_mean"] == 50.0
+    # latent - pixel per edit kind, paired by pair: the same fake scores, so no difference; p2 edits in neither
+    differences = pd.read_csv(out["model_differences_csv"]).set_index("edit_kind")
+    assert list(differences.columns[:2]) == ["model_a", "model_b"] and len(differences) == 2
+    assert (differences["model_a"] == "latent").all() and (differences["model_b"] == "pixel").all()
+    assert differences.loc["attribute", ["n_pairs", "n_both_edited", "fidelity_diff_mean"]].tolist() == [1, 1, 0.0]
+    assert differences.loc["structure", ["n_both_edited", "edited_diff_mean"]].tolist() == [0, 0.0]
+    assert "resamples pairs" in open(out["model_differences_md"]).read()
     assert sorted(p.name for p in (tmp_path / "out" / "sweeps").iterdir()) == [
         f"s_{m}_{k}.png" for m in ("latent", "pixel") for k in ("attribute", "structure")]
     # panels: a column per (model, edit kind) (4 for the one curve); a pair's own figure a column per model (2)

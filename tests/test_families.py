@@ -10,11 +10,13 @@ from conftest import FAST_SAMPLE, PROMPT, make_probe_set, probe_loss, stage_a_pr
 
 from imagic_steps.diffusion import denoising_loss, encode_conditioning, split_prediction
 from imagic_steps.embed import EmbedResult, optimize_embedding
-from imagic_steps.families import (SD, DeepFloydIFFamily, SDXLConditioning, StableDiffusionXLFamily,
-                                   TokenConditioning, family_from_model_index, interpolate_conditioning)
+from imagic_steps.families import (SD, TEXT_ENCODERS, DeepFloydIFFamily, SDXLConditioning, StableDiffusionFamily,
+                                   StableDiffusionXLFamily, TokenConditioning, family_from_model_index,
+                                   interpolate_conditioning)
 from imagic_steps.finetune import finetune_unet
 from imagic_steps.finetune_artefact import trainable_state
 from imagic_steps.locations import TINY_IF_PRESET, TINY_SDXL_PRESET, is_random_preset, preset_folder
+from imagic_steps.model_folder import holds_own_text_encoder
 from imagic_steps.sample import sample_alphas
 from imagic_steps.variants import EmbedParams, FinetuneParams, SampleParams
 
@@ -120,6 +122,25 @@ def test_tiny_if_is_an_if_stage_i_folder_detected_as_such(deepfloyd):
     assert isinstance(family_from_model_index({"_class_name": "IFPipeline"}), DeepFloydIFFamily)
     assert isinstance(family_from_model_index({"text_encoder": ["transformers", "T5EncoderModel"]}),
                       DeepFloydIFFamily)
+
+
+def test_the_pipeline_class_picks_the_family_and_the_text_encoder_class_its_prompt_encoding():
+    """An SD folder with a T5 is a latent model on T5, an IF folder with a CLIP a pixel model on CLIP (issue 38's
+    2 x 2, colour_digits/train.py --text-encoder); each family's own text encoder keeps its encoding."""
+    t5, clip = ["transformers", "T5EncoderModel"], ["transformers", "CLIPTextModel"]
+    sd_t5 = family_from_model_index({"_class_name": "StableDiffusionPipeline", "text_encoder": t5})
+    if_clip = family_from_model_index({"_class_name": "IFPipeline", "text_encoder": clip})
+    assert type(sd_t5) is StableDiffusionFamily and sd_t5.text_encoder_class == "T5EncoderModel"
+    assert type(if_clip) is DeepFloydIFFamily and if_clip.text_encoder_class == "CLIPTextModel"
+    assert family_from_model_index({"_class_name": "StableDiffusionPipeline", "text_encoder": clip}) is SD
+    assert family_from_model_index({"_class_name": "IFPipeline", "text_encoder": t5}) == DeepFloydIFFamily()
+    assert TEXT_ENCODERS[sd_t5.text_encoder_class] is TEXT_ENCODERS[DeepFloydIFFamily().text_encoder_class]
+    assert TEXT_ENCODERS[if_clip.text_encoder_class] is TEXT_ENCODERS[SD.text_encoder_class]
+    # what planning reads (LEDITS++ needs the family's own text encoder): unlisted counts as the family's own
+    assert not holds_own_text_encoder({"_class_name": "StableDiffusionPipeline", "text_encoder": t5})
+    assert not holds_own_text_encoder({"_class_name": "IFPipeline", "text_encoder": clip})
+    assert holds_own_text_encoder({"_class_name": "IFPipeline", "text_encoder": t5})
+    assert holds_own_text_encoder({"_class_name": "StableDiffusionPipeline"})
 
 
 def test_if_conditioning_follows_diffusers_encode_prompt(deepfloyd):

@@ -149,6 +149,12 @@ def test_runs_of_several_models_carry_their_label_and_never_share_a_key():
     kept = plan_baselines(pixel, PAIRS, config, [0], family="if", label="pixel", skip_unsupported=True)
     assert {(r.method.name, r.model) for r in kept} == {("ddim_inversion", "pixel")}
     assert plan_baselines(latent, PAIRS, config, [0], label="latent")[0].key not in {r.key for r in kept}
+    # LEDITS++'s pipeline encodes prompts itself: a latent model on another family's text encoder (T5) goes without
+    on_t5 = plan_baselines(latent, PAIRS, config, [0], label="latent_t5", skip_unsupported=True,
+                           own_text_encoder=False)
+    assert {r.method.name for r in on_t5} == {"ddim_inversion"}
+    with pytest.raises(PlanError, match=r"config \(ledits\): .*text encoder is not the sd family's CLIPTextModel"):
+        plan_baselines(latent, PAIRS, config, [0], family="sd", own_text_encoder=False)
 
 
 def test_image_paths_with_shell_syntax_are_refused(tmp_path):

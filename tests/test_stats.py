@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imagic_steps.stats import (SETTING_COLUMNS, bootstrap_mean_interval, markdown_table, pick_best_alpha, summarise,
-                                unit_means)
+from imagic_steps.stats import (SETTING_COLUMNS, bootstrap_mean_interval, markdown_table, paired_model_differences,
+                                pick_best_alpha, summarise, unit_means)
 
 SCORER = "tiny-random(clip+lpips-alex)"
 DIGITS = "digits-classifier"
@@ -275,3 +275,79 @@ def test_markdown_table_prints_mean_and_interval():
     assert "text_alignment_lo" not in text and "±" not in text and DIGITS in text
     one_pair = markdown_table(summarise(score_table()), float_digits=2)
     assert "22.00 [n/a: < 2 pairs]" in one_pair
+
+
+def best_rows(model: str, distances: dict[str, float | None], edit_kind: str = "attribute") -> list[dict]:
+    """`pick_best_alpha` rows of one model: pair -> distance at its best setting (None: no setting edits)."""
+    return [{"pair_id": pair, "model": model, "edit_kind": edit_kind, "method": "imagic", "variant": "tuned",
+             "edited": distance is not None, "distance": np.nan if distance is None else distance, "scorer": DIGITS}
+            for pair, distance in distances.items()]
+
+
+def differences(*models: list[dict], labels=("latent", "pixel")) -> pd.DataFrame:
+    best = pd.DataFrame([row for rows in models for row in rows])
+    return paired_model_differences(best, labels, by=("edit_kind", "method", "variant"))
+
+
+def test_model_differences_are_per_pair_a_minus_b_with_a_paired_interval():
+    # fidelity = 1 - distance: latent - pixel = 0.2, 0.1, 0.3 per pair (mean 0.2); both edit every pair
+    table = differences(best_rows("latent", {"p1": 0.1, "p2": 0.2, "p3": 0.3}),
+                        best_rows("pixel", {"p1": 0.3, "p2": 0.3, "p3": 0.6}))
+    row = table.iloc[0]
+    assert len(table) == 1 and (row["model_a"], row["model_b"], row["edit_kind"]) == ("latent", "pixel", "attribute")
+    assert (row["n_pairs"], row["n_both_edited"]) == (3, 3)
+    assert row["fidelity_diff_mean"] == pytest.approx(0.2)
+    assert 0.1 - 1e-12 <= row["fidelity_diff_lo"] <= 0.2 <= row["fidelity_diff_hi"] <= 0.3 + 1e-12
+    assert (row["edited_diff_mean"], row["edited_diff_lo"], row["edited_diff_hi"]) == (0.0, 0.0, 0.0)
+    # the interval is bootstrap_mean_interval of the per-pair differences, nothing else
+    assert (row["fidelity_diff_lo"], row["fidelity_diff_hi"]) == pytest.approx(
+        bootstrap_mean_interval(np.array([0.2, 0.1, 0.3]))[1:])
+
+
+def test_a_pair_one_model_lacks_is_dropped_and_fidelity_needs_both_edits():
+    # p4 only the latent model has; p3 the pixel model does not edit: edited 1 - 0 there, no fidelity difference
+    table = differences(best_rows("latent", {"p1": 0.1, "p2": 0.2, "p3": 0.3, "p4": 0.0}),
+                        best_rows("pixel", {"p1": 0.3, "p2": 0.4, "p3": None}))
+    row = table.iloc[0]
+    assert (row["n_pairs"], row["n_both_edited"]) == (3, 2)
+    assert row["edited_diff_mean"] == pytest.approx(1 / 3) and row["fidelity_diff_mean"] == pytest.approx(0.2)
+    assert 0.0 <= row["edited_diff_lo"] <= row["edited_diff_mean"] <= row["edited_diff_hi"] <= 1.0
+
+
+def test_model_differences_stay_in_minus_one_to_one_and_one_pair_has_no_interval():
+    # the extreme: A edits every pair at distance 0, B edits none, or edits at distance 1
+    extreme = differences(best_rows("latent", {"p1": 0.0, "p2": 0.0, "p3": 0.0}),
+                          best_rows("pixel", {"p1": None, "p2": 1.0, "p3": 1.0})).iloc[0]
+    assert (extreme["edited_diff_mean"], extreme["edited_diff_hi"]) == (pytest.approx(1 / 3), 1.0)
+    assert extreme["fidelity_diff_lo"] == extreme["fidelity_diff_hi"] == 1.0
+    reversed_ = differences(best_rows("latent", {"p1": 0.9, "p2": 1.0}), best_rows("pixel", {"p1": 0.0, "p2": 0.0}))
+    assert -1.0 <= reversed_["fidelity_diff_lo"].item() <= reversed_["fidelity_diff_hi"].item() <= -0.9
+    single = differences(best_rows("latent", {"p1": 0.1}), best_rows("pixel", {"p1": 0.3})).iloc[0]
+    assert single["fidelity_diff_mean"] == pytest.approx(0.2) and np.isnan(single["fidelity_diff_lo"])
+
+
+def test_pairing_keeps_a_constant_difference_exact_where_unpaired_intervals_are_wide():
+    # the pairs differ a lot in difficulty (distance 0 to 0.8), the pixel model is 0.1 worse on every one
+    base = dict(zip([f"p{i}" for i in range(8)], np.linspace(0.0, 0.8, 8)))
+    row = differences(best_rows("latent", base), best_rows("pixel", {p: d + 0.1 for p, d in base.items()})).iloc[0]
+    assert row["fidelity_diff_mean"] == pytest.approx(0.1)
+    assert row["fidelity_diff_hi"] - row["fidelity_diff_lo"] < 1e-9  # every resample's mean difference is 0.1
+    # resampling each model's pairs separately (unpaired) would give intervals 0.3+ wide for each model alone
+    _, lo, hi = bootstrap_mean_interval(1 - np.array(list(base.values())))
+    assert hi - lo > 0.3
+
+
+def test_every_two_models_in_config_order_and_per_facet():
+    rows = [row for model, shift in (("latent", 0.0), ("pixel", 0.2), ("latent_t5", 0.1))
+            for kind in ("attribute", "structure")
+            for row in best_rows(model, {f"{kind}{i}": 0.1 * i + shift for i in range(3)}, kind)]
+    table = paired_model_differences(pd.DataFrame(rows), ["latent", "pixel", "latent_t5"],
+                                     by=("edit_kind", "method", "variant"))
+    assert list(zip(table["model_a"], table["model_b"], table["edit_kind"])) == [
+        (a, b, kind) for a, b in (("latent", "pixel"), ("latent", "latent_t5"), ("pixel", "latent_t5"))
+        for kind in ("attribute", "structure")]
+    assert table["fidelity_diff_mean"].tolist() == pytest.approx([0.2, 0.2, 0.1, 0.1, -0.1, -0.1])
+    assert (table["n_pairs"] == 3).all()
+    # one model: nothing to compare, the columns stay
+    one = paired_model_differences(pd.DataFrame(rows).drop(columns="model"), ["latent"], by=("method", "variant"))
+    assert one.empty and "fidelity_diff_mean" in one.columns

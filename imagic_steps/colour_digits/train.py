@@ -2,6 +2,7 @@
 
     python -m imagic_steps.colour_digits.train --space latent --out imagic_steps/presets/colour_digits_latent
     python -m imagic_steps.colour_digits.train --space pixel --out imagic_steps/presets/colour_digits_pixel
+    python -m imagic_steps.colour_digits.train --space latent --text-encoder t5 --out colour_digits_latent_t5
 
 Both train on exactly the same data, `training_pairs()` (every training digit in every colour but the held-out
 combinations, 5,752 images at 32 px), with the same captions, caption dropout, optimiser, batch, step count and
@@ -31,6 +32,14 @@ x0's mean as -0.07 where the images' is -0.67, and drew grey backgrounds again),
 a v model predicts the caption's mean image directly (Lin et al., "Common Diffusion Noise Schedules and Sample
 Steps Are Flawed", 2024).
 
+**Text encoder** (`--text-encoder`, issue 38's 2 x 2 of space x text encoder): by default each space has its
+family's own (latent: CLIP, pixel: T5; the shipped models). The other choice gives the UNet the other model's text
+encoder, bit for bit what that model of the same seed holds (`write_text_encoder`: the pixel model's T5 and domain
+tokenizer, stored in fp32; the latent model's CLIP and SD's tokenizer, stored in fp16), loaded through the same
+family (an SD folder with a T5, an IF folder with a CLIP: `imagic_steps.families.TEXT_ENCODERS`, whose prompt
+encoding belongs to the text encoder). Both are width 32, so the UNets are the same as the shipped ones apart from
+what they are conditioned on. `training.json` then says `"text_encoder"`.
+
 Every random draw follows `--seed`; the output folder is replaced atomically; each run writes `training.json`
 (configuration, data, parameter counts, final losses, seconds, package versions, git commit) and loss curves.
 """
@@ -38,12 +47,17 @@ Every random draw follows `--seed`; the output folder is replaced atomically; ea
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
+import tempfile
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextModel
 
 from ..digits.data import raw_digits, split_record
 from ..digits.train import (
@@ -60,10 +74,11 @@ from ..digits.train import (
     train_latent_model,
 )
 from ..drawing import plot_losses
+from ..families import TEXT_ENCODERS as TEXT_ENCODER_CLASSES
 from ..io import write_json
-from ..model_folder import IF_PIPELINE
+from ..model_folder import CLIP_ENCODER, IF_PIPELINE, T5_ENCODER, read_model_index
 from ..model_loading import load_components
-from ..preset_recipes import if_scheduler_config, write_if_folder
+from ..preset_recipes import build_tiny_model, if_scheduler_config, write_if_folder
 from .data import (
     CAPTION_TEMPLATES,
     COLOURS,
@@ -76,6 +91,8 @@ from .data import (
 )
 
 SPACES = ("latent", "pixel")
+TEXT_ENCODERS = {"clip": CLIP_ENCODER, "t5": T5_ENCODER}  # --text-encoder -> model_index.json's class
+SPACE_TEXT_ENCODERS = {"latent": "clip", "pixel": "t5"}  # each space's default: its family's own, the shipped models'
 
 
 def colour_captions() -> list[str]:
@@ -99,6 +116,36 @@ def data_record() -> dict:
     return {**split_record(SPLIT_SEED), "colours": list(COLOURS),
             "images": len(training_pairs(SPLIT_SEED)[0]),
             "held_out_combinations": [caption(colour, digit) for digit, colour in HELD_OUT_COMBINATIONS]}
+
+
+def trained_captions(prompts: list[str], caption_rows: torch.Tensor) -> tuple[str, ...]:
+    """The captions of `prompts` that `caption_rows` (N, T) uses, in prompt order: what the T5 tokenizer is trained
+    on, so never a held-out combination's."""
+    return tuple(prompts[row] for row in sorted(set(caption_rows.flatten().tolist())))
+
+
+def write_text_encoder(folder: Path, text_encoder: str, seed: int, captions: tuple[str, ...]) -> None:
+    """Put `text_encoder`'s ("clip" or "t5") tokenizer/ and text_encoder/ into the model folder `folder` in place of
+    its own, and list their classes in its model_index.json. Each is what the space that has it by default holds at
+    `seed`, bit for bit: "t5" the pixel model's (its folder's draw: pixel UNet, then T5; the SentencePiece tokenizer
+    trained on `captions`; fp32), "clip" the latent model's (the tiny preset's draw: UNet, VAE, then CLIP; SD's
+    tokenizer; fp16 as `digits.train.train_latent_model` stores it)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        donor = Path(scratch)
+        if text_encoder == "t5":
+            write_if_folder(donor, seed, pixel_unet_config, {"scheduler": pixel_scheduler_config()}, DDPMScheduler,
+                            IF_PIPELINE, captions=captions)
+        else:
+            build_tiny_model(donor, seed=seed)
+            CLIPTextModel.from_pretrained(donor / "text_encoder").half().save_pretrained(donor / "text_encoder")
+        for part in ("tokenizer", "text_encoder"):
+            shutil.rmtree(folder / part)
+            shutil.copytree(donor / part, folder / part)
+    encoder = TEXT_ENCODER_CLASSES[TEXT_ENCODERS[text_encoder]]
+    index = read_model_index(folder)
+    index.update(text_encoder=["transformers", encoder.encoder_class],
+                 tokenizer=["transformers", encoder.tokenizer_class])
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
 def pixel_unet_config(cross_attention_dim: int) -> dict:
@@ -137,13 +184,16 @@ def with_zero_variance_half(unet: UNet2DConditionModel) -> UNet2DConditionModel:
 
 
 def train_pixel_model(folder: Path, images: torch.Tensor, prompts: list[str], caption_rows: torch.Tensor,
-                      config: TrainConfig, progress: bool) -> dict:
+                      config: TrainConfig, progress: bool, text_encoder: str = "t5") -> dict:
     """Write the IF-layout folder (tokenizer trained on the captions `caption_rows` uses, so never on a held-out
-    combination's; frozen T5; seeded UNet: replaced next), train a pixel UNet on `images` with `train_denoiser`,
-    save it, its loss curve and `training.json`."""
-    trained_captions = tuple(prompts[row] for row in sorted(set(caption_rows.flatten().tolist())))
+    combination's; frozen T5, or the latent model's CLIP for `text_encoder` "clip"; seeded UNet: replaced next),
+    train a pixel UNet on `images` with `train_denoiser`, save it and its loss curve; returns the training record
+    (`train_colour_model` writes it)."""
+    captions = trained_captions(prompts, caption_rows)
     write_if_folder(folder, config.seed, pixel_unet_config, {"scheduler": pixel_scheduler_config()},
-                    DDPMScheduler, IF_PIPELINE, captions=trained_captions)
+                    DDPMScheduler, IF_PIPELINE, captions=captions)
+    if text_encoder != SPACE_TEXT_ENCODERS["pixel"]:
+        write_text_encoder(folder, text_encoder, config.seed, captions)
     components = load_components(str(folder))
     generator = torch.Generator().manual_seed(config.seed)
     started = time.perf_counter()
@@ -163,24 +213,33 @@ def train_pixel_model(folder: Path, images: torch.Tensor, prompts: list[str], ca
         "seconds": {"unet": round(seconds, 1)},
         **run_record(data_record()),
     }
-    write_json(folder / "training.json", record)
     return record
 
 
 def train_colour_model(space: str, out: str | Path, config: TrainConfig = TrainConfig(),
-                       progress: bool = True) -> dict:
-    """Train the `space` ("latent" or "pixel") coloured-digits model into `out` (replaced atomically)."""
+                       progress: bool = True, text_encoder: str | None = None) -> dict:
+    """Train the `space` ("latent" or "pixel") coloured-digits model into `out` (replaced atomically), conditioned
+    on `text_encoder` ("clip" or "t5"; None: the space's own, `SPACE_TEXT_ENCODERS`)."""
     if space not in SPACES:
         raise ValueError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+    text_encoder = text_encoder or SPACE_TEXT_ENCODERS[space]
+    if text_encoder not in TEXT_ENCODERS:
+        raise ValueError(f"text encoder must be one of {', '.join(TEXT_ENCODERS)}, got {text_encoder!r}")
+    swapped = text_encoder != SPACE_TEXT_ENCODERS[space]
     images, caption_rows = training_data()
     prompts = colour_captions()
 
     def train(folder: Path) -> dict:
         if space == "pixel":
-            return train_pixel_model(folder, images, prompts, caption_rows, config, progress)
-        record = train_latent_model(folder, images, prompts, caption_rows, config, progress,
-                                    "coloured digits, latent", data_record())
-        record = {"space": "latent", **record}
+            record = train_pixel_model(folder, images, prompts, caption_rows, config, progress, text_encoder)
+        else:
+            replace_text = partial(write_text_encoder, text_encoder=text_encoder, seed=config.seed,
+                                   captions=trained_captions(prompts, caption_rows)) if swapped else None
+            record = {"space": "latent", **train_latent_model(
+                folder, images, prompts, caption_rows, config, progress, "coloured digits, latent", data_record(),
+                replace_text)}
+        if swapped:  # only then: the shipped models' records stay as they were written
+            record = {**record, "text_encoder": text_encoder}
         write_json(folder / "training.json", record)
         return record
 
@@ -195,11 +254,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m imagic_steps.colour_digits.train",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--space", required=True, choices=SPACES, help="latent (VAE + UNet) or pixel (UNet on RGB)")
+    parser.add_argument("--text-encoder", choices=list(TEXT_ENCODERS),
+                        help="clip (SD's two-layer CLIP) or t5 (the domain T5); default the space's own: "
+                             "latent clip, pixel t5")
     parser.add_argument("--out", required=True, help="folder to write the model to (replaced if it exists)")
     config_arguments(parser)
     args = vars(parser.parse_args(argv))
-    space, out = args.pop("space"), args.pop("out")
-    print_record(train_colour_model(space, out, parsed_config(args)), out)
+    space, out, text_encoder = args.pop("space"), args.pop("out"), args.pop("text_encoder")
+    print_record(train_colour_model(space, out, parsed_config(args), text_encoder=text_encoder), out)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -225,16 +226,22 @@ def _train_into(folder: Path, config: TrainConfig, progress: bool) -> dict:
 
 
 def train_latent_model(folder: Path, images: torch.Tensor, prompts: list[str], caption_rows: torch.Tensor,
-                       config: TrainConfig, progress: bool, title: str, data: dict) -> dict:
+                       config: TrainConfig, progress: bool, title: str, data: dict,
+                       replace_text: Callable[[Path], None] | None = None) -> dict:
     """Build the tiny preset into `folder` with `config.seed`, train its VAE then its UNet on `images`
     (N, 3, 32, 32) in [-1, 1] captioned by `prompts` / `caption_rows` (`train_denoiser`), save them with loss
-    curves titled `title` and `training.json`, whose `data` is the split record; returns the record."""
+    curves titled `title` and `training.json`, whose `data` is the split record; returns the record.
+    `replace_text(folder)`, if given, puts another tokenizer and frozen text encoder in place of the tiny preset's
+    CLIP before anything is encoded (stored as it is to be shipped)."""
     build_tiny_model(folder, seed=config.seed)
+    if replace_text is not None:
+        replace_text(folder)
     components = load_components(str(folder))
-    # The frozen text encoder is stored in fp16 to halve the shipped size (its 49,408-token embedding table
-    # is most of it); training uses the rounded weights upcast to fp32, exactly what load_components gives.
-    components.text_encoder.half().save_pretrained(folder / "text_encoder")
-    components.text_encoder.float()
+    if replace_text is None:
+        # The frozen text encoder is stored in fp16 to halve the shipped size (its 49,408-token embedding table
+        # is most of it); training uses the rounded weights upcast to fp32, exactly what load_components gives.
+        components.text_encoder.half().save_pretrained(folder / "text_encoder")
+        components.text_encoder.float()
     generator = torch.Generator().manual_seed(config.seed)
 
     started = time.perf_counter()

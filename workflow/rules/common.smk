@@ -21,6 +21,7 @@ from imagic_steps.images import ImageError, open_rgb
 from imagic_steps.memory import (
     job_memory_mb,
     known_family_name,
+    known_own_text_encoder,
     planning_model_size,
     stage_estimate,
 )
@@ -37,6 +38,7 @@ from imagic_steps.plan import (
     plan_record,
     read_pairs_sheet,
     supports,
+    unsupported_reason,
     read_tedbench,
     shared_trajectories,
     stage_key,
@@ -152,15 +154,23 @@ def plan_model_baselines(label, block):
     out for that model (said in a note) rather than refused."""
     spec = MODELS[label]
     family = known_family_name(spec.id, spec.revision)
+    own_text_encoder = known_own_text_encoder(spec.id, spec.revision)
     several = len(MODELS) > 1
     runs = plan_baselines(
-        block, PAIRS, config, SEEDS, config.get("resolution"), family, label, skip_unsupported=several
+        block,
+        PAIRS,
+        config,
+        SEEDS,
+        config.get("resolution"),
+        family,
+        label,
+        skip_unsupported=several,
+        own_text_encoder=own_text_encoder,
     )
     for method in BASELINES.values():
-        if several and config.get(method.name) and not supports(method, family):
+        if several and config.get(method.name) and not supports(method, family, own_text_encoder):
             print(
-                f"note: {method.name} is not run on model '{label}' ({family} family: only "
-                f"{', '.join(method.families)})",
+                f"note: {method.name} is not run on model '{label}' ({unsupported_reason(method, family)})",
                 file=sys.stderr,
             )
     return runs

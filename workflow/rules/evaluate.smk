@@ -60,6 +60,9 @@ rule evaluate:
             category="Evaluation",
             labels={"figure": "best settings, table"},
         ),
+        # every two models (config order) pair by pair; the header only with one model (outputs are fixed)
+        model_differences_csv=f"{RESULTS}/tables/model_differences.csv",
+        model_differences_md=f"{RESULTS}/tables/model_differences.md",
         best_edits=report(
             f"{RESULTS}/montages/best_edits.png",
             caption="../report/best_edits.rst",
@@ -86,6 +89,7 @@ rule evaluate:
         text_min=config["best_alpha"]["text_min"],  # the schema default when the config sets none
         sweeps=SWEEPS,
         facets=FACETS,
+        models=list(MODELS),
         code=code_version("evaluate"),
     script:
         "../scripts/evaluate.py"

@@ -9,4 +9,5 @@ from imagic_steps.evaluate import write_evaluation
 params = snakemake.params
 with job.context():
     write_evaluation(params.rows, snakemake.input.scores, images=params.images, text_min=float(params.text_min),
-                     sweeps=params.sweeps, out=dict(snakemake.output.items()), facets=params.facets)
+                     sweeps=params.sweeps, out=dict(snakemake.output.items()), facets=params.facets,
+                     models=params.models)
