@@ -164,7 +164,8 @@ def same_files(first: FinetuneOutputs, second: FinetuneOutputs) -> None:
             assert a.read_bytes() == b.read_bytes(), a.name
 
 
-@pytest.mark.parametrize("mode,lr", [("full", 1e-3), ("lora", 1e-2)])
+# LoRA's case in the slow tier: the same code path but the artefact (its metadata order: tests/test_io.py)
+@pytest.mark.parametrize("mode,lr", [("full", 1e-3), pytest.param("lora", 1e-2, marks=pytest.mark.slow)])
 def test_a_shared_trajectory_writes_each_stop_as_a_separate_run_would(tiny, embedded, tmp_path, mode, lr):
     """One run to 6 steps with stops at 3 and 4: the 4-step stop's files, moved into place, are byte for byte a
     separate 4-step run's (artefact, losses, loss curve, final and intermediate preview grids)."""

@@ -174,6 +174,7 @@ def test_ledits_and_ddim_inversion_plan_one_job_per_pair_and_rerun_only_on_their
     assert "error: config (ledits): not supported for the if family of model 'tiny-if'" in done.stderr
 
 
+@pytest.mark.slow  # ~10 s of planning: the fast tier keeps one-model planning (the tests above)
 def test_several_models_run_every_variant_and_baseline_each_keyed_apart(tmp_path):
     """`models:` (label -> block) crosses the experiment with the models: every stage job once per model, no
     output shared; a baseline one model's family lacks is left out for that model with a note; the sample table
