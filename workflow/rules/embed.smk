@@ -19,10 +19,10 @@ rule embed:
         f"{LOGS}/embed/{{pair}}/{{ekey}}.log",
     benchmark:
         f"{BENCH}/embed/{{pair}}/{{ekey}}.tsv"
-    threads: 1
     # the first job of each pair's longest chain (embed -> fine-tune -> sample -> score), scheduled before the
     # baselines, whose independent jobs then fill the cores to the end
     priority: 3
+    threads: 1
     resources:
         **get_resources("embed", estimated=True),
         gpu=GPU_PER_JOB,

@@ -27,9 +27,9 @@ rule finetune:
         f"{LOGS}/finetune/{{pair}}/{{fkey}}.log",
     benchmark:
         f"{BENCH}/finetune/{{pair}}/{{fkey}}.tsv"
-    threads: 1
     # the chain's longest job, before the baselines (see rule embed)
     priority: 2
+    threads: 1
     resources:
         **get_resources("finetune", estimated=True),
         gpu=GPU_PER_JOB,

@@ -10,9 +10,9 @@ rule sample:
         f"{LOGS}/sample/{{pair}}/{{skey}}/{LAYOUT.sample_job}.log",
     benchmark:
         f"{BENCH}/sample/{{pair}}/{{skey}}/{LAYOUT.sample_job}.tsv"
-    threads: 1
     # the chain's last model job, before the baselines (see rule embed)
     priority: 1
+    threads: 1
     resources:
         **get_resources("sample", estimated=True),
         gpu=GPU_PER_JOB,
