@@ -35,8 +35,8 @@ _spec.loader.exec_module(local_slurm)
 PROFILE = REPO / "profiles" / "slurm"
 GPU_RULES = {"embed", "finetune", "sample", "sdedit", "score"}
 # the tiny config of tests/test_workflow.py: 2 pairs x 2 variants sharing their embed, 2 alphas, 1 seed
-EXPECTED_JOBS = {"embed": 2, "finetune": 4, "sample": 8, "score": 4, "pair_montage": 2, "overview_montage": 1,
-                 "sample_table": 1, "evaluate": 1}
+EXPECTED_JOBS = {"embed": 2, "finetune": 4, "sample": 8, "score": 4, "pair_montage": 2, "pair_tradeoff": 2,
+                 "overview_montage": 1, "sample_table": 1, "evaluate": 1}
 RUN_TIMEOUT = 540
 
 
