@@ -261,26 +261,25 @@ class ResumeCheckpoints:
         """A checkpoint's two files: the trained tensors (with the generator state and losses), the optimiser's."""
         return self.folder / f"step_{step:06d}.safetensors", self.folder / f"step_{step:06d}.optim.pt"
 
-    def _latest(self) -> int | None:
+    def _latest_record(self) -> dict | None:
+        """`latest.json` (the step of the complete checkpoint in force and its parameters), None without one."""
         marker = self.folder / "latest.json"
-        if not marker.exists():
-            return None
-        return int(read_json(marker)["step"])
+        return read_json(marker) if marker.exists() else None
+
+    def _latest(self) -> int | None:
+        record = self._latest_record()
+        return None if record is None else int(record["step"])
 
     def resume_step(self) -> int:
         """The step `restore` would continue from: the latest checkpoint's, if made with these parameters; else 0."""
-        marker = self.folder / "latest.json"
-        if not marker.exists():
-            return 0
-        record = read_json(marker)
-        return int(record["step"]) if record.get("params") == self.params else 0
+        record = self._latest_record()
+        return int(record["step"]) if record is not None and record.get("params") == self.params else 0
 
     def restore(self, unet, optimizer, scaler, generator, losses: list[float]) -> int:
         """Load the latest checkpoint into the given objects; returns the step to continue from (0 if none)."""
-        marker = self.folder / "latest.json"
-        if not marker.exists():
+        record = self._latest_record()
+        if record is None:
             return 0
-        record = read_json(marker)
         if record.get("params") != self.params:
             logger.warning("ignoring resume checkpoint in %s: made with other parameters", self.folder)
             return 0
