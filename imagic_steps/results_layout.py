@@ -8,13 +8,13 @@ without Snakemake (tests/test_results_layout.py).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .plan import BASELINES, BaselineRun, PlannedRun, format_alpha
+from .trajectory import recorded_stops
 
 SAMPLE_JOBS = ("per_alpha", "per_variant")  # the config's `sample_jobs`: one sample job per alpha, or per sample set
 
@@ -89,15 +89,9 @@ class ResultsLayout:
         return self.embed_dir.format(pair=pair_id, ekey=key) if stage == "embed" else self.finetune_folder(pair_id, key)
 
     def finished_trajectory_stops(self, stage: str, pair_id: str, key: str) -> list[tuple[int, str]] | None:
-        """The stops (steps, stage key) a finished embed or fine-tune wrote (from its provenance record: written
-        last, so it exists only once the job is complete); [] for one with none; None if it has not finished (or its
-        record cannot be read: planned afresh)."""
-        record = Path(self.stage_folder(stage, pair_id, key)) / "provenance.json"
-        try:
-            stops = json.loads(record.read_text()).get("trajectory_stops", [])
-            return [(int(stop["steps"]), str(stop["folder"])) for stop in stops]
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            return None
+        """The stops (steps, stage key) a finished embed or fine-tune wrote, from its provenance record
+        (`trajectory.recorded_stops`): [] for one with none, None if it has not finished."""
+        return recorded_stops(Path(self.stage_folder(stage, pair_id, key)) / "provenance.json")
 
     def trajectory_stop(self, stage: str, pair_id: str, owner_key: str, key: str) -> str:
         """Where a shared trajectory (the `stage` job `owner_key`) writes the files of the shorter run `key` until

@@ -10,6 +10,7 @@ when any is missing.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -32,12 +33,25 @@ def clear_unreached(stops: Iterable[tuple[int, str | Path]], start: int) -> None
             shutil.rmtree(folder, ignore_errors=True)
 
 
+STOPS_RECORD_KEY = "trajectory_stops"  # the longer run's provenance field listing its stops
+
+
 def stops_record(stops: Sequence[tuple[int, str | Path]]) -> dict:
-    """What the longer run's provenance records of its stops (`trajectory_stops`: steps and folder name, the shorter
-    run's key), which planning reads back once it has finished (`ResultsLayout.finished_trajectory_stops`); {} for a
-    run without stops."""
-    return {"trajectory_stops": [{"steps": int(steps), "folder": Path(folder).name} for steps, folder in stops]} \
+    """What the longer run's provenance records of its stops (steps and folder name, the shorter run's key), which
+    planning reads back once it has finished (`recorded_stops`); {} for a run without stops."""
+    return {STOPS_RECORD_KEY: [{"steps": int(steps), "folder": Path(folder).name} for steps, folder in stops]} \
         if stops else {}
+
+
+def recorded_stops(record: str | Path) -> list[tuple[int, str]] | None:
+    """The stops (steps, stage key) a finished run's provenance `record` lists (`stops_record`); [] for a run with
+    none; None if the record does not exist or cannot be read (the run has not finished: planned afresh). The record
+    is written last, so it exists only once the run is complete."""
+    try:
+        stops = json.loads(Path(record).read_text()).get(STOPS_RECORD_KEY, [])
+        return [(int(stop["steps"]), str(stop["folder"])) for stop in stops]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 def link_or_copy(source: Path, target: Path) -> None:
