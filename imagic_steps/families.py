@@ -50,8 +50,8 @@ from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 import torch
 
 from .errors import PlanError
-from .model_folder import (CLIP_ENCODER, LEDITS_FAMILIES, T5_ENCODER, family_name, index_text_encoder,
-                           read_model_index)
+from .model_folder import (CLIP_ENCODER, FAMILY_TEXT_ENCODERS, LEDITS_FAMILIES, T5_ENCODER, family_name,
+                           index_text_encoder, read_model_index)
 
 if TYPE_CHECKING:  # the hooks only need the components at call time: no diffusers / transformers at import
     from .components import SDComponents
@@ -257,19 +257,21 @@ TEXT_ENCODERS = {CLIP_ENCODER: TextEncoder("CLIPTokenizer", CLIP_ENCODER, clip_t
                  T5_ENCODER: TextEncoder("T5Tokenizer", T5_ENCODER, t5_token_states)}
 
 
-def pipeline_prompt(family: "ModelFamily", components: SDComponents, prompt: str, native: str) -> dict:
-    """A diffusers pipeline's prompt arguments: `prompt` itself when the family holds its `native` text encoder (the
-    pipeline encodes it as the family does), else the family's token states (1, 77, D) of it and of the negative
-    (`prompt_embeds`, `negative_prompt_embeds`), which the pipeline would encode its own way (module docstring)."""
-    if family.text_encoder_class == native:
+def pipeline_prompt(family: "ModelFamily", components: SDComponents, prompt: str) -> dict:
+    """A diffusers pipeline's prompt arguments: `prompt` itself when the family holds its own text encoder
+    (`FAMILY_TEXT_ENCODERS`: the pipeline encodes it as the family does), else the family's token states (1, 77, D)
+    of it and of the negative (`prompt_embeds`, `negative_prompt_embeds`), which the pipeline would encode its own
+    way (module docstring)."""
+    if family.text_encoder_class == FAMILY_TEXT_ENCODERS[family.name]:
         return {"prompt": prompt}
     target = family.encode(components, [prompt])
     return {"prompt_embeds": target.embeds, "negative_prompt_embeds": family.unconditional(components, target).embeds}
 
 
-def refuse_foreign_text_encoder(family: "ModelFamily", native: str, pipeline: str) -> None:
-    """PlanError when `family` holds another family's text encoder than its `native` one: diffusers' `pipeline`
-    would encode prompts its own way, not as the model was trained (module docstring)."""
+def refuse_foreign_text_encoder(family: "ModelFamily", pipeline: str) -> None:
+    """PlanError when `family` holds another family's text encoder than its own (`FAMILY_TEXT_ENCODERS`): diffusers'
+    `pipeline` would encode prompts its own way, not as the model was trained (module docstring)."""
+    native = FAMILY_TEXT_ENCODERS[family.name]
     if family.text_encoder_class != native:
         raise PlanError(f"diffusers' {pipeline} encodes prompts for a {native} and this '{family.name}' model has a "
                         f"{family.text_encoder_class}: its prompts would be encoded unlike in training; leave the "
@@ -356,7 +358,8 @@ class LatentFamily(ModelFamily):
 class StableDiffusionFamily(LatentFamily):
     """SD 1.x / 2.x: one CLIP text encoder's last hidden states (B, 77, D) (or a T5's: `text_encoder_class`)."""
 
-    text_encoder_class: str = CLIP_ENCODER  # a key of TEXT_ENCODERS: CLIP, or T5 for a latent model on T5
+    # a key of TEXT_ENCODERS: the family's own (CLIP), or T5 for a latent model on T5
+    text_encoder_class: str = FAMILY_TEXT_ENCODERS["sd"]
 
     name: ClassVar[str] = "sd"
 
@@ -382,12 +385,12 @@ class StableDiffusionFamily(LatentFamily):
 
     def img2img_prompt(self, components: SDComponents, prompt: str) -> dict:
         """The prompt for CLIP; a T5's embeddings of it and of the empty prompt (`pipeline_prompt`)."""
-        return pipeline_prompt(self, components, prompt, CLIP_ENCODER)
+        return pipeline_prompt(self, components, prompt)
 
     def ledits_pipeline(self, components: SDComponents, scheduler):
         from diffusers import LEditsPPPipelineStableDiffusion
 
-        refuse_foreign_text_encoder(self, CLIP_ENCODER, "LEditsPPPipelineStableDiffusion")
+        refuse_foreign_text_encoder(self, "LEditsPPPipelineStableDiffusion")
         return LEditsPPPipelineStableDiffusion(
             vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
             unet=components.unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
@@ -477,7 +480,8 @@ class DeepFloydIFFamily(ModelFamily):
     """DeepFloyd IF stage I: a pixel-space UNet (64 px) conditioned on T5 encoder states (or a CLIP's:
     `text_encoder_class`); no VAE."""
 
-    text_encoder_class: str = T5_ENCODER  # a key of TEXT_ENCODERS: T5, or CLIP for a pixel model on CLIP
+    # a key of TEXT_ENCODERS: the family's own (T5), or CLIP for a pixel model on CLIP
+    text_encoder_class: str = FAMILY_TEXT_ENCODERS["if"]
 
     name: ClassVar[str] = "if"
     CONTEXT_TOKENS: ClassVar[int] = T5_CONTEXT_TOKENS
@@ -526,7 +530,7 @@ class DeepFloydIFFamily(ModelFamily):
 
     def img2img_prompt(self, components: SDComponents, prompt: str) -> dict:
         """The prompt for T5; a CLIP's embeddings of it and of the empty prompt (`pipeline_prompt`)."""
-        return pipeline_prompt(self, components, prompt, T5_ENCODER)
+        return pipeline_prompt(self, components, prompt)
 
 
 SD = StableDiffusionFamily()
@@ -542,8 +546,8 @@ def family_from_model_index(index: dict, model: str = "this model") -> ModelFami
     encoder = index_text_encoder(index)
     encoder = encoder if encoder in TEXT_ENCODERS else None  # unlisted or unknown: the family's own
     if name == DeepFloydIFFamily.name:
-        return DeepFloydIFFamily(encoder or T5_ENCODER)
-    return SD if encoder in (None, CLIP_ENCODER) else StableDiffusionFamily(encoder)
+        return DeepFloydIFFamily(encoder or FAMILY_TEXT_ENCODERS["if"])
+    return SD if encoder in (None, FAMILY_TEXT_ENCODERS["sd"]) else StableDiffusionFamily(encoder)
 
 
 def detect_family(path: str, model: str | None = None, **kwargs) -> ModelFamily:
