@@ -36,8 +36,9 @@ class ModelSpec:
 
     @classmethod
     def from_config(cls, block: dict) -> "ModelSpec":
-        """From a `model:` block (the schema allows no other keys); keys it leaves out take the defaults above."""
-        return cls(**block)
+        """From a `model:` block (the schema allows no other keys); keys it leaves out take the defaults above. The
+        block's `variants` (settings of the config's variants for this model) are the plan's, not the loader's."""
+        return cls(**{key: value for key, value in block.items() if key != "variants"})
 
     def to_config(self) -> dict:
         """The block with every key filled in: what rules pass to their jobs and plan.json records."""
@@ -58,11 +59,11 @@ def default_scorer(model_id: str) -> dict:
     a palette colour estimate for the coloured-digits models), small offline
     random-weight scorers for the random-weight presets (real CLIP would need a download and score noise anyway),
     real CLIP + LPIPS otherwise."""
-    from .locations import COLOUR_DIGITS_LATENT_PRESET, COLOUR_DIGITS_PIXEL_PRESET, DIGITS_PRESET, is_random_preset
+    from .locations import COLOUR_DIGITS_MODELS, DIGITS_PRESET, is_random_preset
 
     if model_id == DIGITS_PRESET:
         return {"kind": "digits"}
-    if model_id in (COLOUR_DIGITS_LATENT_PRESET, COLOUR_DIGITS_PIXEL_PRESET):
+    if model_id in COLOUR_DIGITS_MODELS:
         return {"kind": "colour_digits"}
     if is_random_preset(model_id):
         return {"tiny": True}

@@ -18,6 +18,18 @@ TINY_IF_SR_PRESET = "tiny-if-sr"  # DeepFloyd IF stage II's layout (64 -> 256 px
 # imagic_steps.colour_digits.train`)
 COLOUR_DIGITS_LATENT_PRESET = "colour-digits-latent"
 COLOUR_DIGITS_PIXEL_PRESET = "colour-digits-pixel"
+# issue 38's 2 x 2 of space x text encoder (each space on the other's text encoder) and a second training seed of all
+# four: preset name -> (space, text encoder, training seed); the two above are the spaces' own encoders at seed 0
+COLOUR_DIGITS_MODELS = {
+    COLOUR_DIGITS_LATENT_PRESET: ("latent", "clip", 0),
+    COLOUR_DIGITS_PIXEL_PRESET: ("pixel", "t5", 0),
+    "colour-digits-latent-t5": ("latent", "t5", 0),
+    "colour-digits-pixel-clip": ("pixel", "clip", 0),
+    "colour-digits-latent-seed1": ("latent", "clip", 1),
+    "colour-digits-pixel-seed1": ("pixel", "t5", 1),
+    "colour-digits-latent-t5-seed1": ("latent", "t5", 1),
+    "colour-digits-pixel-clip-seed1": ("pixel", "clip", 1),
+}
 TINY_VERSION = "tiny-sd-v2"  # bump when the tiny configs change, so stale caches are not reused
 SHIPPED_PRESETS = Path(__file__).resolve().parent / "presets"
 # the digits scorer's weights (`python -m imagic_steps.digits.classifier` retrains them)
@@ -51,8 +63,9 @@ MODEL_PRESETS: dict[str, ModelPreset] = {preset.name: preset for preset in (
     ModelPreset(TINY_IF_PRESET, "tiny-if-v2", random_weights=True, family="if"),
     ModelPreset(TINY_IF_SR_PRESET, "tiny-if-sr-v2", random_weights=True, family=None),
     ModelPreset(DIGITS_PRESET, DIGITS_PRESET, random_weights=False, shipped=True),
-    ModelPreset(COLOUR_DIGITS_LATENT_PRESET, "colour_digits_latent", random_weights=False, shipped=True),
-    ModelPreset(COLOUR_DIGITS_PIXEL_PRESET, "colour_digits_pixel", random_weights=False, shipped=True, family="if"),
+    *(ModelPreset(name, name.replace("-", "_"), random_weights=False, shipped=True,
+                  family="sd" if space == "latent" else "if")
+      for name, (space, _, _) in COLOUR_DIGITS_MODELS.items()),
     ModelPreset(SD15_SHAPED_PRESET, "sd15-shaped-v2", random_weights=True, architecture="sd15"),
     ModelPreset(SD21_SHAPED_PRESET, "sd21-shaped-v2", random_weights=True, architecture="sd21"),
 )}

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import PlanError
+from .errors import PlanError, VariantError
 from .model_folder import FAMILY_NAMES, FAMILY_TEXT_ENCODERS, LEDITS_FAMILIES
 from .variants import (DdimInversionParams, LeditsParams, SdeditParams, Variant, deep_merge,
                        resolve_variant)
@@ -379,6 +379,24 @@ def plan_experiment(
             runs.append(PlannedRun(pair, variant, embed_key, finetune_key, sample_key, variant.alphas, tuple(seeds),
                                    label))
     return runs
+
+
+def model_variant_specs(variant_specs: dict[str, dict[str, Any] | None], overrides: dict[str, dict[str, Any]],
+                        label: str) -> dict[str, dict[str, Any] | None]:
+    """The config's variants as one model runs them: a model block's `variants:` ({variant: {section: {field:
+    value}}}, e.g. settings tuned on that model) merged over the config's own, before the sweeps, which then sweep
+    the model's variant. Raises PlanError naming the model's key for an unknown variant or an invalid field."""
+    specs = dict(variant_specs)
+    for name, override in overrides.items():
+        where = f"config (models.{label}.variants.{name})"
+        if name not in variant_specs:
+            raise PlanError(f"{where}: '{name}' is not a variant of this config; name one defined under 'variants'")
+        specs[name] = deep_merge(variant_specs[name] or {"preset": name}, override)
+        try:
+            resolve_variant(name, specs[name])
+        except VariantError as error:
+            raise PlanError(f"{where}: {error}") from None
+    return specs
 
 
 def expand_sweeps(

@@ -7,6 +7,7 @@ from imagic_steps.plan import (
     Pair,
     PlanError,
     expand_sweeps,
+    model_variant_specs,
     format_alpha,
     plan_experiment,
     BASELINES,
@@ -109,6 +110,29 @@ def test_sweeps_expand_into_variants_sharing_keys_with_equal_ones():
     assert runs["ft-0"].variant.finetune.steps == 0
     with pytest.raises(PlanError, match="is not a variant of this config"):
         expand_sweeps(specs, {"ft": {"variant": "nope", "field": "finetune.steps", "values": [1]}})
+
+
+def test_a_models_own_variant_settings_apply_to_it_and_its_sweeps_only():
+    specs = {"tuned": {"preset": "original", "finetune": {"steps": 20, "lr": 1e-4}}, "original": None}
+    sweeps = {"ft": {"variant": "tuned", "field": "finetune.steps", "values": [0, 10]}}
+    own = model_variant_specs(specs, {"tuned": {"finetune": {"lr": 1e-6}, "sample": {"guidance_scale": 1.0}}}, "pixel")
+    runs = {}
+    for label, model_specs in (("latent", specs), ("pixel", own)):
+        all_specs, _ = expand_sweeps(model_specs, sweeps)
+        for run in plan_experiment(MODEL, PAIRS[:1], all_specs, [1.0], [0], label=label):
+            runs[(label, run.variant.name)] = run
+    pixel, latent = runs[("pixel", "tuned")].variant, runs[("latent", "tuned")].variant
+    assert (pixel.finetune.lr, pixel.finetune.steps, pixel.sample.guidance_scale) == (1e-6, 20, 1.0)
+    assert (latent.finetune.lr, latent.sample.guidance_scale) == (1e-4, 7.5)
+    # the sweep sweeps the model's own variant: its lr, the swept steps
+    assert (runs[("pixel", "ft-10")].variant.finetune.lr, runs[("pixel", "ft-10")].variant.finetune.steps) == (1e-6, 10)
+    assert runs[("pixel", "original")].variant == runs[("latent", "original")].variant  # untouched variants
+    assert runs[("pixel", "tuned")].finetune_key != runs[("latent", "tuned")].finetune_key
+    assert specs["tuned"]["finetune"] == {"steps": 20, "lr": 1e-4}  # the config's own is not changed
+    with pytest.raises(PlanError, match=r"config \(models.pixel.variants.tunde\): 'tunde' is not a variant"):
+        model_variant_specs(specs, {"tunde": {}}, "pixel")
+    with pytest.raises(PlanError, match=r"models.pixel.variants.tuned\): variant 'tuned' \(finetune.lr\)"):
+        model_variant_specs(specs, {"tuned": {"finetune": {"lr": -1}}}, "pixel")
 
 
 def test_baseline_plans_key_per_pair_and_method_by_what_each_consumes():

@@ -1,17 +1,21 @@
-"""Text-to-image accuracy of the two coloured-digits models, per class, printed as Markdown.
+"""Text-to-image accuracy of the coloured-digits models, printed as Markdown.
 
-    python -m imagic_steps.colour_digits.report              # both shipped models, 8 seeds per caption
+    python -m imagic_steps.colour_digits.report              # all eight models, 4 seeds per caption: the summary
+    python -m imagic_steps.colour_digits.report --models latent pixel --seeds 8 --per-class   # and per class
     python -m imagic_steps.colour_digits.report --figures results-colour-digits   # and each model's samples
 
-For every (colour, digit) caption, the canonical "a red three", a model samples one image per seed (DDIM 20
-steps at guidance 3, the digits domain's recommended sampling, and at guidance 1, no classifier-free guidance);
-the scorer (`scorer.py`) reads each sample's digit (the digits classifier on the ink) and its colour (nearest
-palette colour). Tables: per digit (over the five colours and the seeds) and per colour (over the ten digits and the seeds), how many samples show the requested
-digit, the requested colour, and both; printed separately for the 40 captions the models were trained on and the
-10 held-out combinations (`data.HELD_OUT_COMBINATIONS`: "a green zero" ...) that no model saw, which measure
-whether a model composes a colour and a digit it has only seen apart. The classifier and colour reader never saw
-a generated image. With `--figures DIR`, each model's first two seeds per caption are drawn into
-DIR/<space>_guidance<g>_text_to_image.png (rows: digits, the held-out colour named; columns: colours x seeds).
+The models are the 2 x 2 of space (latent, pixel) x text encoder (SD's CLIP, the domain T5) at two training seeds,
+labelled as in config/analysis.yaml (`latent`, `pixel`, `latent_t5`, `pixel_clip`, and `_seed1` for the second
+seed: locations.COLOUR_DIGITS_MODELS). For every (colour, digit) caption, the canonical "a red three", a model
+samples one image per seed (DDIM 20 steps at guidance 3, the digits domain's recommended sampling, and at guidance
+1, no classifier-free guidance); the scorer (`scorer.py`) reads each sample's digit (the digits classifier on the
+ink) and its colour (nearest palette colour). The summary has one row per model and guidance: how many samples show
+the requested digit, colour and both, for the 40 captions the models were trained on and the 10 held-out
+combinations (`data.HELD_OUT_COMBINATIONS`: "a green zero" ...) that no model saw, which measure whether a model
+composes a colour and a digit it has only seen apart. `--per-class` adds the tables per digit (over the five colours
+and the seeds) and per colour (over the ten digits and the seeds). The classifier and colour reader never saw a
+generated image. With `--figures DIR`, each model's first two seeds per caption are drawn into
+DIR/<label>_guidance<g>_text_to_image.png (rows: digits, the held-out colour named; columns: colours x seeds).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from ..components import SDComponents
 from ..diffusion import encode_prompts
 from ..drawing import save_grid
 from ..images import tensor_to_pil
-from ..locations import COLOUR_DIGITS_LATENT_PRESET, COLOUR_DIGITS_PIXEL_PRESET
+from ..locations import COLOUR_DIGITS_MODELS
 from ..model_loading import load_components
 from ..sample import sample_alphas
 from ..digits.classifier import digit_probabilities, load_digit_classifier
@@ -38,8 +42,9 @@ from ..variants import SampleParams
 from .data import COLOURS, HELD_OUT_COMBINATIONS, caption, ink_image, is_held_out_combination
 from .scorer import predicted_colours
 
-MODELS = {"latent": COLOUR_DIGITS_LATENT_PRESET, "pixel": COLOUR_DIGITS_PIXEL_PRESET}
-REPORT_SEEDS = tuple(range(8))
+# label (config/analysis.yaml's) -> preset: "colour-digits-latent-t5-seed1" is latent_t5_seed1
+MODELS = {preset.removeprefix("colour-digits-").replace("-", "_"): preset for preset in COLOUR_DIGITS_MODELS}
+REPORT_SEEDS = tuple(range(4))  # the seeds tests/test_colour_digits_models.py samples
 # the digits domain's guidance, and none: the pixel model's best (guidance 3 overshoots on it)
 REPORT_GUIDANCES = (SAMPLE.guidance_scale, 1.0)
 
@@ -98,32 +103,51 @@ def save_sample_grid(scores: pd.DataFrame, path: str | Path, seeds: int = 2, cel
               row_labels=[f"{digit} ({held_out[digit]} unseen)" for digit in range(10)])
 
 
+def summary_row(label: str, guidance: float, scores: pd.DataFrame) -> dict:
+    """One summary row: the model (label, space, text encoder, training seed), the guidance, and the fraction of
+    samples with the requested digit, colour and both, over the trained and over the held-out captions."""
+    space, text_encoder, seed = COLOUR_DIGITS_MODELS[MODELS[label]]
+    row = {"model": label, "space": space, "text_encoder": text_encoder, "training_seed": seed, "guidance": guidance}
+    for captions, part in caption_parts(scores).items():
+        for what in ("digit", "colour", "both"):
+            row[f"{captions} {what}"] = part[f"{what}_right"].mean()
+    return row
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m imagic_steps.colour_digits.report",
                                      description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), metavar="LABEL",
+                        help=f"models to report (default all: {', '.join(MODELS)})")
     parser.add_argument("--seeds", type=int, default=len(REPORT_SEEDS), help="seeds per caption")
-    for space, preset in MODELS.items():
-        parser.add_argument(f"--{space}", default=preset, metavar="MODEL", help=f"the {space} model (default {preset})")
     parser.add_argument("--guidance", type=float, nargs="+", default=list(REPORT_GUIDANCES),
                         help="classifier-free guidance scales to sample at")
+    parser.add_argument("--per-class", action="store_true", help="also print the tables per digit and per colour")
     parser.add_argument("--figures", help="folder to draw each model's samples into "
-                                          "(<space>_guidance<g>_text_to_image.png)")
+                                          "(<label>_guidance<g>_text_to_image.png)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     classifier = load_digit_classifier()
-    for space in MODELS:
-        preset = getattr(args, space)
-        components = load_components(preset)
+    summary = []
+    for label in args.models:
+        components = load_components(MODELS[label])
         for guidance in args.guidance:
             params = replace(SAMPLE, guidance_scale=guidance)
             scores = text_to_image_scores(components, classifier, range(args.seeds), params)
+            summary.append(summary_row(label, guidance, scores))
             if args.figures:
-                save_sample_grid(scores, Path(args.figures) / f"{space}_guidance{guidance:g}_text_to_image.png")
+                save_sample_grid(scores, Path(args.figures) / f"{label}_guidance{guidance:g}_text_to_image.png")
+            if not args.per_class:
+                continue
             for captions, part in caption_parts(scores).items():
                 for by in ("digit", "colour"):
-                    print(f"\n{space} model ({preset}), {captions} captions, text-to-image per {by}, {args.seeds} "
+                    print(f"\n{label} ({MODELS[label]}), {captions} captions, text-to-image per {by}, {args.seeds} "
                           f"seeds per caption, DDIM {params.steps} steps, guidance {guidance:g}:")
                     print(accuracy_by(part, by).to_markdown(index=False, floatfmt=".3f"))
+    print(f"\nText-to-image accuracy, {args.seeds} seeds per caption, DDIM {SAMPLE.steps} steps (trained: the 40 "
+          "trained captions; held-out: the 10 combinations no model saw):")
+    print(pd.DataFrame(summary).to_markdown(index=False, floatfmt=".3f"))
+
 
 if __name__ == "__main__":
     main()

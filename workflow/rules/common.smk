@@ -31,6 +31,7 @@ from imagic_steps.plan import (
     PAIR_ID_PATTERN,
     PlanError,
     expand_sweeps,
+    model_variant_specs,
     finetune_jobs,
     format_alpha,
     plan_baselines,
@@ -178,12 +179,12 @@ def plan_model_baselines(label, block):
 
 try:
     PAIRS = load_pairs()
-    VARIANT_SPECS, SWEEPS = expand_sweeps(config["variants"], config.get("sweeps", {}))
-    RUNS = [
-        run
-        for label, block in KEYED_BLOCKS.items()
-        for run in plan_experiment(block, PAIRS, VARIANT_SPECS, ALPHAS, SEEDS, config.get("resolution"), label)
-    ]
+    RUNS = []
+    for label, block in KEYED_BLOCKS.items():
+        # a model's own variant settings (its `variants:`) apply before the sweeps, whose map is every model's
+        specs = model_variant_specs(config["variants"], model_blocks()[label].get("variants", {}), label)
+        specs, SWEEPS = expand_sweeps(specs, config.get("sweeps", {}))
+        RUNS += plan_experiment(block, PAIRS, specs, ALPHAS, SEEDS, config.get("resolution"), label)
     BASELINE_RUNS = [run for label, block in KEYED_BLOCKS.items() for run in plan_model_baselines(label, block)]
 except (PlanError, VariantError) as error:
     fail(str(error))
