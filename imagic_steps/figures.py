@@ -567,7 +567,8 @@ def tradeoff_figure(summary: pd.DataFrame, title: str, xlabel: str = DEFAULT_XLA
     figure.suptitle(_wrap(f"{title}\nscorer: {scorer_names}", width - 0.3, 10), fontsize=10)
     xlabel = _wrap(xlabel, width - 1.0, 9)
     figure.supxlabel(xlabel, fontsize=9)
-    figure.supylabel(_wrap(ylabel, figure.get_figheight() - 0.6, 9), fontsize=9)
+    # 0.1 inch from the left edge: the default, a fraction of the width, lands on the tick labels of a wide figure
+    figure.supylabel(_wrap(ylabel, figure.get_figheight() - 0.6, 9), fontsize=9, x=0.1 / width)
     intervals = any(summary.get(f"{metric}_{end}", pd.Series(dtype=float)).notna().any()
                     for metric in (DISTANCE_METRIC, TEXT_METRIC) for end in ("lo", "hi"))
     handles = [Line2D([], [], color="0.25", marker="o", markersize=4.5, lw=1.3,
@@ -577,8 +578,9 @@ def tradeoff_figure(summary: pd.DataFrame, title: str, xlabel: str = DEFAULT_XLA
                *_reference_handles(references, threshold)]
     figure.tight_layout(w_pad=PANEL_W_PAD)
     _fit_titles(figure)
-    headers = [facet_title(panels_by, values) for values in combinations] if panels_by else []
-    legend_below(figure, figure_legend(figure, handles), top_inches=0.3 if headers else 0.0, w_pad=PANEL_W_PAD)
+    headers = [_column_header(facet_title(panels_by, values)) for values in combinations] if panels_by else []
+    header_lines = max((header.count("\n") + 1 for header in headers), default=0)
+    legend_below(figure, figure_legend(figure, handles), top_inches=0.3 * header_lines, w_pad=PANEL_W_PAD)
     _xlabel_under_axes(figure, xlabel)
     if headers:  # above the top row's titles
         renderer = figure.canvas.get_renderer()
@@ -590,6 +592,15 @@ def tradeoff_figure(summary: pd.DataFrame, title: str, xlabel: str = DEFAULT_XLA
     for axes, requests in labels.items():
         place_point_labels(axes, requests)
     return figure
+
+
+def _column_header(header: str) -> str:
+    """A facet header that fits over one trade-off panel (bold, 9 pt): one facet per line where both do not fit on
+    one ("model latent_t5_seed1\nedit_kind attribute"), each line wrapped at spaces."""
+    room = PANEL_SIZE[0] - 0.5  # the bold font is wider than the regular one _wrap measures
+    if _wrap(header, room, 9) == header:
+        return header
+    return _wrap(header.replace(" · ", "\n"), room, 9)
 
 
 def _fit_titles(figure) -> None:
@@ -631,6 +642,10 @@ def legend_below(figure, legend, pad_inches: float = 0.08, top_inches: float = 0
     legend.set_in_layout(False)
     height = legend.get_window_extent(figure.canvas.get_renderer()).height / figure.dpi + 2 * pad_inches
     figure.set_figheight(figure.get_figheight() + height + top_inches)
+    # a title sits at a fraction of the height (0.98): on a tall figure that is lower than the margin tight_layout
+    # keeps for it, over the top panels' titles; keep it 0.1 inch from the top instead
+    if figure._suptitle is not None:
+        figure._suptitle.set_y(1 - 0.1 / figure.get_figheight())
     legend.set_bbox_to_anchor((0.5, pad_inches / figure.get_figheight()), transform=figure.transFigure)
     figure.tight_layout(rect=(0, height / figure.get_figheight(), 1, 1 - top_inches / figure.get_figheight()),
                         **layout)

@@ -662,3 +662,27 @@ def test_markdown_tables_leave_unused_settings_empty_not_nan(tmp_path):
     markdown = (tmp_path / "samples.md").read_text()
     assert "nan" not in markdown.lower() and "| sdedit   |         |" in markdown
     assert pd.read_csv(tmp_path / "samples.csv")["alpha"].isna().sum() == samples["alpha"].isna().sum() > 0
+
+
+def test_eight_models_headers_and_title_stay_clear():
+    """config/analysis.yaml with config/analysis_seed1.yaml: eight models x two edit kinds. A column header too wide
+    for its panel ("model latent_t5_seed1 · edit_kind structure") breaks between the facets, the trade-off's y label
+    stays left of the tick labels however wide the figure, and the best-settings figure's title above its top panels
+    however tall (each overlapped before; the trade-off here has two curves of one edit kind, to stay quick)."""
+    models = ["latent", "latent_seed1", "latent_t5", "latent_t5_seed1", "pixel", "pixel_clip", "pixel_clip_seed1",
+              "pixel_seed1"]
+    run, best = analysis_run(), analysis_best()
+    runs, bests = [], []
+    for model in models:
+        base = "latent" if model.startswith("latent") else "pixel"
+        keep = (run["model"] == base) & (run["edit_kind"] == "structure") & run["method"].isin(["imagic", "sdedit"])
+        runs.append(run[keep & run["variant"].isin(["tuned", "sdedit"])].assign(model=model))
+        bests.append(best[best["model"] == base].assign(model=model))
+    figure = tradeoff_figure(pd.concat(runs, ignore_index=True), title="t", panels_by=["model", "edit_kind"],
+                             **DIGITS_OPTIONS)
+    assert_readable(figure)
+    assert "model latent_t5_seed1\nedit_kind structure" in column_headers(figure)
+    figure = best_settings_figure(pd.concat(bests, ignore_index=True), panels_by=["model", "edit_kind"],
+                                  **DIGITS_OPTIONS)
+    assert_readable(figure)
+    assert len(figure.axes) == 2 * len(models)  # a panel per model and edit kind
