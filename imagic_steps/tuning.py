@@ -52,12 +52,15 @@ def setting_scores(best_alpha: pd.DataFrame, variants: dict[str, dict[str, Any]]
                      **{f"{section}.{field}": variants[variant][section][field] for section, field in fields},
                      "n_pairs": len(group), "n_edited": len(edited),
                      "distance_mean": edited["distance"].mean() if len(edited) else float("nan")})
-    table = pd.DataFrame(rows)
-    order = table.assign(_rank_edited=-table["n_edited"], _rank_distance=table["distance_mean"].fillna(float("inf")))
-    order = order.sort_values(["model", "_rank_edited", "_rank_distance", "variant"])
-    table["chosen"] = False
-    table.loc[order.groupby("model").head(1).index, "chosen"] = True
-    return table.sort_values(["model", "variant"]).reset_index(drop=True)
+    return choose(pd.DataFrame(rows)).sort_values(["model", "variant"]).reset_index(drop=True)
+
+
+def choose(scores: pd.DataFrame) -> pd.DataFrame:
+    """`scores` (rows of model, variant, n_edited, distance_mean) with `chosen` set on each model's pick: the most
+    pairs edited, then the smallest distance_mean, then the variant name."""
+    order = scores.assign(_edited=-scores["n_edited"], _distance=scores["distance_mean"].fillna(float("inf")))
+    picks = order.sort_values(["model", "_edited", "_distance", "variant"]).groupby("model").head(1).index
+    return scores.assign(chosen=scores.index.isin(picks))
 
 
 def model_overrides(scores: pd.DataFrame, variant: str) -> dict[str, dict[str, Any]]:
