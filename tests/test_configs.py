@@ -18,11 +18,12 @@ from jinja2 import Environment
 from conftest import ONE_AT_A_TIME, planned_resources_of
 from imagic_steps.io import save_image, save_tensors, staging_dir, write_text
 from imagic_steps.memory import ARCHITECTURE_SIZES, KNOWN_MODELS, SD15, job_memory_mb, stage_estimate
-from imagic_steps.variants import resolve_variant
+from imagic_steps.variants import deep_merge, resolve_variant
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = ONE_AT_A_TIME  # Snakemake runs in the repository itself (conftest.py)
-SHIPPED = ["config.yaml", "tiny.yaml", "sd15.yaml", "sdxl.yaml", "if.yaml", "tedbench.yaml", "analysis.yaml"]
+SHIPPED = ["config.yaml", "tiny.yaml", "sd15.yaml", "sdxl.yaml", "if.yaml", "tedbench.yaml", "analysis.yaml",
+           "analysis_tuning.yaml"]
 
 
 def snakemake(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -55,19 +56,22 @@ def pair_count(config: dict) -> int:
     return len((REPO / config["pairs"]).read_text().strip().splitlines()) - 1
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name == "analysis_tuning.yaml" else name
+                                  for name in SHIPPED])  # the tuning grid's plan: ~10 s more
 def test_each_shipped_config_plans_exactly_its_own_experiment(tmp_path, name):
     config = yaml.safe_load((REPO / "config" / name).read_text())
     plan = plan_of(tmp_path / "results", "--configfile", f"config/{name}")
 
     variants = expected_variants(config)
-    planned = {run["variant"]["name"]: run["variant"] for run in plan["runs"]}
-    assert set(planned) == set(variants)
-    for variant_name, spec in variants.items():  # every stage parameter is the file's (or its preset's)
-        top_level = {key: config[key] for key in ("alphas", "resolution") if key in config}  # a variant's own wins
-        expected = resolve_variant(variant_name, {**top_level, **spec}).to_dict()
-        assert json.loads(json.dumps(planned[variant_name])) == json.loads(json.dumps(expected)), variant_name
     models = config.get("models") or {config["model"]["id"]: config["model"]}  # label -> block
+    planned = {(run["model"], run["variant"]["name"]): run["variant"] for run in plan["runs"]}
+    assert {name for _, name in planned} == set(variants)
+    for (label, variant_name), variant in planned.items():  # every stage parameter is the file's (or its preset's)
+        top_level = {key: config[key] for key in ("alphas", "resolution") if key in config}  # a variant's own wins
+        # a model's own settings of a variant (its block's `variants:`) apply on that model only
+        own = models[label].get("variants", {}).get(variant_name, {})
+        expected = resolve_variant(variant_name, deep_merge({**top_level, **variants[variant_name]}, own)).to_dict()
+        assert json.loads(json.dumps(variant)) == json.loads(json.dumps(expected)), (label, variant_name)
     assert {label: block["id"] for label, block in plan["models"].items()} == {
         label: block["id"] for label, block in models.items()}
     assert len(plan["pairs"]) == pair_count(config)

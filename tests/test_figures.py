@@ -664,6 +664,7 @@ def test_markdown_tables_leave_unused_settings_empty_not_nan(tmp_path):
     assert pd.read_csv(tmp_path / "samples.csv")["alpha"].isna().sum() == samples["alpha"].isna().sum() > 0
 
 
+@pytest.mark.slow  # ~6-10 s of layout
 def test_eight_models_headers_and_title_stay_clear():
     """config/analysis.yaml with config/analysis_seed1.yaml: eight models x two edit kinds. A column header too wide
     for its panel ("model latent_t5_seed1 · edit_kind structure") breaks between the facets, the trade-off's y label
