@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate docs/figures/ from a fresh clone of this repository's HEAD, offline, on the CPU:
 #   bash docs/make_figures.sh             # the default run's figures (~2 min on 2 cores)
-#   bash docs/make_figures.sh --analysis  # and config/analysis.yaml's full run (429 jobs, ~26 min on 2 cores more)
+#   bash docs/make_figures.sh --analysis  # and the analysis' full run: config/analysis.yaml + analysis_seed1.yaml (hours)
 # The clone runs its own code (PYTHONPATH), so the figures are the committed code's: commit first. Each figure is
 # copied under the name the docs use, and docs/figures/README.md records where each came from (commit, date,
 # command). CORES (default 2) sets snakemake --cores; KEEP=1 keeps the clone with its results (its path is printed).
@@ -37,7 +37,7 @@ copy results/figures/best_settings.png digits_best_settings.png "$default_run"
 copy results/figures/tradeoff.png digits_tradeoff.png "$default_run"
 copy results/montages/pairs/three_to_eight.png digits_three_to_eight.png "$default_run"
 if $analysis; then
-    analysis_run="snakemake --cores $cores --configfile config/analysis.yaml --config results=results-analysis"
+    analysis_run="snakemake --cores $cores --configfile config/analysis.yaml config/analysis_seed1.yaml"
     $analysis_run --quiet
     copy results-analysis/figures/best_settings.png analysis_best_settings.png "$analysis_run"
     copy results-analysis/figures/tradeoff.png analysis_tradeoff.png "$analysis_run"

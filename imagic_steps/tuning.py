@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> None:
                          f"(snakemake --cores 2 --configfile config/analysis_tuning.yaml)") from None
     scores = setting_scores(best_alpha, run_variants(plan))
     write_text(results / "tables" / "tuning.csv", scores.to_csv(index=False))
-    print(scores.to_markdown(index=False, floatfmt=".3f"))
+    shown = {column: scores[column].map("{:.0e}".format if column.endswith(".lr") else "{:.3f}".format)
+             for column in scores if scores[column].dtype == float}
+    print(scores.assign(**shown).to_markdown(index=False, disable_numparse=True))
     print(f"\n# {results}/tables/tuning.csv: each model's chosen setting of variant '{args.variant}'")
     print(yaml.safe_dump({"models": model_overrides(scores, args.variant)}, sort_keys=False), end="")
 

@@ -31,6 +31,14 @@ DEFAULT_RUN_CLAIMS = [
                         r"\(one per pair and strength\) and \d+ score jobs of the default run's (\d+)\.",
      ("ledits", "ddim_inversion", "sdedit", "total")),
 ]
+# The analysis' job counts on docs/results.md, each checked against a dry run of its configs (slow: ~15-30 s each):
+# (page, pattern on the whitespace-collapsed text, the config files in order).
+ANALYSIS_CLAIMS = [
+    ("docs/results.md", r"--configfile config/analysis.yaml # four models: ([\d,]+) jobs", ("config/analysis.yaml",)),
+    ("docs/results.md", r"--configfile config/analysis.yaml config/analysis_seed1.yaml # \+ second seeds: ([\d,]+) jobs",
+     ("config/analysis.yaml", "config/analysis_seed1.yaml")),
+    ("docs/results.md", r"the tuning run at \w+, [\d-]+, ([\d,]+) jobs", ("config/analysis_tuning.yaml",)),
+]
 # "N jobs" stated on README.md or docs/*.md and not checked here, with the reason; a new one must be added to the
 # claims above (or here, with its reason), so that no job count goes unexamined.
 UNCHECKED_JOB_COUNTS = {
@@ -109,6 +117,10 @@ def test_every_job_count_on_the_readme_and_docs_is_checked():
         match = re.search(pattern, " ".join((REPO / page).read_text().split()))
         assert match, f"{page} no longer states {pattern!r}: update the claim in tests/test_docs.py"
         checked |= {count for count, rule in zip(match.groups(), rules) if rule == "total"}
+    for page, pattern, _ in ANALYSIS_CLAIMS:
+        match = re.search(pattern, " ".join((REPO / page).read_text().split()))
+        assert match, f"{page} no longer states {pattern!r}: update the claim in tests/test_docs.py"
+        checked.add(match.group(1))
     stated = set()
     for page in PAGES:
         if page == "README.md" or page.startswith("docs/"):
@@ -189,3 +201,17 @@ def test_the_default_run_table_on_the_docs_is_what_the_run_gives():
                     assert abs(float(digits) - number) <= half_unit + 1e-9, (
                         f"docs/results.md, {label}, {setting} {value}: {name} {digits} but the run gives "
                         f"{number:.4f}; regenerate the table from `snakemake --cores 2` on a fresh clone")
+
+
+@pytest.mark.slow  # a dry run of the analysis plans ~1,800-3,000 jobs: ~15-30 s each
+@ONE_AT_A_TIME
+@pytest.mark.parametrize("page, pattern, configs", ANALYSIS_CLAIMS)
+def test_the_docs_state_the_job_counts_snakemake_plans_for_the_analysis(tmp_path, page, pattern, configs):
+    command = [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", *configs,
+               "--config", f"results={tmp_path}/r", "--dry-run", "--quiet", "rules"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    total = re.search(r"^total\s+(\d+)\s*$", done.stdout + done.stderr, re.M)
+    assert total, (done.stdout + done.stderr)[-3000:]
+    stated = re.search(pattern, " ".join((REPO / page).read_text().split())).group(1)
+    assert int(stated.replace(",", "")) == int(total.group(1)), f"{page} says {stated}; the dry run plans {total.group(1)}"

@@ -66,3 +66,18 @@ def test_the_command_writes_the_table_and_prints_the_config_blocks(tmp_path, cap
                                                              "sample": {"guidance_scale": 3.0}}}}}}
     with pytest.raises(SystemExit, match="plan.json: missing; run the tuning config"):
         tuning.main([str(tmp_path / "elsewhere")])
+
+
+def test_the_analysis_runs_each_models_pick_of_the_shipped_tuning_run():
+    """docs/tables/analysis_tuning.csv is the tuning run's tables/tuning.csv (docs/results.md names its command and
+    commit): the rule picks again what it marks, config/analysis.yaml gives each model that pick as its `tuned`, and
+    config/analysis_seed1.yaml each second seed its sibling's."""
+    shipped = pd.read_csv(REPO / "docs" / "tables" / "analysis_tuning.csv")
+    assert tuning.choose(shipped.drop(columns="chosen"))["chosen"].tolist() == shipped["chosen"].tolist()
+    picks = tuning.model_overrides(shipped, "tuned")
+    analysis = yaml.safe_load((REPO / "config" / "analysis.yaml").read_text())["models"]
+    assert set(picks) == set(analysis)
+    for label, block in picks.items():
+        assert analysis[label]["variants"] == block["variants"], label
+    for label, block in yaml.safe_load((REPO / "config" / "analysis_seed1.yaml").read_text())["models"].items():
+        assert block["variants"] == analysis[label.removesuffix("_seed1")]["variants"], label
