@@ -56,8 +56,8 @@ def pair_count(config: dict) -> int:
     return len((REPO / config["pairs"]).read_text().strip().splitlines()) - 1
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name == "analysis_tuning.yaml" else name
-                                  for name in SHIPPED])  # the tuning grid's plan: ~10 s more
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name.startswith("analysis") else name
+                                  for name in SHIPPED])  # the analysis' plans: ~9-10 s each
 def test_each_shipped_config_plans_exactly_its_own_experiment(tmp_path, name):
     config = yaml.safe_load((REPO / "config" / name).read_text())
     plan = plan_of(tmp_path / "results", "--configfile", f"config/{name}")

@@ -393,6 +393,7 @@ def test_default_run_tradeoff_is_one_panel_per_curve_with_labels_that_overlap_no
     assert shown == figure.axes[3:]
 
 
+@pytest.mark.slow  # ~6 s of layout; the fast tier keeps the smaller trade-off figures
 def test_analysis_tradeoff_is_a_row_per_curve_and_a_column_per_facet_combination():
     """config/analysis.yaml's shape: two facets (model x edit kind), 7 curves, LEDITS++ not run on the pixel model:
     7 rows x 4 columns under the facet headers, "not run here" where a curve is missing, grey comparison curves of

@@ -107,6 +107,7 @@ def planned_resources(workdir: Path) -> dict[str, list[dict[str, str]]]:
     return planned_resources_of(done.stdout + done.stderr)
 
 
+@pytest.mark.slow  # ~6 s of dry runs; the fast tier is at its 3-minute budget (tests/README.md)
 def test_gpu_jobs_request_the_estimated_memory_and_the_config_overrides_it(tmp_path, tiny):
     from imagic_steps.memory import job_memory_mb, model_size, stage_estimate
     from imagic_steps.variants import FinetuneParams
@@ -154,6 +155,7 @@ def test_sweep_and_sdedit_add_only_their_new_jobs(tmp_path):
     assert jobs["score"] == 4 + 2 + 2
 
 
+@pytest.mark.slow  # ~8 s of dry runs; tests/test_plan.py keeps the baselines' planning in the fast tier
 def test_ledits_and_ddim_inversion_plan_one_job_per_pair_and_rerun_only_on_their_own_parameters(tmp_path):
     baselines = {"ledits": {"edit_guidances": [0, 5], "inversion_steps": 2},
                  "ddim_inversion": {"target_guidances": [1, 3], "steps": 2}}
