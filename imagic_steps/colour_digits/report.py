@@ -1,12 +1,12 @@
 """Text-to-image accuracy of the coloured-digits models, printed as Markdown.
 
-    python -m imagic_steps.colour_digits.report              # all eight models, 4 seeds per caption: the summary
+    python -m imagic_steps.colour_digits.report              # every shipped model, 4 seeds per caption: the summary
     python -m imagic_steps.colour_digits.report --models latent pixel --seeds 8 --per-class   # and per class
     python -m imagic_steps.colour_digits.report --figures results-colour-digits   # and each model's samples
 
-The models are the 2 x 2 of space (latent, pixel) x text encoder (SD's CLIP, the domain T5) at two training seeds,
-labelled as in config/analysis.yaml (`latent`, `pixel`, `latent_t5`, `pixel_clip`, and `_seed1` for the second
-seed: locations.COLOUR_DIGITS_MODELS). For every (colour, digit) caption, the canonical "a red three", a model
+The models are the 2 x 2 of space (latent, pixel) x text encoder (SD's CLIP, the domain T5) and the second training
+seeds shipped so far, labelled as in config/analysis.yaml (`latent`, `pixel`, `latent_t5`, `pixel_clip`, and
+`_seed1` for a second seed: locations.COLOUR_DIGITS_MODELS). For every (colour, digit) caption, the canonical "a red three", a model
 samples one image per seed (DDIM 20 steps at guidance 3, the digits domain's recommended sampling, and at guidance
 1, no classifier-free guidance); the scorer (`scorer.py`) reads each sample's digit (the digits classifier on the
 ink) and its colour (nearest palette colour). The summary has one row per model and guidance: how many samples show
