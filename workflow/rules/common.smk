@@ -180,9 +180,10 @@ def plan_model_baselines(label, block):
 try:
     PAIRS = load_pairs()
     RUNS = []
+    OWN_VARIANTS = {label: block.get("variants", {}) for label, block in model_blocks().items()}
     for label, block in KEYED_BLOCKS.items():
         # a model's own variant settings (its `variants:`) apply before the sweeps, whose map is every model's
-        specs = model_variant_specs(config["variants"], model_blocks()[label].get("variants", {}), label)
+        specs = model_variant_specs(config["variants"], OWN_VARIANTS[label], label)
         specs, SWEEPS = expand_sweeps(specs, config.get("sweeps", {}))
         RUNS += plan_experiment(block, PAIRS, specs, ALPHAS, SEEDS, config.get("resolution"), label)
     BASELINE_RUNS = [run for label, block in KEYED_BLOCKS.items() for run in plan_model_baselines(label, block)]
