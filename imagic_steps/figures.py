@@ -1,5 +1,5 @@
 """The result figures, made from cached samples and scores (no model): pair and overview montages, the best
-edits, trade-off plots and sweep plots, written atomically. They build on `drawing` (matplotlib figures); the
+edits, trade-off, sweep and model-contrast plots, written atomically. They build on `drawing` (matplotlib figures); the
 montages are labelled grids of their own (`montage_grid`: a TrueType font, whole-factor nearest-neighbour
 enlargement); the numbers they show come from `stats`."""
 
@@ -1004,3 +1004,82 @@ def sweep_figure(means: pd.DataFrame, title: str, xlabel: str, labels: dict[str,
 def plot_sweep(means: pd.DataFrame, path, title: str, xlabel: str, labels: dict[str, str]) -> None:
     """`sweep_figure` saved as PNG at `path` (atomically)."""
     save_figure(sweep_figure(means, title, xlabel, labels), path)
+
+
+CONTRAST_PANEL_WIDTH = 2.1  # inches of x axis per panel of the model-contrasts figure
+CONTRAST_DIFFERENCES = {"edited_diff": "share of pairs edited", "fidelity_diff": "fidelity, pairs both edit"}
+
+
+def contrasts_figure(contrasts: pd.DataFrame):
+    """Paired model contrasts (`model_comparison.model_contrasts`' table) as a forest plot, a matplotlib Figure.
+
+    One row of panels per contrast ("A − B", in the table's order), one column per edit kind and difference: the
+    share of pairs edited (A − B, in [-1, 1]) and the fidelity (1 − identity distance) over the pairs both models
+    edit. In each panel a row per method / variant (the best-settings figure's colours): a dot at the mean
+    difference over pairs with its 95 % pair-bootstrap interval, a dashed line at 0 (no difference), "n/a" where the
+    two models share no edited pair and "—" where one lacks the method. Right of 0: A edits more often, or more
+    faithfully. Each difference keeps one x range down its column, so the panels compare at a glance.
+    """
+    require_columns(contrasts, ["contrast", "method", "variant", "n_pairs", "n_both_edited",
+                                *(f"{d}_{s}" for d in CONTRAST_DIFFERENCES for s in ("mean", "lo", "hi"))])
+    names = list(dict.fromkeys(contrasts["contrast"]))
+    kinds = sorted(contrasts["edit_kind"].unique()) if "edit_kind" in contrasts else [None]
+    curves = sorted(contrasts.groupby(["method", "variant"]).groups, key=lambda c: (c[0] != "imagic", c))
+    colours = curve_colours(curves)
+    columns = [(kind, difference) for kind in kinds for difference in CONTRAST_DIFFERENCES]
+    panel_height = len(curves) * BEST_ROW_HEIGHT + 0.45
+    figure = new_figure((1.9 + len(columns) * (CONTRAST_PANEL_WIDTH + 0.25), len(names) * panel_height + 1.2),
+                        FIGURE_DPI)
+    grid = figure.subplots(len(names), len(columns), sharey=True, squeeze=False)
+    positions = np.arange(len(curves))
+    reach = {difference: 0.05 for difference in CONTRAST_DIFFERENCES}
+    for i, name in enumerate(names):
+        for j, (kind, difference) in enumerate(columns):
+            axes = grid[i][j]
+            rows = contrasts[contrasts["contrast"] == name]
+            if kind is not None:
+                rows = rows[rows["edit_kind"] == kind]
+            axes.axvline(0.0, color="0.35", ls="--", lw=1, zorder=1)
+            for position, curve in zip(positions, curves):
+                found = rows[(rows["method"] == curve[0]) & (rows["variant"] == curve[1])]
+                mean = float(found.iloc[0][f"{difference}_mean"]) if not found.empty else float("nan")
+                if not np.isfinite(mean):
+                    axes.annotate("—" if found.empty else "n/a", (0.02, position), xycoords=("axes fraction", "data"),
+                                  va="center", fontsize=7, color="0.4")
+                    continue
+                lo, hi = (float(found.iloc[0][f"{difference}_{end}"]) for end in ("lo", "hi"))
+                errors = _interval_errors([mean], [lo], [hi])
+                reach[difference] = max(reach[difference], *(abs(v) for v in (mean, lo, hi) if np.isfinite(v)))
+                axes.errorbar([mean], [position], xerr=errors, marker="o", markersize=5, capsize=2.5, lw=1.4,
+                              color=colours[curve], zorder=3)
+            axes.set_ylim(len(curves) - 0.5, -0.5)
+            axes.set_yticks(positions, [f"{m} / {v}" if m == "imagic" else METHOD_NAMES.get(m, m) for m, v in curves])
+            axes.tick_params(axis="y", length=0, labelsize=8)
+            axes.tick_params(axis="x", labelsize=7)
+            axes.grid(True, axis="x", alpha=0.3)
+            if i == 0:
+                axes.set_title(f"{kind + ': ' if kind else ''}{CONTRAST_DIFFERENCES[difference]}", fontsize=8.5,
+                               fontweight="bold")
+            if j == 0:
+                axes.set_ylabel(name, fontsize=9, fontweight="bold")
+    for j, (_, difference) in enumerate(columns):
+        # a share difference lies in [-1, 1]: a little room past the ends keeps a dot at -1 or 1 whole
+        half = min(1.08, reach[difference] * 1.1) if difference == "edited_diff" else reach[difference] * 1.15
+        for i in range(len(names)):
+            grid[i][j].set_xlim(-half, half)
+    n = sorted({int(value) for value in contrasts["n_pairs"]})
+    pairs = f"n = {_pairs(n[0])}" if len(n) == 1 else f"n = {n[0]}–{n[-1]} pairs"
+    title = ("Paired model contrasts, model A − model B on the same pairs (right of 0: A edits more often, or more "
+             f"faithfully); mean over pairs with its 95 % pair-bootstrap interval; {pairs} per edit kind; fidelity "
+             "over the pairs both models edit (n/a: none; —: a model lacks the method)")
+    figure.suptitle(_wrap(title, figure.get_figwidth() - 1.2, 10), fontsize=10)
+    figure.supxlabel("difference, model A − model B", fontsize=9)
+    figure.tight_layout(w_pad=PANEL_W_PAD)
+    # tight_layout leaves the title touching the top panels' titles: keep 0.12 inch between them
+    figure.subplots_adjust(top=figure.subplotpars.top - 0.12 / figure.get_figheight())
+    return figure
+
+
+def plot_contrasts(contrasts: pd.DataFrame, path: str | os.PathLike) -> None:
+    """`contrasts_figure` saved as PNG at `path` (atomically)."""
+    save_figure(contrasts_figure(contrasts), path)
