@@ -1013,7 +1013,8 @@ CONTRAST_DIFFERENCES = {"edited_diff": "share of pairs edited", "fidelity_diff":
 def contrasts_figure(contrasts: pd.DataFrame):
     """Paired model contrasts (`model_comparison.model_contrasts`' table) as a forest plot, a matplotlib Figure.
 
-    One row of panels per contrast ("A − B", in the table's order), one column per edit kind and difference: the
+    One row of panels per contrast ("A − B", in the table's order; under it the factor it varies, where the table
+    says), one column per edit kind and difference: the
     share of pairs edited (A − B, in [-1, 1]) and the fidelity (1 − identity distance) over the pairs both models
     edit. In each panel a row per method / variant (the best-settings figure's colours): a dot at the mean
     difference over pairs with its 95 % pair-bootstrap interval, a dashed line at 0 (no difference), "n/a" where the
@@ -1061,7 +1062,8 @@ def contrasts_figure(contrasts: pd.DataFrame):
                 axes.set_title(f"{kind + ': ' if kind else ''}{CONTRAST_DIFFERENCES[difference]}", fontsize=8.5,
                                fontweight="bold")
             if j == 0:
-                axes.set_ylabel(name, fontsize=9, fontweight="bold")
+                varies = rows["varies"].fillna("").iloc[0] if "varies" in rows and len(rows) else ""
+                axes.set_ylabel(f"{name}\n({varies})" if varies else name, fontsize=9, fontweight="bold")
     for j, (_, difference) in enumerate(columns):
         # a share difference lies in [-1, 1]: a little room past the ends keeps a dot at -1 or 1 whole
         half = min(1.08, reach[difference] * 1.1) if difference == "edited_diff" else reach[difference] * 1.15

@@ -1,6 +1,8 @@
 """A several-model run's models side by side (imagic_steps.model_comparison): contrasts oriented as asked, the cells'
 tables, the figure, and one-line errors."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -60,7 +62,7 @@ def test_an_unknown_label_or_a_bad_contrast_is_a_one_line_error(differences):
     for text in ("latent", "latent:latent", "latent:", "a:b:c"):
         with pytest.raises(ValueError, match="A:B"):
             model_comparison.parse_contrast(text)
-    with pytest.raises(ValueError, match="no --contrast"):
+    with pytest.raises(ValueError, match="no contrast to report"):
         model_comparison.model_contrasts(differences, [])
 
 
@@ -100,12 +102,35 @@ def test_the_figure_has_a_row_of_panels_per_contrast_and_a_column_per_edit_kind_
     assert figure.axes[0].get_xlim() == figure.axes[4].get_xlim() and figure.axes[0].get_xlim()[1] <= 1.08
 
 
+def test_the_default_contrasts_vary_one_registered_factor_each_with_its_first_level_as_a():
+    models = {"latent": "colour-digits-latent", "pixel": "colour-digits-pixel", "latent_t5": "colour-digits-latent-t5",
+              "pixel_clip": "colour-digits-pixel-clip", "latent_seed1": "colour-digits-latent-seed1",
+              "latent_t5_seed1": "colour-digits-latent-t5-seed1", "sd": "runwayml/stable-diffusion-v1-5"}
+    assert model_comparison.one_factor_contrasts(models) == [
+        ("latent", "pixel_clip", "space"), ("latent_t5", "pixel", "space"),
+        ("latent", "latent_t5", "text encoder"), ("pixel_clip", "pixel", "text encoder"),
+        ("latent_seed1", "latent_t5_seed1", "text encoder"),
+        ("latent", "latent_seed1", "training seed"), ("latent_t5", "latent_t5_seed1", "training seed")]
+    # latent and pixel differ in space and text encoder: no one-factor contrast; unregistered models have none
+    assert model_comparison.one_factor_contrasts({"latent": "colour-digits-latent", "pixel": "colour-digits-pixel",
+                                                  "sd": "runwayml/stable-diffusion-v1-5"}) == []
+
+
 def test_the_command_writes_tables_and_a_figure_from_a_run_folder(tmp_path, differences, capsys):
     tables = tmp_path / "tables"
     tables.mkdir()
     summarise_best(best_table(), by=("model", "edit_kind", "method", "variant")).to_csv(
         tables / "best_summary.csv", index=False)
     differences.to_csv(tables / "model_differences.csv", index=False)
+    # no --contrast: the one-factor contrasts of the plan's models (plan.json sorts its keys; config order wins)
+    (tmp_path / "plan.json").write_text(json.dumps({"models": {
+        "latent": {"id": "colour-digits-latent"}, "latent_t5": {"id": "colour-digits-latent-t5"},
+        "pixel": {"id": "colour-digits-pixel"}}}))
+    model_comparison.main([str(tmp_path)])
+    written = pd.read_csv(tables / "model_contrasts.csv")
+    assert list(dict.fromkeys(zip(written["contrast"], written["varies"]))) == [
+        ("latent_t5 − pixel", "space"), ("latent − latent_t5", "text encoder")]
+    assert "latent_t5 − pixel (space)" in (tables / "model_contrasts.md").read_text()
     model_comparison.main([str(tmp_path), "--contrast", "pixel:latent", "--contrast", "latent:latent_t5"])
     written = pd.read_csv(tables / "model_contrasts.csv")
     assert list(dict.fromkeys(written["contrast"])) == ["pixel − latent", "latent − latent_t5"]
