@@ -8,8 +8,9 @@ how many pairs some setting edits, and the identity distance at each edited pair
 and `tables/model_differences.csv` (every two models, A - B per pair, with the pair bootstrap; config order decides
 which model is A). This command reads them and writes what a reader compares:
 
-* `tables/model_cells.md`: per edit kind, one row per method / variant and one column per model: "edited / n,
-  fidelity [95 % interval]" (fidelity = 1 - identity distance, over the edited pairs);
+* `tables/model_cells.md`: per edit kind, one row per method / variant and one column per model (alphabetical, so
+  a second training seed stands beside its first): "edited / n, fidelity [95 % interval]" (fidelity = 1 - identity
+  distance, over the edited pairs);
 * `tables/model_contrasts.csv` / `.md`: each contrast A - B whichever order the run stored it in (the difference
   negated and its interval flipped where the run has B - A), per edit kind, method and variant: the difference in
   the share of pairs edited and in fidelity over the pairs both edit, each with its interval. Without `--contrast`,
@@ -217,8 +218,7 @@ def write_comparison(results: str | Path, contrasts: Sequence[tuple[str, ...]] =
         table.to_csv(tmp, index=False)
     write_text(tables / "model_contrasts.md",
                f"{TABLE_NOTE}\n\n" + "\n".join(contrasts_markdown(table, d) for d in DIFFERENCES))
-    models = list(dict.fromkeys(best_summary[MODEL])) if MODEL in best_summary else []
-    models = sorted(models, key=lambda m: order.index(m) if m in order else len(order))
+    models = sorted(best_summary[MODEL].unique()) if MODEL in best_summary else []  # a seed beside its sibling
     write_text(tables / "model_cells.md", f"{TABLE_NOTE}\n\n" + model_cells_markdown(best_summary, models))
     plot_contrasts(table, results / "figures" / "model_contrasts.png")
     return table

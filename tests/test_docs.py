@@ -217,3 +217,22 @@ def test_the_docs_state_the_job_counts_snakemake_plans_for_the_analysis(tmp_path
     assert total, (done.stdout + done.stderr)[-3000:]
     stated = re.search(pattern, " ".join((REPO / page).read_text().split())).group(1)
     assert int(stated.replace(",", "")) == int(total.group(1)), f"{page} says {stated}; the dry run plans {total.group(1)}"
+
+
+def test_the_analysis_tables_on_results_md_are_the_shipped_run_tables():
+    """docs/results.md's per-model cells and paired contrasts are `imagic_steps.model_comparison`'s rendering of the
+    analysis run's tables as shipped in docs/tables (copied there by `bash docs/make_figures.sh --analysis`), table
+    for table: a number edited by hand, or a table regenerated without the page, fails here."""
+    import pandas as pd
+
+    from imagic_steps import model_comparison
+
+    page = (REPO / "docs/results.md").read_text()
+    cells = pd.read_csv(REPO / "docs/tables/analysis_best_summary.csv")
+    contrasts = pd.read_csv(REPO / "docs/tables/analysis_model_contrasts.csv", keep_default_na=False,
+                            na_values=[""])
+    rendered = [model_comparison.model_cells_markdown(cells, sorted(cells["model"].unique())),
+                *(model_comparison.contrasts_markdown(contrasts, d) for d in model_comparison.DIFFERENCES)]
+    for text in rendered:
+        for table in text.strip().split("\n\n"):
+            assert table in page, f"docs/results.md lacks this table of the shipped analysis run:\n{table}"

@@ -135,7 +135,7 @@ def test_the_command_writes_tables_and_a_figure_from_a_run_folder(tmp_path, diff
     written = pd.read_csv(tables / "model_contrasts.csv")
     assert list(dict.fromkeys(written["contrast"])) == ["pixel − latent", "latent − latent_t5"]
     assert "resamples pairs" in (tables / "model_contrasts.md").read_text()
-    assert (tables / "model_cells.md").read_text().count("| latent | pixel | latent_t5 |") == 2  # config order
+    assert (tables / "model_cells.md").read_text().count("| latent | latent_t5 | pixel |") == 2  # alphabetical
     assert Image.open(tmp_path / "figures" / "model_contrasts.png").width > 800
     with pytest.raises(SystemExit) as stop:
         model_comparison.main([str(tmp_path), "--contrast", "latent:pixel_clip"])
