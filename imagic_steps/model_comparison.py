@@ -32,7 +32,7 @@ import pandas as pd
 
 from .io import atomic_path, write_text
 from .locations import COLOUR_DIGITS_MODELS
-from .stats import BOOTSTRAP_RESAMPLES, CONFIDENCE, DISTANCE_METRIC, MODEL, require_columns
+from .stats import BOOTSTRAP_RESAMPLES, CONFIDENCE, DISTANCE_METRIC, MODEL, format_interval, require_columns
 
 DIFFERENCES = ("edited_diff", "fidelity_diff")  # the columns each contrast reports, with _mean / _lo / _hi
 DIFFERENCE_NAMES = {"edited_diff": "share of pairs edited, A − B",
@@ -79,7 +79,8 @@ def oriented_contrast(differences: pd.DataFrame, model_a: str, model_b: str, var
     Raises:
         ValueError: the run has no rows for the two models (a label it does not have), naming the labels it has.
     """
-    require_columns(differences, ["model_a", "model_b", *(f"{d}_{s}" for d in DIFFERENCES for s in ("mean", "lo", "hi"))])
+    require_columns(differences, ["model_a", "model_b",
+                                  *(f"{d}_{s}" for d in DIFFERENCES for s in ("mean", "lo", "hi"))])
     forward = differences[(differences["model_a"] == model_a) & (differences["model_b"] == model_b)]
     backward = differences[(differences["model_a"] == model_b) & (differences["model_b"] == model_a)]
     if forward.empty and backward.empty:
@@ -110,14 +111,6 @@ def contrast_header(contrasts: pd.DataFrame, name: str) -> str:
     return f"{name} ({varies})" if varies else name
 
 
-def _signed(mean: float, lo: float, hi: float, digits: int) -> str:
-    if not np.isfinite(mean):
-        return "n/a"
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return f"{mean:+.{digits}f} [n/a: 1 pair]"
-    return f"{mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
-
-
 def _method_label(method: str, variant: str) -> str:
     return method if method == variant else f"{method} / {variant}"
 
@@ -128,30 +121,40 @@ def _rows_in_order(table: pd.DataFrame) -> list[tuple[str, str]]:
     return sorted(map(tuple, pairs.to_numpy()), key=lambda mv: (mv[0] != "imagic", mv[0], mv[1]))
 
 
+def _per_edit_kind(table: pd.DataFrame, column: str, values: Sequence[str], headers: Sequence[str], what: str,
+                   cell) -> str:
+    """One Markdown table per edit kind of `table`: a row per method / variant, a column per value of `column` (with
+    its header), each cell `cell(row)` of the table's row there, "—" where there is none."""
+    kinds = sorted(table["edit_kind"].unique()) if "edit_kind" in table else [None]
+    parts = []
+    for kind in kinds:
+        rows = table if kind is None else table[table["edit_kind"] == kind]
+        lines = [f"| {kind or 'all'}: {what} | " + " | ".join(headers) + " |", "|---|" + "---|" * len(headers)]
+        for method, variant in _rows_in_order(rows):
+            found = rows[(rows["method"] == method) & (rows["variant"] == variant)].set_index(column)
+            cells = [cell(found.loc[value]) if value in found.index else "—" for value in values]
+            lines.append(f"| {_method_label(method, variant)} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
 def contrasts_markdown(contrasts: pd.DataFrame, difference: str, digits: int = 2) -> str:
     """One Markdown table per edit kind: a row per method / variant, a column per contrast, each cell "mean [lo,
     hi]" of `difference` (edited_diff or fidelity_diff), "n/a" where the two models share no edited pair, "—" where
     one of them lacks the method (LEDITS++ on a pixel model)."""
     names = list(dict.fromkeys(contrasts[CONTRAST]))
-    kinds = sorted(contrasts["edit_kind"].unique()) if "edit_kind" in contrasts else [None]
-    parts = []
-    for kind in kinds:
-        rows = contrasts if kind is None else contrasts[contrasts["edit_kind"] == kind]
-        headers = [contrast_header(contrasts, name) for name in names]
-        lines = [f"| {kind or 'all'}: {DIFFERENCE_NAMES[difference]} | " + " | ".join(headers) + " |",
-                 "|---|" + "---|" * len(names)]
-        for method, variant in _rows_in_order(rows):
-            cells = []
-            for name in names:
-                found = rows[(rows[CONTRAST] == name) & (rows["method"] == method) & (rows["variant"] == variant)]
-                if found.empty:
-                    cells.append("—")
-                    continue
-                row = found.iloc[0]
-                cells.append(_signed(*(float(row[f"{difference}_{stat}"]) for stat in ("mean", "lo", "hi")), digits))
-            lines.append(f"| {_method_label(method, variant)} | " + " | ".join(cells) + " |")
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts) + "\n"
+    return _per_edit_kind(
+        contrasts, CONTRAST, names, [contrast_header(contrasts, name) for name in names], DIFFERENCE_NAMES[difference],
+        lambda row: format_interval(*(float(row[f"{difference}_{s}"]) for s in ("mean", "lo", "hi")), digits,
+                                    signed=True))
+
+
+def _fidelity_cell(row: pd.Series, digits: int) -> str:
+    cell = f"{int(row['n_edited'])} / {int(row['n_pairs'])}"
+    mean, lo, hi = (float(row[f"{DISTANCE_METRIC}_{s}"]) for s in ("mean", "lo", "hi"))
+    if np.isfinite(mean) and np.isfinite(lo) and np.isfinite(hi):
+        cell += f", {1 - mean:.{digits}f} [{1 - hi:.{digits}f}, {1 - lo:.{digits}f}]"
+    return cell
 
 
 def model_cells_markdown(best_summary: pd.DataFrame, models: Sequence[str], digits: int = 2) -> str:
@@ -162,28 +165,8 @@ def model_cells_markdown(best_summary: pd.DataFrame, models: Sequence[str], digi
     the method."""
     require_columns(best_summary, [MODEL, "method", "variant", "n_pairs", "n_edited",
                                    *(f"{DISTANCE_METRIC}_{s}" for s in ("mean", "lo", "hi"))])
-    kinds = sorted(best_summary["edit_kind"].unique()) if "edit_kind" in best_summary else [None]
-    parts = []
-    for kind in kinds:
-        rows = best_summary if kind is None else best_summary[best_summary["edit_kind"] == kind]
-        lines = [f"| {kind or 'all'}: edited / n, fidelity [95 % CI] | " + " | ".join(models) + " |",
-                 "|---|" + "---|" * len(models)]
-        for method, variant in _rows_in_order(rows):
-            cells = []
-            for model in models:
-                found = rows[(rows[MODEL] == model) & (rows["method"] == method) & (rows["variant"] == variant)]
-                if found.empty:
-                    cells.append("—")
-                    continue
-                row = found.iloc[0]
-                cell = f"{int(row['n_edited'])} / {int(row['n_pairs'])}"
-                mean, lo, hi = (float(row[f"{DISTANCE_METRIC}_{s}"]) for s in ("mean", "lo", "hi"))
-                if np.isfinite(mean) and np.isfinite(lo) and np.isfinite(hi):
-                    cell += f", {1 - mean:.{digits}f} [{1 - hi:.{digits}f}, {1 - lo:.{digits}f}]"
-                cells.append(cell)
-            lines.append(f"| {_method_label(method, variant)} | " + " | ".join(cells) + " |")
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts) + "\n"
+    return _per_edit_kind(best_summary, MODEL, models, models, "edited / n, fidelity [95 % CI]",
+                          lambda row: _fidelity_cell(row, digits))
 
 
 TABLE_NOTE = (f"Means over pairs; [lo, hi] is a {CONFIDENCE:.0%} percentile bootstrap interval that resamples pairs "
@@ -207,7 +190,8 @@ def write_comparison(results: str | Path, contrasts: Sequence[tuple[str, ...]] =
     if not contrasts:
         plan = json.loads((results / "plan.json").read_text()) if (results / "plan.json").is_file() else {}
         ids = {label: spec["id"] for label, spec in plan.get("models", {}).items()}  # plan.json sorts its keys
-        models = {label: ids[label] for label in sorted(ids, key=lambda m: order.index(m) if m in order else len(order))}
+        models = {label: ids[label]
+                  for label in sorted(ids, key=lambda m: order.index(m) if m in order else len(order))}
         contrasts = one_factor_contrasts(models)
         if not contrasts:
             raise ValueError(f"no --contrast given, and no two of the run's models ({', '.join(models) or 'none'}, "

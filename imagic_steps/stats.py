@@ -294,12 +294,15 @@ def paired_model_differences(
     return pd.DataFrame(rows, columns=columns)
 
 
-def _format_interval(mean: float, lo: float, hi: float, float_digits: int) -> str:
+def format_interval(mean: float, lo: float, hi: float, float_digits: int, signed: bool = False) -> str:
+    """"mean [lo, hi]" with `float_digits` decimals (`signed`: each with its sign, for differences); "n/a" without a
+    mean, "mean [n/a: < 2 pairs]" without an interval."""
+    spec = f"{'+' if signed else ''}.{float_digits}f"
     if not np.isfinite(mean):
         return "n/a"
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        return f"{mean:.{float_digits}f} [n/a: < 2 pairs]"
-    return f"{mean:.{float_digits}f} [{lo:.{float_digits}f}, {hi:.{float_digits}f}]"
+        return f"{mean:{spec}} [n/a: < 2 pairs]"
+    return f"{mean:{spec}} [{lo:{spec}}, {hi:{spec}}]"
 
 
 def markdown_table(summary: pd.DataFrame, float_digits: int = 3) -> str:
@@ -313,7 +316,7 @@ def markdown_table(summary: pd.DataFrame, float_digits: int = 3) -> str:
     table = summary.copy()
     for metric in metrics:
         table[f"{metric}_mean"] = [
-            _format_interval(mean, lo, hi, float_digits)
+            format_interval(mean, lo, hi, float_digits)
             for mean, lo, hi in zip(summary[f"{metric}_mean"], summary[f"{metric}_lo"], summary[f"{metric}_hi"])
         ]
     table = table.drop(columns=[f"{metric}_{bound}" for metric in metrics for bound in ("lo", "hi")])
