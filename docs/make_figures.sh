@@ -49,7 +49,7 @@ if $analysis; then
     analysis_run="snakemake --cores $cores --scheduler greedy --configfile config/analysis.yaml config/analysis_seed1.yaml"
     $analysis_run --quiet
     copy results-analysis/figures/best_settings.png analysis_best_settings.png "$analysis_run"
-    copy results-analysis/figures/tradeoff.png analysis_tradeoff.png "$analysis_run"
+    # its trade-off figure (12 columns of model x edit kind) stays in the run's folder: too wide for a page
     python -m imagic_steps.model_comparison results-analysis
     copy results-analysis/figures/model_contrasts.png analysis_contrasts.png \
         "$analysis_run && python -m imagic_steps.model_comparison results-analysis"
@@ -63,7 +63,7 @@ kept=()
 if [ -f "$figures/README.md" ]; then
     while IFS= read -r line; do
         name=$(sed -n 's/^| `\([^`]*\)` |.*/\1/p' <<< "$line")
-        [ -n "$name" ] || continue
+        [ -n "$name" ] && [ -f "$figures/$name" ] || continue  # a figure no longer shipped loses its line
         made=false
         for source in "${sources[@]}"; do [[ $source == "| \`$name\` |"* ]] && made=true; done
         $made || kept+=("$line")
