@@ -1063,7 +1063,10 @@ def contrasts_figure(contrasts: pd.DataFrame):
                                fontweight="bold")
             if j == 0:
                 varies = rows["varies"].fillna("").iloc[0] if "varies" in rows and len(rows) else ""
-                axes.set_ylabel(f"{name}\n({varies})" if varies else name, fontsize=9, fontweight="bold")
+                # "A −" and "B" on lines of their own: a long label ("latent_t5 − latent_t5_seed1") stays within
+                # its row of panels instead of running into the next row's
+                label = name.replace(" − ", " −\n") + (f"\n({varies})" if varies else "")
+                axes.set_ylabel(label, fontsize=9, fontweight="bold")
     for j, (_, difference) in enumerate(columns):
         # a share difference lies in [-1, 1]: a little room past the ends keeps a dot at -1 or 1 whole
         half = min(1.08, reach[difference] * 1.1) if difference == "edited_diff" else reach[difference] * 1.15

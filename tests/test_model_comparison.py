@@ -90,7 +90,7 @@ def test_the_figure_has_a_row_of_panels_per_contrast_and_a_column_per_edit_kind_
     contrasts = model_comparison.model_contrasts(differences, [("latent", "pixel"), ("latent_t5", "latent")])
     figure = contrasts_figure(contrasts)
     assert len(figure.axes) == 2 * 4
-    assert [figure.axes[4 * i].get_ylabel() for i in range(2)] == ["latent − pixel", "latent_t5 − latent"]
+    assert [figure.axes[4 * i].get_ylabel() for i in range(2)] == ["latent −\npixel", "latent_t5 −\nlatent"]
     assert [axes.get_title() for axes in figure.axes[:4]] == [
         "attribute: share of pairs edited", "attribute: fidelity, pairs both edit",
         "structure: share of pairs edited", "structure: fidelity, pairs both edit"]
