@@ -20,7 +20,8 @@ from .drawing import new_figure, save_figure
 from .images import load_image
 from .io import save_image
 from .plan import BASELINES
-from .stats import DISTANCE_METRIC, SETTING_COLUMNS, TEXT_METRIC, edit_setting, require_columns
+from .stats import (DISTANCE_METRIC, MODEL_DIFFERENCES, SETTING_COLUMNS, TEXT_METRIC, edit_kinds, edit_setting,
+                    method_variants, require_columns)
 
 MIN_CELL = 96  # pixels: a smaller sample (the 32 px digits) is enlarged by the whole factor that reaches this
 LABEL_FONT_SIZE = 14  # pixels: every montage text (DejaVu Sans)
@@ -1007,7 +1008,7 @@ def plot_sweep(means: pd.DataFrame, path, title: str, xlabel: str, labels: dict[
 
 
 CONTRAST_PANEL_WIDTH = 2.1  # inches of x axis per panel of the model-contrasts figure
-CONTRAST_DIFFERENCES = {"edited_diff": "share of pairs edited", "fidelity_diff": "fidelity, pairs both edit"}
+CONTRAST_DIFFERENCES = dict(zip(MODEL_DIFFERENCES, ("share of pairs edited", "fidelity, pairs both edit")))
 
 
 def contrasts_figure(contrasts: pd.DataFrame):
@@ -1024,10 +1025,9 @@ def contrasts_figure(contrasts: pd.DataFrame):
     require_columns(contrasts, ["contrast", "method", "variant", "n_pairs", "n_both_edited",
                                 *(f"{d}_{s}" for d in CONTRAST_DIFFERENCES for s in ("mean", "lo", "hi"))])
     names = list(dict.fromkeys(contrasts["contrast"]))
-    kinds = sorted(contrasts["edit_kind"].unique()) if "edit_kind" in contrasts else [None]
-    curves = sorted(contrasts.groupby(["method", "variant"]).groups, key=lambda c: (c[0] != "imagic", c))
+    curves = method_variants(contrasts)
     colours = curve_colours(curves)
-    columns = [(kind, difference) for kind in kinds for difference in CONTRAST_DIFFERENCES]
+    columns = [(kind, difference) for kind in edit_kinds(contrasts) for difference in CONTRAST_DIFFERENCES]
     panel_height = len(curves) * BEST_ROW_HEIGHT + 0.45
     figure = new_figure((1.9 + len(columns) * (CONTRAST_PANEL_WIDTH + 0.25), len(names) * panel_height + 1.2),
                         FIGURE_DPI)
@@ -1035,11 +1035,10 @@ def contrasts_figure(contrasts: pd.DataFrame):
     positions = np.arange(len(curves))
     reach = {difference: 0.05 for difference in CONTRAST_DIFFERENCES}
     for i, name in enumerate(names):
+        contrast = contrasts[contrasts["contrast"] == name]
         for j, (kind, difference) in enumerate(columns):
             axes = grid[i][j]
-            rows = contrasts[contrasts["contrast"] == name]
-            if kind is not None:
-                rows = rows[rows["edit_kind"] == kind]
+            rows = contrast if kind is None else contrast[contrast["edit_kind"] == kind]
             axes.axvline(0.0, color="0.35", ls="--", lw=1, zorder=1)
             for position, curve in zip(positions, curves):
                 found = rows[(rows["method"] == curve[0]) & (rows["variant"] == curve[1])]

@@ -32,9 +32,10 @@ import pandas as pd
 
 from .io import atomic_path, write_text
 from .locations import COLOUR_DIGITS_MODELS
-from .stats import BOOTSTRAP_RESAMPLES, CONFIDENCE, DISTANCE_METRIC, MODEL, format_interval, require_columns
+from .stats import (BOOTSTRAP_RESAMPLES, CONFIDENCE, DISTANCE_METRIC, MODEL, MODEL_DIFFERENCES, edit_kinds,
+                    format_interval, method_variants, require_columns)
 
-DIFFERENCES = ("edited_diff", "fidelity_diff")  # the columns each contrast reports, with _mean / _lo / _hi
+DIFFERENCES = MODEL_DIFFERENCES  # the columns each contrast reports, with _mean / _lo / _hi
 DIFFERENCE_NAMES = {"edited_diff": "share of pairs edited, A − B",
                     "fidelity_diff": "fidelity (1 − identity distance), A − B, over the pairs both edit"}
 CONTRAST = "contrast"  # the column naming a contrast: "A − B"
@@ -115,22 +116,15 @@ def _method_label(method: str, variant: str) -> str:
     return method if method == variant else f"{method} / {variant}"
 
 
-def _rows_in_order(table: pd.DataFrame) -> list[tuple[str, str]]:
-    """(method, variant) in the order the run's tables sort them: Imagic's variants first, then the baselines."""
-    pairs = table[["method", "variant"]].drop_duplicates()
-    return sorted(map(tuple, pairs.to_numpy()), key=lambda mv: (mv[0] != "imagic", mv[0], mv[1]))
-
-
 def _per_edit_kind(table: pd.DataFrame, column: str, values: Sequence[str], headers: Sequence[str], what: str,
                    cell) -> str:
     """One Markdown table per edit kind of `table`: a row per method / variant, a column per value of `column` (with
     its header), each cell `cell(row)` of the table's row there, "—" where there is none."""
-    kinds = sorted(table["edit_kind"].unique()) if "edit_kind" in table else [None]
     parts = []
-    for kind in kinds:
+    for kind in edit_kinds(table):
         rows = table if kind is None else table[table["edit_kind"] == kind]
         lines = [f"| {kind or 'all'}: {what} | " + " | ".join(headers) + " |", "|---|" + "---|" * len(headers)]
-        for method, variant in _rows_in_order(rows):
+        for method, variant in method_variants(rows):
             found = rows[(rows["method"] == method) & (rows["variant"] == variant)].set_index(column)
             cells = [cell(found.loc[value]) if value in found.index else "—" for value in values]
             lines.append(f"| {_method_label(method, variant)} | " + " | ".join(cells) + " |")

@@ -234,6 +234,18 @@ def summarise_best(
 
 
 MODEL = "model"  # the model label column of a several-model run's tables
+MODEL_DIFFERENCES = ("edited_diff", "fidelity_diff")  # paired_model_differences' measures, each _mean / _lo / _hi
+
+
+def method_variants(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (method, variant) pairs of `table`, Imagic's variants first, then the baselines, each sorted."""
+    pairs = table[["method", "variant"]].drop_duplicates()
+    return sorted(map(tuple, pairs.to_numpy()), key=lambda mv: (mv[0] != "imagic", mv[0], mv[1]))
+
+
+def edit_kinds(table: pd.DataFrame) -> list:
+    """The sorted edit_kind values of `table`, or [None] for a table without that facet."""
+    return sorted(table["edit_kind"].unique()) if "edit_kind" in table else [None]
 
 
 def paired_model_differences(
@@ -283,13 +295,13 @@ def paired_model_differences(
             fidelity = (1 - group[f"{distance}_a"]) - (1 - group[f"{distance}_b"])  # NaN unless both edit
             row = {"model_a": model_a, "model_b": model_b, **dict(zip(by, key)), "n_pairs": len(group),
                    "n_both_edited": int(fidelity.notna().sum())}
-            for name, values in (("edited_diff", edited), ("fidelity_diff", fidelity)):
+            for name, values in zip(MODEL_DIFFERENCES, (edited, fidelity)):
                 row[f"{name}_mean"], row[f"{name}_lo"], row[f"{name}_hi"] = bootstrap_mean_interval(
                     values.to_numpy(dtype=np.float64), n_resamples=n_resamples, seed=seed)
             row["scorer"] = scorers.pop()
             rows.append(row)
     columns = ["model_a", "model_b", *by, "n_pairs", "n_both_edited",
-               *(f"{name}_{stat}" for name in ("edited_diff", "fidelity_diff") for stat in ("mean", "lo", "hi")),
+               *(f"{name}_{stat}" for name in MODEL_DIFFERENCES for stat in ("mean", "lo", "hi")),
                "scorer"]
     return pd.DataFrame(rows, columns=columns)
 
