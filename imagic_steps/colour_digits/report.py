@@ -5,9 +5,9 @@
     python -m imagic_steps.colour_digits.report --figures results-colour-digits   # and each model's samples
 
 The models are the 2 x 2 of space (latent, pixel) x text encoder (SD's CLIP, the domain T5) and the second training
-seeds shipped so far, labelled as in config/analysis.yaml (`latent`, `pixel`, `latent_t5`, `pixel_clip`, and
-`_seed1` for a second seed: locations.COLOUR_DIGITS_MODELS). For every (colour, digit) caption, the canonical "a red three", a model
-samples one image per seed (DDIM 20 steps at guidance 3, the digits domain's recommended sampling, and at guidance
+seeds registered so far, labelled as in config/analysis.yaml (`latent`, `pixel`, `latent_t5`, `pixel_clip`, and
+`_seed1` for a second seed: locations.COLOUR_DIGITS_MODELS). For every (colour, digit) caption, the canonical "a red
+three", a model samples one image per seed (DDIM 20 steps at guidance 3, the digits domain's recommended sampling, and at guidance
 1, no classifier-free guidance); the scorer (`scorer.py`) reads each sample's digit (the digits classifier on the
 ink) and its colour (nearest palette colour). The summary has one row per model and guidance: how many samples show
 the requested digit, colour and both, for the 40 captions the models were trained on and the 10 held-out
